@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.conversations.models import Conversation, Message
+from app.core.repository import Page, Repository
+
+
+class ConversationRepository(Repository[Conversation]):
+    model = Conversation
+    label = "conversation"
+
+    async def for_update(self, id_: str) -> Conversation | None:
+        return await self.session.get(Conversation, id_)
+
+    async def bump_messages(self, id_: str, by: int) -> None:
+        await self.session.execute(
+            update(Conversation)
+            .where(Conversation.id == id_)
+            .values(message_count=Conversation.message_count + by)
+        )
+
+
+class MessageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, message: Message) -> None:
+        self.session.add(message)
+
+    async def history(self, conversation_id: str) -> list[Message]:
+        rows = await self.session.scalars(
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position)
+        )
+        return list(rows)
+
+    async def page(
+        self, conversation_id: str, *, after: int, limit: int, run_id: str | None = None
+    ) -> Page[Message]:
+        stmt = select(Message).where(Message.conversation_id == conversation_id, Message.position > after)
+        if run_id is not None:
+            stmt = stmt.where(Message.run_id == run_id)
+        rows = list(await self.session.scalars(stmt.order_by(Message.position).limit(limit + 1)))
+        has_more = len(rows) > limit
+        items = rows[:limit]
+        return Page(items, str(items[-1].position) if has_more and items else None)

@@ -1,0 +1,82 @@
+"""The generic repository: every SQL statement of the app lives in a repository.
+
+Repositories flush; the caller's unit of work commits. Rows that belong to a
+principal are always read through ``principal_id`` so one principal can never
+see another's (a miss is a ``NotFound``, never a hint that the row exists).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import Base
+from app.core.errors import BadRequest, Conflict, NotFound
+
+M = TypeVar("M", bound=Base)
+
+
+class Page(Generic[M]):
+    def __init__(self, items: Sequence[M], next_cursor: str | None) -> None:
+        self.items = list(items)
+        self.next_cursor = next_cursor
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The cursor is not one this server issued.", code="invalid_cursor") from exc
+
+
+class Repository(Generic[M]):
+    """Owned rows keyed by a time-ordered string ``id``; newest first in lists."""
+
+    model: type[M]
+    label: str = "resource"
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _owned(self, principal_id: str) -> Select[tuple[M]]:
+        return select(self.model).where(self.model.principal_id == principal_id)  # type: ignore[attr-defined]
+
+    async def get(self, principal_id: str, id_: str) -> M:
+        row = await self.session.scalar(self._owned(principal_id).where(self.model.id == id_))  # type: ignore[attr-defined]
+        if row is None:
+            raise NotFound(f"No {self.label} with id '{id_}'.")
+        return row
+
+    async def add(self, row: M) -> M:
+        self.session.add(row)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise Conflict(f"The {self.label} conflicts with one that exists.", code="already_exists") from exc
+        return row
+
+    async def delete(self, row: M) -> None:
+        await self.session.delete(row)
+        await self.session.flush()
+
+    async def page(self, stmt: Select[tuple[M]], *, limit: int, cursor: str | None) -> Page[M]:
+        id_col: Any = self.model.id  # type: ignore[attr-defined]
+        if cursor:
+            stmt = stmt.where(id_col < decode_cursor(cursor))
+        rows = (await self.session.scalars(stmt.order_by(id_col.desc()).limit(limit + 1))).all()
+        has_more = len(rows) > limit
+        items = rows[:limit]
+        return Page(items, encode_cursor(items[-1].id) if has_more and items else None)  # type: ignore[attr-defined]
+
+    async def list(self, principal_id: str, *, limit: int = 50, cursor: str | None = None) -> Page[M]:
+        return await self.page(self._owned(principal_id), limit=limit, cursor=cursor)

@@ -1,0 +1,10 @@
+"""Imports every model, so that ``Base.metadata`` describes the whole schema (alembic reads it)."""
+
+from app.agents.models import Agent
+from app.auth.models import ApiKey
+from app.conversations.models import Conversation, Message
+from app.core.db import Base
+from app.runs.models import Run, RunEvent
+from app.teams.models import Team
+
+__all__ = ["Agent", "ApiKey", "Base", "Conversation", "Message", "Run", "RunEvent", "Team"]

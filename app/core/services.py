@@ -1,0 +1,27 @@
+"""The long-lived objects one app instance owns, built and torn down by its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.settings import Settings
+from app.engine.providers import ModelRegistry
+from app.engine.tools import ToolRegistry
+from app.runtime.bus import EventBus
+from app.runtime.manager import RunManager
+from app.runtime.recorder import EventRecorder
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession]
+    models: ModelRegistry
+    tools: ToolRegistry
+    bus: EventBus
+    recorder: EventRecorder
+    runs: RunManager

@@ -1,0 +1,122 @@
+"""All configuration, read once from the environment (prefix ``SWARM_``) or ``.env``.
+
+One class, built by the caller and injected; nothing imports a global settings
+object. Validators refuse values that would be unsafe in production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """SwarmDirector settings. Every field is read from ``SWARM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SWARM_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "test", "production"] = Field(
+        default="development", description="`production` turns on the strict checks."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `swarmdirector serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `swarmdirector serve` binds to.")
+
+    # -- storage ---------------------------------------------------------------------------------
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./swarmdirector.db",
+        description="SQLAlchemy async URL. SQLite (aiosqlite) by default; PostgreSQL via asyncpg.",
+    )
+    auto_migrate: bool = Field(default=True, description="Run `alembic upgrade head` at start.")
+    seed_demo: bool = Field(default=True, description="Create the `demo` team on first start.")
+    delta_retention_s: float = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="How long `message.delta` events of a finished run are kept (0 = forever).",
+    )
+
+    # -- models ----------------------------------------------------------------------------------
+    default_model: str | None = Field(
+        default=None,
+        description=(
+            "`provider/model` used by every agent that names none. Unset: `openai/gpt-4o-mini` when an "
+            "OpenAI key is configured, otherwise the deterministic `fake/default`."
+        ),
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SWARM_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(default=None, description="Override the OpenAI API base URL.")
+    azure_openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SWARM_AZURE_OPENAI_API_KEY", "AZURE_OPENAI_API_KEY")
+    )
+    azure_openai_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("SWARM_AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_ENDPOINT")
+    )
+    azure_openai_api_version: str = Field(default="2024-10-21")
+    openai_compatible_base_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp)."
+    )
+    openai_compatible_api_key: SecretStr | None = Field(default=None)
+    openai_compatible_function_calling: bool = Field(
+        default=True, description="Whether models behind `openai_compatible` support tool calls."
+    )
+
+    # -- runs ------------------------------------------------------------------------------------
+    run_timeout_s: float = Field(default=600.0, gt=0, description="Default hard time limit of a run.")
+    max_run_timeout_s: float = Field(default=3600.0, gt=0, description="Largest `timeout_s` a run may ask.")
+    default_max_messages: int = Field(
+        default=10, ge=1, description="Termination for a team that sets none of its own."
+    )
+    max_task_chars: int = Field(default=32_000, ge=1, description="Longest task accepted.")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
+    shutdown_grace_s: float = Field(default=10.0, ge=0, description="How long live runs get on stop.")
+
+    # -- streaming -------------------------------------------------------------------------------
+    watcher_buffer: int = Field(
+        default=2048, ge=16, description="Events a watcher may fall behind before it is cut loose."
+    )
+    sse_ping_s: float = Field(default=15.0, gt=0, description="Interval of `: ping` comments on SSE.")
+    sse_send_timeout_s: float = Field(
+        default=30.0, gt=0, description="A stalled SSE client is disconnected after this."
+    )
+
+    # -- logging ---------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = Field(default=True, description="JSON log lines (false: human-readable).")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.run_timeout_s > self.max_run_timeout_s:
+            raise ValueError("SWARM_RUN_TIMEOUT_S must not exceed SWARM_MAX_RUN_TIMEOUT_S")
+        if self.environment == "production":
+            if self.database_url.startswith("sqlite") and ":memory:" in self.database_url:
+                raise ValueError("an in-memory database loses everything; not allowed in production")
+            if self.resolved_default_model.startswith("fake/"):
+                raise ValueError(
+                    "production with the fake model: configure a provider key or SWARM_DEFAULT_MODEL"
+                )
+        return self
+
+    @property
+    def resolved_default_model(self) -> str:
+        if self.default_model:
+            return self.default_model
+        if self.openai_api_key is not None:
+            return "openai/gpt-4o-mini"
+        return "fake/default"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def migrations_dir(self) -> Path:
+        return Path(__file__).resolve().parents[2] / "migrations"

@@ -1,0 +1,103 @@
+"""Translates AutoGen's stream items into SwarmDirector event types and payloads.
+
+The per-token branch comes first and builds one small dict: it is the hottest
+code in the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autogen_agentchat.messages import (
+    BaseChatMessage,
+    HandoffMessage,
+    ModelClientStreamingChunkEvent,
+    SelectSpeakerEvent,
+    StopMessage,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+)
+
+Translated = list[tuple[str, dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class CompletedMessage:
+    """A chat message to store; the translator's caller gives it a position and a seq."""
+
+    id: str
+    agent: str
+    type: str
+    text: str
+    payload: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def message_text(message: BaseChatMessage) -> str:
+    if isinstance(message, HandoffMessage):
+        return message.content
+    return message.to_model_text()
+
+
+def completed_message(message: BaseChatMessage) -> CompletedMessage:
+    usage = message.models_usage
+    return CompletedMessage(
+        id=message.id,
+        agent=message.source,
+        type=message.type,
+        text=message_text(message),
+        payload=message.model_dump(mode="json"),
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+    )
+
+
+def message_completed_data(m: CompletedMessage, position: int) -> dict[str, Any]:
+    return {
+        "message_id": m.id,
+        "agent": m.agent,
+        "type": m.type,
+        "text": m.text,
+        "position": position,
+        "usage": {"prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens},
+    }
+
+
+def translate_event(item: object, agents: frozenset[str]) -> Translated:
+    """Events other than chat messages (those are handled by the caller, who must store them)."""
+    if isinstance(item, ModelClientStreamingChunkEvent):
+        if item.source not in agents:  # a selector's own tokens
+            return []
+        return [("message.delta", {"message_id": item.full_message_id, "agent": item.source, "text": item.content})]
+    if isinstance(item, ToolCallRequestEvent):
+        return [
+            ("tool.call", {"agent": item.source, "call_id": c.id, "name": c.name, "arguments": c.arguments})
+            for c in item.content
+        ]
+    if isinstance(item, ToolCallExecutionEvent):
+        return [
+            (
+                "tool.result",
+                {
+                    "agent": item.source,
+                    "call_id": r.call_id,
+                    "name": r.name,
+                    "content": r.content,
+                    "is_error": bool(r.is_error),
+                },
+            )
+            for r in item.content
+        ]
+    if isinstance(item, SelectSpeakerEvent):
+        return [("speaker.selected", {"agents": list(item.content)})]
+    return []
+
+
+def is_stored_message(item: object) -> bool:
+    return isinstance(item, BaseChatMessage) and not isinstance(item, StopMessage)
+
+
+def handoff_data(message: HandoffMessage) -> dict[str, Any]:
+    return {"message_id": message.id, "source": message.source, "target": message.target}

@@ -1,0 +1,94 @@
+"""Turns a resolved team spec into fresh AutoGen objects, one set per run.
+
+AutoGen objects are bound to the event loop they first run on and carry
+conversation context, so nothing built here is ever shared between runs.
+"""
+
+from __future__ import annotations
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import ChatAgent, Team, TerminationCondition
+from autogen_agentchat.conditions import (
+    MaxMessageTermination,
+    TextMentionTermination,
+    TimeoutTermination,
+    TokenUsageTermination,
+)
+from autogen_agentchat.teams import BaseGroupChat, RoundRobinGroupChat, SelectorGroupChat, Swarm
+
+from app.agents.schemas import AgentSpec
+from app.engine.providers import ModelRegistry
+from app.engine.tools import ToolRegistry
+from app.teams.schemas import ResolvedTeamSpec
+
+
+def team_signature(spec: ResolvedTeamSpec) -> str:
+    """Identifies the shape of a team whose saved state another team can load."""
+    return f"{spec.kind}:" + ",".join(m.name for m in spec.members)
+
+
+class TeamFactory:
+    def __init__(self, models: ModelRegistry, tools: ToolRegistry, *, default_max_messages: int) -> None:
+        self.models = models
+        self.tools = tools
+        self.default_max_messages = default_max_messages
+
+    def build_agent(self, spec: AgentSpec, *, swarm: bool) -> AssistantAgent:
+        ref = self.models.parse(spec.model)
+        client = self.models.build(ref, spec.model_options, streaming=spec.streaming)
+        kwargs: dict[str, object] = {}
+        if spec.system_message is not None:
+            kwargs["system_message"] = spec.system_message
+        return AssistantAgent(
+            name=spec.name,
+            model_client=client,
+            description=spec.description or f"The {spec.name} agent.",
+            tools=[self.tools.build(name) for name in spec.tools] or None,
+            handoffs=list(spec.handoffs) if swarm and spec.handoffs else None,
+            model_client_stream=spec.streaming,
+            reflect_on_tool_use=spec.reflect_on_tool_use,
+            max_tool_iterations=spec.max_tool_iterations,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def termination(self, spec: ResolvedTeamSpec, history_len: int = 0) -> TerminationCondition:
+        # messages replayed as context arrive with the task and count towards MaxMessageTermination
+        t = spec.termination
+        conditions: list[TerminationCondition] = []
+        if spec.kind == "single":
+            conditions.append(MaxMessageTermination(2 + history_len))
+        if t.max_messages is not None:
+            conditions.append(MaxMessageTermination(t.max_messages + history_len))
+        if t.text_mention is not None:
+            conditions.append(TextMentionTermination(t.text_mention))
+        if t.timeout_s is not None:
+            conditions.append(TimeoutTermination(t.timeout_s))
+        if t.token_budget is not None:
+            conditions.append(TokenUsageTermination(max_total_token=t.token_budget))
+        if not conditions:
+            conditions.append(MaxMessageTermination(self.default_max_messages + history_len))
+        combined = conditions[0]
+        for c in conditions[1:]:
+            combined = combined | c
+        return combined
+
+    def build_team(self, spec: ResolvedTeamSpec, *, history_len: int = 0) -> BaseGroupChat:
+        swarm = spec.kind == "swarm"
+        agents: list[ChatAgent | Team] = [self.build_agent(m, swarm=swarm) for m in spec.members]
+        termination = self.termination(spec, history_len)
+        if spec.kind == "selector":
+            selector = self.models.build(self.models.parse(spec.selector_model))
+            extra: dict[str, object] = {}
+            if spec.selector_prompt:
+                extra["selector_prompt"] = spec.selector_prompt
+            return SelectorGroupChat(
+                agents,
+                model_client=selector,
+                termination_condition=termination,
+                allow_repeated_speaker=spec.allow_repeated_speaker,
+                emit_team_events=True,
+                **extra,  # type: ignore[arg-type]
+            )
+        if swarm:
+            return Swarm(agents, termination_condition=termination)
+        return RoundRobinGroupChat(agents, termination_condition=termination)

@@ -1,0 +1,139 @@
+"""The one way in: ``create_app(settings)``, whose lifespan owns every long-lived object.
+
+Start order: logging, database (migrated), model and tool registries, event
+bus, recorder, run manager, demo seed, recovery of a previous process's runs.
+Stop order is the reverse, with live runs given a bounded grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from app import __version__
+from app.agents.router import router as agents_router
+from app.conversations.router import router as conversations_router
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import BodySizeLimit, RequestContext
+from app.core.migrate import upgrade_head
+from app.core.services import Services
+from app.core.settings import Settings
+from app.engine.factory import TeamFactory
+from app.engine.providers import ModelRegistry
+from app.engine.tools import ToolRegistry
+from app.health.router import router as health_router
+from app.providers.router import FAKE_NOTICE
+from app.providers.router import router as models_router
+from app.runs.repository import RunEventRepository
+from app.runs.router import router as runs_router
+from app.runtime.bus import EventBus
+from app.runtime.execution import RuntimeDeps
+from app.runtime.manager import RunManager
+from app.runtime.recorder import EventRecorder
+from app.runtime.recovery import recover_runs
+from app.teams.router import router as teams_router
+from app.teams.seed import seed_demo_team
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """\
+An asynchronous streaming API server for AutoGen multi-agent runs.
+
+Define agents and teams, start a run on a task, and watch every token, message,
+tool call and hand-off stream back over SSE, then read the whole history back.
+Errors are RFC 9457 `application/problem+json` with a stable `code`.
+"""
+
+
+async def _purge_deltas(services: Services) -> None:
+    """Drops the deltas of long-finished runs now and then (their messages stay for good)."""
+    retention = services.settings.delta_retention_s
+    if retention <= 0:
+        return
+    while True:
+        try:
+            async with services.sessionmaker() as session:
+                removed = await RunEventRepository(session).purge_deltas(utcnow() - timedelta(seconds=retention))
+                await session.commit()
+            if removed:
+                log.info("deltas_purged", removed=removed)
+        except Exception as exc:
+            log.warning("delta_purge_failed", error=str(exc))
+        await asyncio.sleep(min(retention, 3600))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_json)
+        # AutoGen's per-message tracing costs ~20% of its CPU and we export no traces
+        os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
+        engine = create_engine(settings.database_url)
+        if settings.auto_migrate:
+            await upgrade_head(engine)
+        sessionmaker = create_sessionmaker(engine)
+        read_sessionmaker = create_sessionmaker(engine, read_only=True)
+        models = ModelRegistry(settings)
+        tools = ToolRegistry.with_builtins()
+        bus = EventBus(settings.watcher_buffer)
+        recorder = EventRecorder(sessionmaker, bus)
+        recorder.start()
+        factory = TeamFactory(models, tools, default_max_messages=settings.default_max_messages)
+        manager = RunManager(RuntimeDeps(settings, sessionmaker, read_sessionmaker, bus, recorder, factory))
+        services = Services(settings, engine, sessionmaker, read_sessionmaker, models, tools, bus, recorder, manager)
+        app.state.services = services
+        purger: asyncio.Task[None] | None = None
+        try:
+            if settings.seed_demo:
+                async with sessionmaker() as session:
+                    await seed_demo_team(session)
+            await recover_runs(sessionmaker, manager)
+            purger = asyncio.create_task(_purge_deltas(services), name="delta-purger")
+            log.info(
+                "started",
+                version=__version__,
+                database=engine.url.render_as_string(hide_password=True),
+                default_model=models.default_model,
+            )
+            if models.default_model.startswith("fake/"):
+                log.warning("fake_default_model", notice=FAKE_NOTICE)
+            yield
+        finally:
+            await manager.shutdown(settings.shutdown_grace_s)
+            if purger is not None:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
+            await recorder.stop()
+            await engine.dispose()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="SwarmDirector",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    for router in (health_router, models_router, agents_router, teams_router, conversations_router, runs_router):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,114 @@
+"""Run requests, run resources and the event envelope as the API documents them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from app.core.schemas import StrictModel
+from app.teams.schemas import TeamSpec
+
+RunStatus = Literal["queued", "running", "awaiting_input", "succeeded", "failed", "cancelled", "timed_out"]
+MetadataValue = str | int | float | bool | None
+
+
+class RunCreate(StrictModel):
+    team_id: str | None = Field(
+        default=None, description="A stored team, by id or by name (e.g. `demo`).", examples=["demo"]
+    )
+    team: TeamSpec | None = Field(default=None, description="An inline team spec, instead of `team_id`.")
+    task: str = Field(min_length=1, description="What the team should do.", examples=["Write a haiku about rivers."])
+    conversation_id: str | None = Field(
+        default=None, description="Continue this conversation with its full context; absent: start a new one."
+    )
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Hard time limit; the run ends `timed_out`. Default: the server's."
+    )
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict, max_length=32, description="Your own labels, returned as given."
+    )
+    if_busy: Literal["reject", "enqueue", "interrupt"] = Field(
+        default="reject",
+        description=(
+            "When the conversation has a run going: `reject` (409), `enqueue` (start after it), "
+            "or `interrupt` (cancel it, then start)."
+        ),
+    )
+
+    @field_validator("task")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the task is blank")
+        return value
+
+    @model_validator(mode="after")
+    def _one_team(self) -> RunCreate:
+        if (self.team_id is None) == (self.team is None):
+            raise ValueError("give exactly one of `team_id` or `team`")
+        return self
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class RunError(BaseModel):
+    code: str = Field(
+        description="Stable: `model_error`, `rate_limited`, `model_timeout`, `timed_out`, `invalid_spec`, ..."
+    )
+    message: str
+
+
+class RunResult(BaseModel):
+    message_id: str
+    agent: str
+    text: str = Field(description="The last message of the run.")
+
+
+class RunRead(BaseModel):
+    id: str = Field(examples=["run_01JDAX3G4F6Q3C9W8R4T0M2N7B"])
+    object: Literal["run"] = "run"
+    status: RunStatus
+    conversation_id: str
+    team_id: str | None = None
+    team_name: str
+    task: str
+    if_busy: str
+    timeout_s: float
+    metadata: dict[str, MetadataValue]
+    stop_reason: str | None = Field(default=None, description="Why the team stopped, or why it was cancelled.")
+    error: RunError | None = None
+    usage: Usage
+    message_count: int = Field(description="Messages this run added to its conversation, the task included.")
+    last_seq: int = Field(description="The seq of the run's last event once it has finished; 0 before.")
+    result: RunResult | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class EventEnvelope(BaseModel):
+    """One run event: the same envelope on SSE, WebSocket and in the stored log."""
+
+    run_id: str
+    seq: int = Field(description="Dense per run: 1, 2, 3, ...")
+    type: str = Field(
+        description=(
+            "`run.queued`, `run.started`, `message.delta`, `message.completed`, `tool.call`, `tool.result`, "
+            "`handoff`, `speaker.selected`, and one terminal `run.completed` | `run.failed` | `run.cancelled`."
+        ),
+        examples=["message.delta"],
+    )
+    at: str = Field(description="UTC time, ISO 8601 with milliseconds.", examples=["2026-11-24T10:00:00.123Z"])
+    data: dict[str, Any] = Field(description="The event's payload; its fields depend on `type`.")
+
+
+class EventPage(BaseModel):
+    data: list[EventEnvelope]
+    last_seq: int = Field(description="Seq of the last event in this page (or the `after` given, if none).")
+    has_more: bool = Field(description="Whether more stored events follow; pass `last_seq` as `after`.")

@@ -1,0 +1,117 @@
+"""Starting and cancelling runs: validation, admission per conversation, hand-off to the run manager."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.agents.repository import AgentRepository
+from app.auth.service import Principal
+from app.conversations.models import Conversation
+from app.conversations.repository import ConversationRepository
+from app.core.db import utcnow
+from app.core.errors import Conflict, InvalidSpec
+from app.core.ids import new_id
+from app.core.services import Services
+from app.runs.models import Run, RunEvent
+from app.runs.repository import TERMINAL_STATUSES, RunRepository
+from app.runs.schemas import RunCreate
+from app.teams.repository import TeamRepository
+from app.teams.schemas import ResolvedTeamSpec, TeamSpec
+from app.teams.service import SpecValidator, TeamResolver
+
+
+class RunService:
+    def __init__(self, session: AsyncSession, principal: Principal, services: Services) -> None:
+        self.session = session
+        self.principal = principal
+        self.services = services
+        self.runs = RunRepository(session)
+
+    async def _resolve_team(self, body: RunCreate) -> tuple[str | None, ResolvedTeamSpec]:
+        resolver = TeamResolver(
+            SpecValidator(self.services.models, self.services.tools), AgentRepository(self.session), self.principal.id
+        )
+        if body.team is not None:
+            return None, await resolver.resolve(body.team, ["body", "team"])
+        assert body.team_id is not None
+        team = await TeamRepository(self.session).get_by_id_or_name(self.principal.id, body.team_id)
+        try:
+            return team.id, await resolver.resolve(TeamSpec.model_validate(team.spec), ["body", "team_id"])
+        except InvalidSpec as exc:
+            raise InvalidSpec(
+                f"Team '{team.name}' can no longer run: {exc.detail}", code=exc.code, errors=exc.errors
+            ) from exc
+
+    async def create(self, body: RunCreate) -> Run:
+        settings = self.services.settings
+        if len(body.task) > settings.max_task_chars:
+            raise InvalidSpec.at(
+                ["body", "task"], f"The task is longer than {settings.max_task_chars} characters.", code="task_too_long"
+            )
+        timeout = body.timeout_s or settings.run_timeout_s
+        if timeout > settings.max_run_timeout_s:
+            raise InvalidSpec.at(
+                ["body", "timeout_s"], f"timeout_s may be at most {settings.max_run_timeout_s:g}.", code="invalid_timeout"
+            )
+        team_id, spec = await self._resolve_team(body)
+        manager = self.services.runs
+        async with manager.admission:
+            conversations = ConversationRepository(self.session)
+            if body.conversation_id is not None:
+                conversation = await conversations.get(self.principal.id, body.conversation_id)
+                active = await self.runs.active_in_conversation(conversation.id)
+                if active and body.if_busy == "reject":
+                    raise Conflict(
+                        f"Conversation '{conversation.id}' has run '{active[0].id}' going; "
+                        "pass if_busy=enqueue or if_busy=interrupt to start anyway.",
+                        code="conversation_busy",
+                    )
+                if body.if_busy == "interrupt":
+                    for other in active:
+                        manager.cancel(other.id, "interrupted")
+            else:
+                conversation = Conversation(
+                    id=new_id("conv"), principal_id=self.principal.id, title=body.task.strip()[:80], team_id=team_id
+                )
+                await conversations.add(conversation)
+            run = Run(
+                id=new_id("run"),
+                principal_id=self.principal.id,
+                conversation_id=conversation.id,
+                team_id=team_id,
+                team_name=spec.name,
+                team_spec=spec.model_dump(mode="json"),
+                task=body.task,
+                status="queued",
+                if_busy=body.if_busy,
+                timeout_s=timeout,
+                meta=dict(body.metadata),
+                created_at=utcnow(),
+            )
+            await self.runs.add(run)
+            self.session.add(
+                RunEvent(
+                    run_id=run.id,
+                    seq=1,
+                    type="run.queued",
+                    at=run.created_at,
+                    data={"conversation_id": conversation.id, "team": spec.name, "task": body.task},
+                )
+            )
+            await self.session.commit()
+            manager.submit(run, flushed_seq=1)
+        return run
+
+    async def cancel(self, run_id: str) -> Run:
+        run = await self.runs.get(self.principal.id, run_id)
+        if run.status == "cancelled":
+            return run
+        if run.status in TERMINAL_STATUSES:
+            raise Conflict(f"Run '{run_id}' has already finished ({run.status}).", code="run_finished")
+        # end the transaction first: the run needs the database to settle
+        await self.session.rollback()
+        manager = self.services.runs
+        if manager.cancel(run_id):
+            await manager.wait(run_id, timeout=2.0)
+        self.session.expire_all()
+        return await self.runs.get(self.principal.id, run_id)

@@ -1,0 +1,50 @@
+"""Runs' event streams as Server-Sent Events (sse-starlette).
+
+Frames carry ``id: <seq>`` and ``event: <type>``, so a browser's
+``EventSource`` resumes by itself with ``Last-Event-ID``. ``: ping`` comments
+keep idle streams open; a client that stops reading is dropped after the send
+timeout, and its run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.core.services import Services
+from app.runtime.streams import StreamLagged, follow
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    async for item in follow(services.read_sessionmaker, services.bus, run_id, after):
+        if isinstance(item, StreamLagged):
+            # no id: the client's Last-Event-ID stays on the last event it really got
+            yield ServerSentEvent(
+                data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq}).decode(), event="stream.lagged"
+            )
+        else:
+            yield ServerSentEvent(data=item.json(), event=item.type, id=str(item.seq))
+
+
+def event_stream(services: Services, run_id: str, after: int, headers: dict[str, str] | None = None) -> EventSourceResponse:
+    settings = services.settings
+    return EventSourceResponse(
+        _frames(services, run_id, after),
+        ping=settings.sse_ping_s,
+        send_timeout=settings.sse_send_timeout_s,
+        headers={**SSE_HEADERS, **(headers or {})},
+    )
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        seq = int(value.strip())
+    except ValueError:
+        return None
+    return seq if seq >= 0 else None

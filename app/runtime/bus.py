@@ -1,0 +1,125 @@
+"""The in-process event bus: fans each run's events out to its watchers.
+
+Each watcher has a bounded buffer. Publishing never waits: a watcher whose
+buffer is full is cut loose (``lagged``) and must re-attach from storage,
+so a slow watcher never slows the run or the other watchers.
+
+The bus also holds a run's events that the recorder has not yet written
+(``pending``). Every published event is therefore in the database or in
+``pending`` (or both), which is what lets a watcher attach at any moment
+without a gap: see ``app.runtime.streams``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from app.runtime.envelope import Envelope
+
+
+class Subscription:
+    __slots__ = ("_channel", "_items", "_maxsize", "_wakeup", "closed", "lagged")
+
+    def __init__(self, channel: RunChannel, maxsize: int) -> None:
+        self._channel = channel
+        self._items: deque[Envelope] = deque()
+        self._maxsize = maxsize
+        self._wakeup = asyncio.Event()
+        self.lagged = False
+        self.closed = False
+
+    def push(self, env: Envelope) -> None:
+        if len(self._items) >= self._maxsize:
+            self.lagged = True
+            self._items.clear()
+            self._channel.subscribers.discard(self)
+        else:
+            self._items.append(env)
+        self._wakeup.set()
+
+    async def next_batch(self) -> list[Envelope]:
+        """Everything queued so far; waits for at least one event unless lagged or closed."""
+        while not self._items and not self.lagged and not self.closed:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch = list(self._items)
+        self._items.clear()
+        return batch
+
+    def close(self) -> None:
+        self.closed = True
+        self._channel.subscribers.discard(self)
+        self._wakeup.set()
+
+
+class RunChannel:
+    __slots__ = ("done", "flushed_seq", "pending", "run_id", "subscribers", "terminal")
+
+    def __init__(self, run_id: str, flushed_seq: int) -> None:
+        self.run_id = run_id
+        self.pending: deque[Envelope] = deque()
+        self.subscribers: set[Subscription] = set()
+        self.flushed_seq = flushed_seq
+        self.terminal: Envelope | None = None
+        self.done = asyncio.Event()
+
+
+class EventBus:
+    def __init__(self, watcher_buffer: int) -> None:
+        self._channels: dict[str, RunChannel] = {}
+        self._watcher_buffer = watcher_buffer
+
+    def open(self, run_id: str, flushed_seq: int) -> RunChannel:
+        channel = self._channels.get(run_id)
+        if channel is None:
+            channel = self._channels[run_id] = RunChannel(run_id, flushed_seq)
+        return channel
+
+    def is_open(self, run_id: str) -> bool:
+        return run_id in self._channels
+
+    def publish(self, env: Envelope) -> None:
+        channel = self._channels.get(env.run_id)
+        if channel is None:
+            return
+        if env.seq > channel.flushed_seq:
+            channel.pending.append(env)
+        for sub in tuple(channel.subscribers):
+            sub.push(env)
+        if env.terminal:
+            channel.terminal = env
+            channel.done.set()
+            self._maybe_close(channel)
+
+    def mark_flushed(self, run_id: str, seq: int) -> None:
+        channel = self._channels.get(run_id)
+        if channel is None or seq <= channel.flushed_seq:
+            return
+        channel.flushed_seq = seq
+        pending = channel.pending
+        while pending and pending[0].seq <= seq:
+            pending.popleft()
+        self._maybe_close(channel)
+
+    def _maybe_close(self, channel: RunChannel) -> None:
+        # once the terminal event is stored, the database alone can serve every replay
+        if channel.terminal is not None and channel.flushed_seq >= channel.terminal.seq:
+            self._channels.pop(channel.run_id, None)
+
+    def subscribe(self, run_id: str) -> tuple[Subscription | None, list[Envelope]]:
+        """A live subscription (None when no run is live here) and the not-yet-stored events."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return None, []
+        sub = Subscription(channel, self._watcher_buffer)
+        channel.subscribers.add(sub)
+        return sub, list(channel.pending)
+
+    async def wait_terminal(self, run_id: str) -> None:
+        channel = self._channels.get(run_id)
+        if channel is not None:
+            await channel.done.wait()
+
+    def live_watchers(self) -> int:
+        return sum(len(c.subscribers) for c in self._channels.values())

@@ -1,0 +1,49 @@
+"""The one event envelope, used on SSE, WebSocket and in the stored log.
+
+Serialised once, when first asked, however many watchers receive it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+TERMINAL_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
+DELTA = "message.delta"
+
+
+def format_at(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+class Envelope:
+    __slots__ = ("_json", "at", "data", "run_id", "seq", "type")
+
+    def __init__(self, run_id: str, seq: int, type: str, at: datetime, data: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.type = type
+        self.at = at
+        self.data = data
+        self._json: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    @property
+    def durable(self) -> bool:
+        return self.type != DELTA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "seq": self.seq, "type": self.type, "at": format_at(self.at), "data": self.data}
+
+    def json(self) -> str:
+        if self._json is None:
+            self._json = orjson.dumps(self.to_dict()).decode()
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"Envelope({self.run_id!r}, {self.seq}, {self.type!r})"

@@ -1,0 +1,93 @@
+"""The one owner of every run task in this process.
+
+Keeps ``run_id -> task``, forgets a run in the task's done-callback, cancels
+through the run's ``CancellationToken``, serialises the runs of one
+conversation, and on shutdown gives live runs a bounded grace before
+cancelling them with reason ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from app.runs.models import Run
+from app.runtime.execution import RunExecution, RuntimeDeps
+
+log = structlog.get_logger(__name__)
+
+
+class RunManager:
+    def __init__(self, deps: RuntimeDeps) -> None:
+        self.deps = deps
+        self._executions: dict[str, RunExecution] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._turns: dict[str, asyncio.Lock] = {}
+        # makes "is this conversation busy?" and "start a run in it" one step
+        self.admission = asyncio.Lock()
+        self._closing = False
+
+    @property
+    def live_count(self) -> int:
+        return len(self._tasks)
+
+    def is_live(self, run_id: str) -> bool:
+        return run_id in self._tasks
+
+    def live_in_conversation(self, conversation_id: str) -> list[str]:
+        return [rid for rid, ex in self._executions.items() if ex.conversation_id == conversation_id]
+
+    def submit(self, run: Run, flushed_seq: int) -> None:
+        if self._closing:
+            raise RuntimeError("the run manager is shutting down")
+        self.deps.bus.open(run.id, flushed_seq)
+        execution = RunExecution(self.deps, run)
+        turn = self._turns.setdefault(run.conversation_id, asyncio.Lock())
+        task = asyncio.create_task(execution.execute(turn), name=f"run:{run.id}")
+        self._executions[run.id] = execution
+        self._tasks[run.id] = task
+        task.add_done_callback(lambda t: self._forget(run.id, run.conversation_id, t))
+
+    def _forget(self, run_id: str, conversation_id: str, task: asyncio.Task[None]) -> None:
+        self._executions.pop(run_id, None)
+        self._tasks.pop(run_id, None)
+        if not self.live_in_conversation(conversation_id):
+            self._turns.pop(conversation_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("run_task_error", run_id=run_id, exc_info=task.exception())
+
+    def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
+        """Ask a live run to stop; False when it is not live in this process."""
+        execution = self._executions.get(run_id)
+        if execution is None:
+            return False
+        execution.request_cancel(reason)
+        return True
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> bool:
+        """Wait for a live run's task to end; True when it has (or was not live)."""
+        task = self._tasks.get(run_id)
+        if task is None:
+            return True
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        return bool(done)
+
+    async def shutdown(self, grace: float) -> None:
+        self._closing = True
+        tasks = set(self._tasks.values())
+        if not tasks:
+            return
+        log.info("runs_draining", live=len(tasks), grace_s=grace)
+        _, pending = await asyncio.wait(tasks, timeout=grace) if grace > 0 else (set(), tasks)
+        for run_id, execution in list(self._executions.items()):
+            if self._tasks.get(run_id) in pending:
+                execution.request_cancel("shutdown")
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=5)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

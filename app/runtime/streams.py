@@ -1,0 +1,97 @@
+"""Replay then follow: every event of a run after a given seq, exactly once, in order.
+
+The order of steps is what makes it gap-free: subscribe to the live channel
+first, then take the not-yet-stored events, then read the database for what
+comes before those. Any event published before the subscription is in one of
+the two; any event after it arrives on the subscription. Seq numbers remove
+the overlap. A watcher that falls behind its bounded buffer is told
+(``StreamLagged``) and re-attached from storage, at its own pace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.runs.models import Run
+from app.runs.repository import TERMINAL_STATUSES, RunEventRepository
+from app.runtime.bus import EventBus
+from app.runtime.envelope import Envelope
+
+PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLagged:
+    """Not an event: the watcher fell behind and was re-attached after ``last_seq``."""
+
+    last_seq: int
+
+
+async def stored_events(
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: str, after: int, *, below: int | None = None
+) -> AsyncIterator[Envelope]:
+    """Stored events after ``after`` (and before ``below``), a page per short session."""
+    while True:
+        async with sessionmaker() as session:
+            rows = await RunEventRepository(session).after(run_id, after, limit=PAGE, below=below)
+        for row in rows:
+            yield Envelope(row.run_id, row.seq, row.type, row.at, row.data)
+        if len(rows) < PAGE:
+            return
+        after = rows[-1].seq
+
+
+async def follow(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bus: EventBus,
+    run_id: str,
+    after: int,
+    *,
+    poll_s: float = 0.5,
+) -> AsyncIterator[Envelope | StreamLagged]:
+    last = after
+    while True:
+        sub, unstored = bus.subscribe(run_id)
+        try:
+            below = unstored[0].seq if unstored else None
+            async for env in stored_events(sessionmaker, run_id, last, below=below):
+                last = env.seq
+                yield env
+                if env.terminal:
+                    return
+            for env in unstored:
+                if env.seq > last:
+                    last = env.seq
+                    yield env
+                    if env.terminal:
+                        return
+            if sub is None:
+                # not live in this process: finished (all of it is stored) or run elsewhere
+                async with sessionmaker() as session:
+                    run = await session.get(Run, run_id)
+                if run is None or run.status in TERMINAL_STATUSES:
+                    # a terminal run whose terminal event was written after our read
+                    async for env in stored_events(sessionmaker, run_id, last):
+                        last = env.seq
+                        yield env
+                    return
+                await asyncio.sleep(poll_s)
+                continue
+            while True:
+                batch = await sub.next_batch()
+                for env in batch:
+                    if env.seq > last:
+                        last = env.seq
+                        yield env
+                        if env.terminal:
+                            return
+                if sub.lagged:
+                    yield StreamLagged(last)
+                    break
+        finally:
+            if sub is not None:
+                sub.close()

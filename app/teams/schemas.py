@@ -1,0 +1,70 @@
+"""The team spec: kind, members (stored agents by name or inline specs) and termination."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from app.agents.schemas import AgentSpec
+from app.core.schemas import Name, StrictModel
+
+TeamKind = Literal["round_robin", "selector", "swarm", "single"]
+
+
+class Termination(StrictModel):
+    """When a run of the team ends; any condition that is met ends it."""
+
+    max_messages: int | None = Field(
+        default=None, ge=1, le=10_000, description="Stop after this many messages, the task included."
+    )
+    text_mention: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Stop when a message contains this text."
+    )
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="Stop gracefully after this many seconds."
+    )
+    token_budget: int | None = Field(
+        default=None, ge=1, description="Stop once prompt + completion tokens reach this."
+    )
+
+
+class TeamSpec(StrictModel):
+    name: Name
+    kind: TeamKind = Field(
+        default="round_robin",
+        description=(
+            "`round_robin` (members take turns), `selector` (a model picks the next speaker), "
+            "`swarm` (agents hand off to each other), `single` (one agent answers once)."
+        ),
+    )
+    description: str = Field(default="", max_length=2000)
+    members: list[str | AgentSpec] = Field(
+        min_length=1,
+        max_length=32,
+        description="Agents of the team: the name of a stored agent, or an inline agent spec.",
+    )
+    termination: Termination = Field(default_factory=Termination)
+    selector_model: str | None = Field(
+        default=None, max_length=200, description="Selector teams: the model that picks speakers."
+    )
+    selector_prompt: str | None = Field(
+        default=None,
+        max_length=20_000,
+        description="Selector teams: prompt with `{roles}`, `{participants}` and `{history}`.",
+    )
+    allow_repeated_speaker: bool = Field(default=False, description="Selector teams: may one agent speak twice.")
+
+
+class ResolvedTeamSpec(TeamSpec):
+    """A team spec with every member inline and every model named: what a run executes."""
+
+    members: list[AgentSpec]  # type: ignore[assignment]
+
+
+class TeamRead(TeamSpec):
+    id: str = Field(examples=["team_01JDAX3G4F6Q3C9W8R4T0M2N7B"])
+    object: Literal["team"] = "team"
+    created_at: datetime
+    updated_at: datetime

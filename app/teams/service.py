@@ -1,0 +1,131 @@
+"""Validates agent and team specs against the server's models, tools and stored agents.
+
+Everything a run would trip over is refused here, at create time, as a 422
+that names the field (``loc``) at fault.
+"""
+
+from __future__ import annotations
+
+from app.agents.repository import AgentRepository
+from app.agents.schemas import AgentSpec
+from app.core.errors import FieldError, InvalidSpec
+from app.engine.providers import ModelConfigError, ModelRegistry
+from app.engine.tools import ToolRegistry
+from app.teams.schemas import ResolvedTeamSpec, TeamSpec
+
+Loc = list[str | int]
+RESERVED_NAMES = frozenset({"user"})
+
+
+class SpecErrors:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, loc: Loc, msg: str, type_: str) -> None:
+        self.errors.append(FieldError(loc=loc, msg=msg, type=type_))
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            first = self.errors[0]
+            raise InvalidSpec(first.msg, code=first.type, errors=self.errors)
+
+
+class SpecValidator:
+    def __init__(self, models: ModelRegistry, tools: ToolRegistry) -> None:
+        self.models = models
+        self.tools = tools
+
+    def agent(self, spec: AgentSpec, loc: Loc, errors: SpecErrors) -> AgentSpec:
+        """Check one agent; return it with its model resolved to a full ``provider/model``."""
+        if spec.name in RESERVED_NAMES:
+            errors.add([*loc, "name"], f"'{spec.name}' is reserved for the person giving the task.", "reserved_name")
+        resolved = spec
+        try:
+            ref = self.models.parse(spec.model)
+            resolved = spec.model_copy(update={"model": str(ref)})
+            if spec.model_options and spec.model_options.script is not None and ref.provider != "fake":
+                errors.add(
+                    [*loc, "model_options", "script"], "A script is only for the `fake` provider.", "invalid_spec"
+                )
+            if (spec.tools or spec.handoffs) and not self.models.supports_tools(ref):
+                errors.add([*loc, "model"], f"Model '{ref}' cannot call tools.", "model_without_tools")
+        except ModelConfigError as exc:
+            errors.add([*loc, "model"], str(exc), "unknown_model")
+        for j, tool in enumerate(spec.tools):
+            if tool not in self.tools:
+                known = ", ".join(self.tools.names()) or "none"
+                errors.add([*loc, "tools", j], f"No tool named '{tool}' is registered (known: {known}).", "unknown_tool")
+        return resolved
+
+
+class TeamResolver:
+    """Resolves a team spec (stored agents by name, default models) into what a run executes."""
+
+    def __init__(self, validator: SpecValidator, agents: AgentRepository, principal_id: str) -> None:
+        self.validator = validator
+        self.agents = agents
+        self.principal_id = principal_id
+
+    async def resolve(self, spec: TeamSpec, loc: Loc) -> ResolvedTeamSpec:
+        errors = SpecErrors()
+        names = [m for m in spec.members if isinstance(m, str)]
+        stored = await self.agents.by_names(self.principal_id, names)
+        members: list[AgentSpec] = []
+        for i, member in enumerate(spec.members):
+            mloc: Loc = [*loc, "members", i]
+            if isinstance(member, str):
+                row = stored.get(member)
+                if row is None:
+                    errors.add(mloc, f"No stored agent named '{member}'.", "unknown_agent")
+                    continue
+                member = AgentSpec.model_validate(row.spec)
+            members.append(self.validator.agent(member, mloc, errors))
+
+        seen: set[str] = set()
+        for i, agent in enumerate(members):
+            if agent.name in seen:
+                errors.add([*loc, "members", i, "name"], f"Two members are named '{agent.name}'.", "duplicate_member")
+            seen.add(agent.name)
+
+        count = len(spec.members)
+        if spec.kind == "single" and count != 1:
+            errors.add([*loc, "members"], "A `single` team has exactly one member.", "invalid_team")
+        if spec.kind == "selector" and count < 2:
+            errors.add([*loc, "members"], "A `selector` team needs at least two members.", "invalid_team")
+        if spec.kind != "selector" and (spec.selector_model or spec.selector_prompt):
+            errors.add([*loc, "kind"], "`selector_model`/`selector_prompt` are for selector teams.", "invalid_team")
+
+        lowered = {n.lower(): n for n in seen}
+        for i, agent in enumerate(members):
+            for j, target in enumerate(agent.handoffs):
+                hloc: Loc = [*loc, "members", i, "handoffs", j]
+                if spec.kind != "swarm":
+                    errors.add(hloc, "Hand-offs are only used by `swarm` teams.", "invalid_handoff")
+                elif target == agent.name:
+                    errors.add(hloc, f"'{agent.name}' cannot hand off to itself.", "invalid_handoff")
+                elif target not in seen:
+                    errors.add(hloc, f"Hand-off target '{target}' is not a member of the team.", "unknown_handoff_target")
+                elif lowered.get(target.lower()) != target:
+                    errors.add(hloc, "Member names must differ by more than case to be hand-off targets.", "invalid_handoff")
+
+        selector_model = spec.selector_model
+        if spec.kind == "selector":
+            try:
+                selector_model = str(self.validator.models.parse(spec.selector_model))
+            except ModelConfigError as exc:
+                errors.add([*loc, "selector_model"], str(exc), "unknown_model")
+            if spec.selector_prompt is not None:
+                for field in ("{roles}", "{participants}", "{history}"):
+                    if field not in spec.selector_prompt:
+                        errors.add([*loc, "selector_prompt"], f"The selector prompt must contain {field}.", "invalid_spec")
+        errors.raise_if_any()
+        data = spec.model_dump()
+        data["members"] = [m.model_dump() for m in members]
+        data["selector_model"] = selector_model
+        return ResolvedTeamSpec.model_validate(data)
+
+
+def check_agent(validator: SpecValidator, spec: AgentSpec) -> None:
+    errors = SpecErrors()
+    validator.agent(spec, ["body"], errors)
+    errors.raise_if_any()
