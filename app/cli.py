@@ -56,3 +56,7 @@ def db_upgrade() -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -129,7 +129,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
-    for router in (health_router, models_router, agents_router, teams_router, conversations_router, runs_router):
+    for router in (
+        health_router,
+        models_router,
+        agents_router,
+        teams_router,
+        conversations_router,
+        runs_router,
+    ):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

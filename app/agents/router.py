@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 
 def to_read(row: Agent) -> AgentRead:
-    return AgentRead.model_validate({**row.spec, "id": row.id, "created_at": row.created_at, "updated_at": row.updated_at})
+    return AgentRead.model_validate(
+        {**row.spec, "id": row.id, "created_at": row.created_at, "updated_at": row.updated_at}
+    )
 
 
 @router.post(
@@ -29,7 +31,9 @@ def to_read(row: Agent) -> AgentRead:
     responses=problem_responses(400, 409, 422),
     summary="Create an agent",
 )
-async def create_agent(body: AgentSpec, session: SessionDep, principal: PrincipalDep, services: ServicesDep) -> AgentRead:
+async def create_agent(
+    body: AgentSpec, session: SessionDep, principal: PrincipalDep, services: ServicesDep
+) -> AgentRead:
     check_agent(SpecValidator(services.models, services.tools), body)
     row = Agent(id=new_id("agt"), principal_id=principal.id, name=body.name, spec=body.model_dump(mode="json"))
     await AgentRepository(session).add(row)
@@ -54,7 +58,10 @@ async def get_agent(agent_id: str, session: SessionDep, principal: PrincipalDep)
 
 
 @router.put(
-    "/{agent_id}", name="replace_agent", summary="Replace an agent's spec", responses=problem_responses(404, 409, 422)
+    "/{agent_id}",
+    name="replace_agent",
+    summary="Replace an agent's spec",
+    responses=problem_responses(404, 409, 422),
 )
 async def replace_agent(
     agent_id: str, body: AgentSpec, session: SessionDep, principal: PrincipalDep, services: ServicesDep

@@ -24,7 +24,5 @@ def hash_key(secret: str) -> str:
 
 
 async def principal_for_key(session: AsyncSession, secret: str) -> Principal | None:
-    row = await session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
-    )
+    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None)))
     return Principal(row.principal_id, "api_key") if row else None

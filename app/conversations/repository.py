@@ -16,9 +16,7 @@ class ConversationRepository(Repository[Conversation]):
 
     async def bump_messages(self, id_: str, by: int) -> None:
         await self.session.execute(
-            update(Conversation)
-            .where(Conversation.id == id_)
-            .values(message_count=Conversation.message_count + by)
+            update(Conversation).where(Conversation.id == id_).values(message_count=Conversation.message_count + by)
         )
 
 
@@ -35,9 +33,7 @@ class MessageRepository:
         )
         return list(rows)
 
-    async def page(
-        self, conversation_id: str, *, after: int, limit: int, run_id: str | None = None
-    ) -> Page[Message]:
+    async def page(self, conversation_id: str, *, after: int, limit: int, run_id: str | None = None) -> Page[Message]:
         stmt = select(Message).where(Message.conversation_id == conversation_id, Message.position > after)
         if run_id is not None:
             stmt = stmt.where(Message.run_id == run_id)

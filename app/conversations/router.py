@@ -60,7 +60,10 @@ async def list_conversations(
 
 
 @router.get(
-    "/{conversation_id}", name="get_conversation", summary="Get a conversation", responses=problem_responses(404)
+    "/{conversation_id}",
+    name="get_conversation",
+    summary="Get a conversation",
+    responses=problem_responses(404),
 )
 async def get_conversation(conversation_id: str, session: SessionDep, principal: PrincipalDep) -> ConversationRead:
     return to_read(await ConversationRepository(session).get(principal.id, conversation_id))

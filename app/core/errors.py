@@ -159,8 +159,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 detail="The request body is not valid JSON.",
             )
         errors = [
-            FieldError(loc=_loc(e.get("loc", ())), msg=str(e.get("msg", "")), type=str(e.get("type", "")))
-            for e in raw
+            FieldError(loc=_loc(e.get("loc", ())), msg=str(e.get("msg", "")), type=str(e.get("type", ""))) for e in raw
         ]
         where = ", ".join(".".join(str(p) for p in e.loc) for e in errors[:3])
         return problem_response(
@@ -200,6 +199,10 @@ def install_error_handlers(app: FastAPI) -> None:
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries declaring problem+json for the given statuses."""
     return {
-        s: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": _HTTP_CODES.get(s, ("", "Error"))[1]}
+        s: {
+            "model": Problem,
+            "content": {PROBLEM_JSON: {}},
+            "description": _HTTP_CODES.get(s, ("", "Error"))[1],
+        }
         for s in statuses
     }

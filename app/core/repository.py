@@ -48,11 +48,12 @@ class Repository(Generic[M]):
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _owned(self, principal_id: str) -> Select[tuple[M]]:
+    def _owned(self, principal_id: str) -> Select[M]:
         return select(self.model).where(self.model.principal_id == principal_id)  # type: ignore[attr-defined]
 
     async def get(self, principal_id: str, id_: str) -> M:
-        row = await self.session.scalar(self._owned(principal_id).where(self.model.id == id_))  # type: ignore[attr-defined]
+        id_col: Any = self.model.id  # type: ignore[attr-defined]
+        row: M | None = await self.session.scalar(self._owned(principal_id).where(id_col == id_))
         if row is None:
             raise NotFound(f"No {self.label} with id '{id_}'.")
         return row
@@ -69,11 +70,11 @@ class Repository(Generic[M]):
         await self.session.delete(row)
         await self.session.flush()
 
-    async def page(self, stmt: Select[tuple[M]], *, limit: int, cursor: str | None) -> Page[M]:
+    async def page(self, stmt: Select[M], *, limit: int, cursor: str | None) -> Page[M]:
         id_col: Any = self.model.id  # type: ignore[attr-defined]
         if cursor:
             stmt = stmt.where(id_col < decode_cursor(cursor))
-        rows = (await self.session.scalars(stmt.order_by(id_col.desc()).limit(limit + 1))).all()
+        rows: Sequence[M] = (await self.session.scalars(stmt.order_by(id_col.desc()).limit(limit + 1))).all()
         has_more = len(rows) > limit
         items = rows[:limit]
         return Page(items, encode_cursor(items[-1].id) if has_more and items else None)  # type: ignore[attr-defined]

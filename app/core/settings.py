@@ -72,9 +72,7 @@ class Settings(BaseSettings):
     # -- runs ------------------------------------------------------------------------------------
     run_timeout_s: float = Field(default=600.0, gt=0, description="Default hard time limit of a run.")
     max_run_timeout_s: float = Field(default=3600.0, gt=0, description="Largest `timeout_s` a run may ask.")
-    default_max_messages: int = Field(
-        default=10, ge=1, description="Termination for a team that sets none of its own."
-    )
+    default_max_messages: int = Field(default=10, ge=1, description="Termination for a team that sets none of its own.")
     max_task_chars: int = Field(default=32_000, ge=1, description="Longest task accepted.")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="How long live runs get on stop.")
@@ -100,9 +98,7 @@ class Settings(BaseSettings):
             if self.database_url.startswith("sqlite") and ":memory:" in self.database_url:
                 raise ValueError("an in-memory database loses everything; not allowed in production")
             if self.resolved_default_model.startswith("fake/"):
-                raise ValueError(
-                    "production with the fake model: configure a provider key or SWARM_DEFAULT_MODEL"
-                )
+                raise ValueError("production with the fake model: configure a provider key or SWARM_DEFAULT_MODEL")
         return self
 
     @property

@@ -46,7 +46,7 @@ def completed_message(message: BaseChatMessage) -> CompletedMessage:
     return CompletedMessage(
         id=message.id,
         agent=message.source,
-        type=message.type,
+        type=type(message).__name__,
         text=message_text(message),
         payload=message.model_dump(mode="json"),
         prompt_tokens=usage.prompt_tokens if usage else 0,
@@ -70,7 +70,12 @@ def translate_event(item: object, agents: frozenset[str]) -> Translated:
     if isinstance(item, ModelClientStreamingChunkEvent):
         if item.source not in agents:  # a selector's own tokens
             return []
-        return [("message.delta", {"message_id": item.full_message_id, "agent": item.source, "text": item.content})]
+        return [
+            (
+                "message.delta",
+                {"message_id": item.full_message_id, "agent": item.source, "text": item.content},
+            )
+        ]
     if isinstance(item, ToolCallRequestEvent):
         return [
             ("tool.call", {"agent": item.source, "call_id": c.id, "name": c.name, "arguments": c.arguments})

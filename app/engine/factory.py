@@ -90,5 +90,5 @@ class TeamFactory:
                 **extra,  # type: ignore[arg-type]
             )
         if swarm:
-            return Swarm(agents, termination_condition=termination)
+            return Swarm([a for a in agents if isinstance(a, ChatAgent)], termination_condition=termination)
         return RoundRobinGroupChat(agents, termination_condition=termination)

@@ -138,9 +138,7 @@ class ScriptToolCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, description="Name of the tool (function) to call.")
-    arguments: dict[str, Any] = Field(
-        default_factory=dict, description="Arguments of the call, as a JSON object."
-    )
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the call, as a JSON object.")
 
 
 class ScriptStep(BaseModel):
@@ -183,9 +181,7 @@ class ScriptStep(BaseModel):
         ]
         if len(chosen) != 1:
             found = ", ".join(chosen) if chosen else "none"
-            raise ValueError(
-                f"a script step needs exactly one of text, tool_calls, handoff, error (got: {found})"
-            )
+            raise ValueError(f"a script step needs exactly one of text, tool_calls, handoff, error (got: {found})")
         return self
 
 
@@ -371,14 +367,10 @@ class FakeChatCompletionClient(ChatCompletionClient):
             calls = step.tool_calls
         if calls is not None:
             function_calls = [
-                FunctionCall(
-                    id=f"call_{call_number}_{index}", name=call.name, arguments=json.dumps(call.arguments)
-                )
+                FunctionCall(id=f"call_{call_number}_{index}", name=call.name, arguments=json.dumps(call.arguments))
                 for index, call in enumerate(calls)
             ]
-            usage = RequestUsage(
-                prompt_tokens=prompt_tokens, completion_tokens=_TOOL_CALL_TOKENS * len(calls)
-            )
+            usage = RequestUsage(prompt_tokens=prompt_tokens, completion_tokens=_TOOL_CALL_TOKENS * len(calls))
             self._record_usage(usage)
             return _Reply(
                 content=function_calls,
@@ -412,9 +404,7 @@ class FakeChatCompletionClient(ChatCompletionClient):
         finish_reason: Literal["stop", "function_calls"] = (
             "stop" if isinstance(reply.content, str) else "function_calls"
         )
-        return CreateResult(
-            finish_reason=finish_reason, content=reply.content, usage=reply.usage, cached=False
-        )
+        return CreateResult(finish_reason=finish_reason, content=reply.content, usage=reply.usage, cached=False)
 
     @staticmethod
     def _check_cancelled(cancellation_token: CancellationToken | None) -> None:
@@ -469,9 +459,7 @@ class FakeChatCompletionClient(ChatCompletionClient):
             self._check_cancelled(cancellation_token)
             reply = self._plan(messages)
             for index, chunk in enumerate(reply.chunks):
-                await self._sleep(
-                    reply.first_delay_s if index == 0 else reply.chunk_delay_s, cancellation_token
-                )
+                await self._sleep(reply.first_delay_s if index == 0 else reply.chunk_delay_s, cancellation_token)
                 self._check_cancelled(cancellation_token)
                 self._stats.chunks += 1
                 yield chunk
@@ -495,9 +483,7 @@ class FakeChatCompletionClient(ChatCompletionClient):
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
         return _prompt_tokens(messages)
 
-    def remaining_tokens(
-        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()
-    ) -> int:
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
         return max(0, _TOTAL_TOKENS - self.count_tokens(messages, tools=tools))
 
     @property

@@ -120,10 +120,11 @@ class ModelRegistry:
             args["stream_options"] = {"include_usage": True}
         if ref.provider == "openai":
             assert s.openai_api_key is not None
+            if s.openai_base_url:
+                args["base_url"] = s.openai_base_url
             return OpenAIChatCompletionClient(
                 model=ref.name,
                 api_key=s.openai_api_key.get_secret_value(),
-                base_url=s.openai_base_url,
                 model_info=_known_or_generic(ref.name),
                 **args,
             )
@@ -142,7 +143,7 @@ class ModelRegistry:
         return OpenAIChatCompletionClient(
             model=ref.name,
             api_key=key,
-            base_url=s.openai_compatible_base_url,
+            base_url=s.openai_compatible_base_url or "",
             model_info=ModelInfo(
                 vision=False,
                 function_calling=s.openai_compatible_function_calling,
@@ -159,5 +160,9 @@ def _known_or_generic(name: str) -> ModelInfo:
         return get_info(name)
     except (KeyError, ValueError):
         return ModelInfo(
-            vision=False, function_calling=True, json_output=True, family=ModelFamily.UNKNOWN, structured_output=True
+            vision=False,
+            function_calling=True,
+            json_output=True,
+            family=ModelFamily.UNKNOWN,
+            structured_output=True,
         )

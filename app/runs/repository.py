@@ -38,9 +38,7 @@ class RunRepository(Repository[Run]):
 
     async def active_in_conversation(self, conversation_id: str) -> list[Run]:
         rows = await self.session.scalars(
-            select(Run)
-            .where(Run.conversation_id == conversation_id, Run.status.in_(ACTIVE_STATUSES))
-            .order_by(Run.id)
+            select(Run).where(Run.conversation_id == conversation_id, Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)
         )
         return list(rows)
 

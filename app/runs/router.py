@@ -14,7 +14,16 @@ from app.core.schemas import ListPage
 from app.core.services import Services
 from app.runs.models import Run
 from app.runs.repository import RunEventRepository, RunRepository
-from app.runs.schemas import EventEnvelope, EventPage, RunCreate, RunError, RunRead, RunResult, RunStatus, Usage
+from app.runs.schemas import (
+    EventEnvelope,
+    EventPage,
+    RunCreate,
+    RunError,
+    RunRead,
+    RunResult,
+    RunStatus,
+    Usage,
+)
 from app.runs.service import RunService
 from app.runs.sse import event_stream, parse_last_event_id
 from app.runtime.envelope import format_at
@@ -122,7 +131,12 @@ async def list_runs(
     cursor: str | None = None,
 ) -> ListPage[RunRead]:
     page = await RunRepository(session).list_filtered(
-        principal.id, limit=limit, cursor=cursor, status=status_, conversation_id=conversation_id, team_id=team_id
+        principal.id,
+        limit=limit,
+        cursor=cursor,
+        status=status_,
+        conversation_id=conversation_id,
+        team_id=team_id,
     )
     return ListPage(data=[to_read(r) for r in page.items], next_cursor=page.next_cursor)
 

@@ -29,7 +29,9 @@ class RunService:
 
     async def _resolve_team(self, body: RunCreate) -> tuple[str | None, ResolvedTeamSpec]:
         resolver = TeamResolver(
-            SpecValidator(self.services.models, self.services.tools), AgentRepository(self.session), self.principal.id
+            SpecValidator(self.services.models, self.services.tools),
+            AgentRepository(self.session),
+            self.principal.id,
         )
         if body.team is not None:
             return None, await resolver.resolve(body.team, ["body", "team"])
@@ -46,12 +48,16 @@ class RunService:
         settings = self.services.settings
         if len(body.task) > settings.max_task_chars:
             raise InvalidSpec.at(
-                ["body", "task"], f"The task is longer than {settings.max_task_chars} characters.", code="task_too_long"
+                ["body", "task"],
+                f"The task is longer than {settings.max_task_chars} characters.",
+                code="task_too_long",
             )
         timeout = body.timeout_s or settings.run_timeout_s
         if timeout > settings.max_run_timeout_s:
             raise InvalidSpec.at(
-                ["body", "timeout_s"], f"timeout_s may be at most {settings.max_run_timeout_s:g}.", code="invalid_timeout"
+                ["body", "timeout_s"],
+                f"timeout_s may be at most {settings.max_run_timeout_s:g}.",
+                code="invalid_timeout",
             )
         team_id, spec = await self._resolve_team(body)
         manager = self.services.runs
@@ -71,7 +77,10 @@ class RunService:
                         manager.cancel(other.id, "interrupted")
             else:
                 conversation = Conversation(
-                    id=new_id("conv"), principal_id=self.principal.id, title=body.task.strip()[:80], team_id=team_id
+                    id=new_id("conv"),
+                    principal_id=self.principal.id,
+                    title=body.task.strip()[:80],
+                    team_id=team_id,
                 )
                 await conversations.add(conversation)
             run = Run(
@@ -112,6 +121,6 @@ class RunService:
         await self.session.rollback()
         manager = self.services.runs
         if manager.cancel(run_id):
-            await manager.wait(run_id, timeout=2.0)
+            await manager.wait(run_id, within=2.0)
         self.session.expire_all()
         return await self.runs.get(self.principal.id, run_id)

@@ -24,13 +24,16 @@ async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[
         if isinstance(item, StreamLagged):
             # no id: the client's Last-Event-ID stays on the last event it really got
             yield ServerSentEvent(
-                data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq}).decode(), event="stream.lagged"
+                data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq}).decode(),
+                event="stream.lagged",
             )
         else:
             yield ServerSentEvent(data=item.json(), event=item.type, id=str(item.seq))
 
 
-def event_stream(services: Services, run_id: str, after: int, headers: dict[str, str] | None = None) -> EventSourceResponse:
+def event_stream(
+    services: Services, run_id: str, after: int, headers: dict[str, str] | None = None
+) -> EventSourceResponse:
     settings = services.settings
     return EventSourceResponse(
         _frames(services, run_id, after),

@@ -38,7 +38,13 @@ class Envelope:
         return self.type != DELTA
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "seq": self.seq, "type": self.type, "at": format_at(self.at), "data": self.data}
+        return {
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "type": self.type,
+            "at": format_at(self.at),
+            "data": self.data,
+        }
 
     def json(self) -> str:
         if self._json is None:

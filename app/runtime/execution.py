@@ -240,7 +240,7 @@ class RunExecution:
             timer.cancel()
         if self.cancel_reason is not None:
             return Outcome("cancelled", stop_reason=self.cancel_reason)
-        return Outcome("succeeded", stop_reason=stop_reason, state=await team.save_state())
+        return Outcome("succeeded", stop_reason=stop_reason, state=dict(await team.save_state()))
 
     async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message]]:
         async with self.deps.read_sessionmaker() as session:

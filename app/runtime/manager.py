@@ -66,12 +66,12 @@ class RunManager:
         execution.request_cancel(reason)
         return True
 
-    async def wait(self, run_id: str, timeout: float | None = None) -> bool:
+    async def wait(self, run_id: str, within: float | None = None) -> bool:
         """Wait for a live run's task to end; True when it has (or was not live)."""
         task = self._tasks.get(run_id)
         if task is None:
             return True
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        done, _ = await asyncio.wait({task}, timeout=within)
         return bool(done)
 
     async def shutdown(self, grace: float) -> None:

@@ -39,9 +39,7 @@ class _Item:
 
 
 class EventRecorder:
-    def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus, *, max_batch: int = 2000
-    ) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus, *, max_batch: int = 2000) -> None:
         self._sessionmaker = sessionmaker
         self._bus = bus
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=100_000)

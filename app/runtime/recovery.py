@@ -33,7 +33,10 @@ async def recover_runs(sessionmaker: async_sessionmaker[AsyncSession], manager: 
             now = utcnow()
             data: dict[str, Any] = {
                 "status": "failed",
-                "error": {"code": "server_restarted", "message": "The server stopped while the run was going."},
+                "error": {
+                    "code": "server_restarted",
+                    "message": "The server stopped while the run was going.",
+                },
                 "usage": {
                     "prompt_tokens": run.prompt_tokens,
                     "completion_tokens": run.completion_tokens,

@@ -10,10 +10,11 @@ class TeamRepository(Repository[Team]):
     label = "team"
 
     async def by_name(self, principal_id: str, name: str) -> Team | None:
-        return await self.session.scalar(self._owned(principal_id).where(Team.name == name))
+        team: Team | None = await self.session.scalar(self._owned(principal_id).where(Team.name == name))
+        return team
 
     async def get_by_id_or_name(self, principal_id: str, ref: str) -> Team:
-        team = await self.session.scalar(self._owned(principal_id).where(Team.id == ref))
+        team: Team | None = await self.session.scalar(self._owned(principal_id).where(Team.id == ref))
         if team is None:
             team = await self.by_name(principal_id, ref)
         if team is None:

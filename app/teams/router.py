@@ -20,7 +20,9 @@ router = APIRouter(prefix="/v1/teams", tags=["teams"])
 
 
 def to_read(row: Team) -> TeamRead:
-    return TeamRead.model_validate({**row.spec, "id": row.id, "created_at": row.created_at, "updated_at": row.updated_at})
+    return TeamRead.model_validate(
+        {**row.spec, "id": row.id, "created_at": row.created_at, "updated_at": row.updated_at}
+    )
 
 
 async def _validate(body: TeamSpec, session: SessionDep, principal_id: str, services: ServicesDep) -> None:
@@ -59,7 +61,12 @@ async def get_team(team_id: str, session: SessionDep, principal: PrincipalDep) -
     return to_read(await TeamRepository(session).get_by_id_or_name(principal.id, team_id))
 
 
-@router.put("/{team_id}", name="replace_team", summary="Replace a team's spec", responses=problem_responses(404, 409, 422))
+@router.put(
+    "/{team_id}",
+    name="replace_team",
+    summary="Replace a team's spec",
+    responses=problem_responses(404, 409, 422),
+)
 async def replace_team(
     team_id: str, body: TeamSpec, session: SessionDep, principal: PrincipalDep, services: ServicesDep
 ) -> TeamRead:

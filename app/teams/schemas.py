@@ -25,9 +25,7 @@ class Termination(StrictModel):
     timeout_s: float | None = Field(
         default=None, gt=0, le=86_400, description="Stop gracefully after this many seconds."
     )
-    token_budget: int | None = Field(
-        default=None, ge=1, description="Stop once prompt + completion tokens reach this."
-    )
+    token_budget: int | None = Field(default=None, ge=1, description="Stop once prompt + completion tokens reach this.")
 
 
 class TeamSpec(StrictModel):

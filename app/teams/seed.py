@@ -41,7 +41,12 @@ async def seed_demo_team(session: AsyncSession, principal_id: str = LOCAL_PRINCI
     if await repo.by_name(principal_id, DEMO_TEAM.name) is not None:
         return False
     await repo.add(
-        Team(id=new_id("team"), principal_id=principal_id, name=DEMO_TEAM.name, spec=DEMO_TEAM.model_dump(mode="json"))
+        Team(
+            id=new_id("team"),
+            principal_id=principal_id,
+            name=DEMO_TEAM.name,
+            spec=DEMO_TEAM.model_dump(mode="json"),
+        )
     )
     await session.commit()
     return True

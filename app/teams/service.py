@@ -45,7 +45,9 @@ class SpecValidator:
             resolved = spec.model_copy(update={"model": str(ref)})
             if spec.model_options and spec.model_options.script is not None and ref.provider != "fake":
                 errors.add(
-                    [*loc, "model_options", "script"], "A script is only for the `fake` provider.", "invalid_spec"
+                    [*loc, "model_options", "script"],
+                    "A script is only for the `fake` provider.",
+                    "invalid_spec",
                 )
             if (spec.tools or spec.handoffs) and not self.models.supports_tools(ref):
                 errors.add([*loc, "model"], f"Model '{ref}' cannot call tools.", "model_without_tools")
@@ -54,7 +56,11 @@ class SpecValidator:
         for j, tool in enumerate(spec.tools):
             if tool not in self.tools:
                 known = ", ".join(self.tools.names()) or "none"
-                errors.add([*loc, "tools", j], f"No tool named '{tool}' is registered (known: {known}).", "unknown_tool")
+                errors.add(
+                    [*loc, "tools", j],
+                    f"No tool named '{tool}' is registered (known: {known}).",
+                    "unknown_tool",
+                )
         return resolved
 
 
@@ -104,9 +110,17 @@ class TeamResolver:
                 elif target == agent.name:
                     errors.add(hloc, f"'{agent.name}' cannot hand off to itself.", "invalid_handoff")
                 elif target not in seen:
-                    errors.add(hloc, f"Hand-off target '{target}' is not a member of the team.", "unknown_handoff_target")
+                    errors.add(
+                        hloc,
+                        f"Hand-off target '{target}' is not a member of the team.",
+                        "unknown_handoff_target",
+                    )
                 elif lowered.get(target.lower()) != target:
-                    errors.add(hloc, "Member names must differ by more than case to be hand-off targets.", "invalid_handoff")
+                    errors.add(
+                        hloc,
+                        "Member names must differ by more than case to be hand-off targets.",
+                        "invalid_handoff",
+                    )
 
         selector_model = spec.selector_model
         if spec.kind == "selector":
@@ -117,7 +131,11 @@ class TeamResolver:
             if spec.selector_prompt is not None:
                 for field in ("{roles}", "{participants}", "{history}"):
                     if field not in spec.selector_prompt:
-                        errors.add([*loc, "selector_prompt"], f"The selector prompt must contain {field}.", "invalid_spec")
+                        errors.add(
+                            [*loc, "selector_prompt"],
+                            f"The selector prompt must contain {field}.",
+                            "invalid_spec",
+                        )
         errors.raise_if_any()
         data = spec.model_dump()
         data["members"] = [m.model_dump() for m in members]

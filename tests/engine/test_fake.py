@@ -350,9 +350,7 @@ async def test_scripted_error_raises_and_counts_the_call() -> None:
 
 async def test_fail_variant_always_raises() -> None:
     stats = FakeStats()
-    client = FakeChatCompletionClient(
-        parse_fake_variant("fail"), script=[ScriptStep(text="never")], stats=stats
-    )
+    client = FakeChatCompletionClient(parse_fake_variant("fail"), script=[ScriptStep(text="never")], stats=stats)
     expected = r"^fake model failure \(variant 'fail'\)$"
     with pytest.raises(FakeModelError, match=expected):
         await client.create(HI)
@@ -404,9 +402,7 @@ def test_script_step_rejects_bad_fields(data: dict[str, object]) -> None:
 
 
 def test_script_step_parses_from_json_and_documents_fields() -> None:
-    step = ScriptStep.model_validate_json(
-        '{"tool_calls": [{"name": "f", "arguments": {"a": 1}}], "delay_ms": 0}'
-    )
+    step = ScriptStep.model_validate_json('{"tool_calls": [{"name": "f", "arguments": {"a": 1}}], "delay_ms": 0}')
     assert step.tool_calls == [ScriptToolCall(name="f", arguments={"a": 1})]
     assert step.delay_ms == 0
     schema = ScriptStep.model_json_schema()
@@ -679,9 +675,7 @@ async def test_selector_streaming_with_repeated_speakers_allowed() -> None:
     # With repeats allowed every selection reaches the model, which always picks the first candidate.
     selector_stats = FakeStats()
     agents: list[ChatAgent | Team] = [
-        AssistantAgent(
-            name=n, model_client=FakeChatCompletionClient(FakeVariant(words=2)), model_client_stream=True
-        )
+        AssistantAgent(name=n, model_client=FakeChatCompletionClient(FakeVariant(words=2)), model_client_stream=True)
         for n in ("writer", "critic")
     ]
     team = SelectorGroupChat(

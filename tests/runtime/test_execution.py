@@ -1,0 +1,111 @@
+"""What a run does with each kind of team and each way it can end (in-process, fake model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.fixtures.specs import agent, run_body, team
+
+
+async def wait_run(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    r = await client.post("/v1/runs/wait", json=run_body(**body))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
+    r = await client.get(f"/v1/runs/{run_id}/events", headers={"accept": "application/json"}, params={"limit": 1000})
+    return list(r.json()["data"])
+
+
+async def test_a_tool_call_and_its_result_are_events_and_the_run_goes_on(client: httpx.AsyncClient) -> None:
+    script = [
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6 * 7"}}]},
+        {"text": "done"},
+    ]
+    member = agent("solver", "fake/t4", tools=["calculator"], model_options={"script": script})
+    run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
+    assert run["status"] == "succeeded"
+    events = await events_of(client, run["id"])
+    call = next(e for e in events if e["type"] == "tool.call")
+    result = next(e for e in events if e["type"] == "tool.result")
+    assert call["data"]["name"] == "calculator"
+    assert call["data"]["call_id"] == result["data"]["call_id"]
+    assert result["data"]["content"] == "42"
+    assert result["data"]["is_error"] is False
+    assert call["seq"] < result["seq"]
+
+
+async def test_a_raising_tool_gives_is_error_and_the_run_finishes(client: httpx.AsyncClient) -> None:
+    script = [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "import os"}}]}]
+    member = agent("solver", "fake/t4", tools=["calculator"], model_options={"script": script})
+    run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
+    assert run["status"] == "succeeded"
+    result = next(e for e in await events_of(client, run["id"]) if e["type"] == "tool.result")
+    assert result["data"]["is_error"] is True
+
+
+async def test_swarm_hand_offs_are_events_and_change_the_speaker(client: httpx.AsyncClient) -> None:
+    members = [
+        agent("triage", "fake/t3", handoffs=["expert"], model_options={"script": [{"handoff": "expert"}]}),
+        agent("expert", "fake/t3"),
+    ]
+    run = await wait_run(client, team=team(kind="swarm", members=members, max_messages=4))
+    assert run["status"] == "succeeded"
+    events = await events_of(client, run["id"])
+    handoff = next(e for e in events if e["type"] == "handoff")
+    assert handoff["data"]["source"] == "triage" and handoff["data"]["target"] == "expert"
+    speakers = [e["data"]["agent"] for e in events if e["type"] == "message.completed"]
+    assert speakers[0] == "user" and "expert" in speakers[speakers.index("triage") :]
+
+
+async def test_selector_teams_emit_speaker_selected(client: httpx.AsyncClient) -> None:
+    members = [agent("a", "fake/t3"), agent("b", "fake/t3"), agent("c", "fake/t3")]
+    run = await wait_run(
+        client, team=team(kind="selector", members=members, max_messages=4, selector_model="fake/default")
+    )
+    assert run["status"] == "succeeded"
+    events = await events_of(client, run["id"])
+    selected = [e["data"]["agents"] for e in events if e["type"] == "speaker.selected"]
+    spoke = [e["data"]["agent"] for e in events if e["type"] == "message.completed" and e["data"]["agent"] != "user"]
+    assert len(selected) == 3
+    assert [s[0] for s in selected] == spoke
+
+
+async def test_a_failing_model_fails_the_run_with_a_stable_code(client: httpx.AsyncClient) -> None:
+    member = agent("broken", "fake/t3", model_options={"script": [{"error": "upstream exploded"}]})
+    run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
+    assert run["status"] == "failed"
+    assert run["error"]["code"] == "model_error"
+    assert "upstream exploded" in run["error"]["message"]
+    assert "Traceback" not in run["error"]["message"]
+    events = await events_of(client, run["id"])
+    assert events[-1]["type"] == "run.failed"
+    assert events[-1]["data"]["error"]["code"] == "model_error"
+
+
+async def test_a_run_over_its_time_limit_ends_timed_out(client: httpx.AsyncClient) -> None:
+    run = await wait_run(client, team=team(model="fake/t1000-d5", max_messages=3), timeout_s=0.3)
+    assert run["status"] == "timed_out"
+    assert run["error"]["code"] == "timed_out"
+    events = await events_of(client, run["id"])
+    assert events[-1]["type"] == "run.failed"
+    assert events[-1]["data"]["status"] == "timed_out"
+
+
+async def test_text_mention_ends_the_team(client: httpx.AsyncClient) -> None:
+    run = await wait_run(
+        client, team=team(model="fake/t3-end", max_messages=None, termination={"text_mention": "TERMINATE"})
+    )
+    assert run["status"] == "succeeded"
+    assert run["message_count"] == 2
+    assert "TERMINATE" in run["stop_reason"]
+
+
+async def test_usage_is_the_sum_of_the_messages(client: httpx.AsyncClient) -> None:
+    run = await wait_run(client, team=team(max_messages=4))
+    messages = (await client.get(f"/v1/conversations/{run['conversation_id']}/messages")).json()["data"]
+    assert run["usage"]["completion_tokens"] == sum(m["usage"]["completion_tokens"] for m in messages) > 0
+    assert run["usage"]["prompt_tokens"] == sum(m["usage"]["prompt_tokens"] for m in messages) > 0
