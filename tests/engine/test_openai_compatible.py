@@ -1,0 +1,58 @@
+"""The real OpenAI client path (as used for Ollama, vLLM, llama.cpp) against a loopback fake server.
+
+Uses ``shared/bench/fake_llm.py`` beside the repository: an OpenAI-compatible
+server whose replies are numbered words and whose streamed usage is sent only
+when the request asks for it, which is what this test checks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.e2e.test_streaming import free_port
+from tests.fixtures.specs import agent, run_body, team
+
+FAKE_LLM = Path(__file__).resolve().parents[3] / "shared" / "bench" / "fake_llm.py"
+
+
+@pytest.fixture
+def fake_llm_url() -> Iterator[str]:
+    if not FAKE_LLM.exists():
+        pytest.skip(f"the OpenAI-compatible fake server is not at {FAKE_LLM}")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(FAKE_LLM), "--port", str(port)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # it prints its address once it listens
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_streams_deltas_and_real_usage_through_the_openai_client(tmp_path: Path, fake_llm_url: str) -> None:
+    settings = make_settings(tmp_path, openai_compatible_base_url=fake_llm_url)
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:
+            members = [agent("local", "openai_compatible/fake-t8")]
+            r = await client.post("/v1/runs/wait", json=run_body(team=team(kind="single", members=members)))
+            run = r.json()
+            assert run["status"] == "succeeded", run
+            assert run["result"]["text"] == "".join(f"w{i} " for i in range(8))
+            # usage comes from the stream's final usage chunk, which is only sent when asked for
+            assert run["usage"]["completion_tokens"] == 8
+            assert run["usage"]["prompt_tokens"] > 0
+            page = await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"})
+            deltas = [e["data"]["text"] for e in page.json()["data"] if e["type"] == "message.delta"]
+            assert "".join(deltas) == run["result"]["text"]
+            assert len(deltas) == 8
