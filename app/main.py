@@ -25,6 +25,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimit, RequestContext
 from app.core.migrate import upgrade_head
+from app.core.openapi import install_openapi
 from app.core.services import Services
 from app.core.settings import Settings
 from app.engine.factory import TeamFactory
@@ -35,6 +36,7 @@ from app.providers.router import FAKE_NOTICE
 from app.providers.router import router as models_router
 from app.runs.repository import RunEventRepository
 from app.runs.router import router as runs_router
+from app.runs.schemas import EventEnvelope, EventPage
 from app.runtime.bus import EventBus
 from app.runtime.execution import RuntimeDeps
 from app.runtime.manager import RunManager
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
+    install_openapi(app, [EventEnvelope, EventPage])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     for router in (
