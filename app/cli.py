@@ -23,16 +23,18 @@ def serve(
 ) -> None:
     """Migrate the database and serve the API."""
     from app.main import create_app
+    from app.server import SwarmServer
 
     settings = Settings()
     os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
+    SwarmServer(config).run()
 
 
 @db_cli.command("upgrade")

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from app.core.services import Services
 from app.core.settings import Settings
 from app.main import create_app
+from app.server import SwarmServer
 
 # never let a test reach a real provider or pick up a developer's configuration
 _LEAKY = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT")
@@ -78,7 +79,7 @@ class LiveServer:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
+        self.server = SwarmServer(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -26,3 +27,14 @@ def configure_logging(level: str, as_json: bool) -> None:
     # AutoGen logs every event at INFO through the standard library; keep only its warnings
     for noisy in ("autogen_core", "autogen_agentchat", "autogen_core.events", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    runtime_logger = logging.getLogger("autogen_core")
+    if not any(isinstance(f, _DropCancellation) for f in runtime_logger.filters):
+        runtime_logger.addFilter(_DropCancellation())
+
+
+class _DropCancellation(logging.Filter):
+    """AutoGen's runtime logs a cancelled agent call as an error with a traceback; a cancel is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, asyncio.CancelledError)

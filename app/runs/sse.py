@@ -14,7 +14,7 @@ import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.core.services import Services
-from app.runtime.streams import StreamLagged, follow
+from app.runtime.streams import StreamClosing, StreamLagged, follow
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -26,6 +26,12 @@ async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[
             yield ServerSentEvent(
                 data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq}).decode(),
                 event="stream.lagged",
+            )
+        elif isinstance(item, StreamClosing):
+            yield ServerSentEvent(
+                data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq, "reason": "shutdown"}).decode(),
+                event="stream.closing",
+                retry=1000,
             )
         else:
             yield ServerSentEvent(data=item.json(), event=item.type, id=str(item.seq))

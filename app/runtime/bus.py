@@ -69,6 +69,14 @@ class EventBus:
     def __init__(self, watcher_buffer: int) -> None:
         self._channels: dict[str, RunChannel] = {}
         self._watcher_buffer = watcher_buffer
+        self.draining = False
+
+    def drain(self) -> None:
+        """The server is stopping: end every live subscription (watchers are told and resume elsewhere)."""
+        self.draining = True
+        for channel in self._channels.values():
+            for sub in tuple(channel.subscribers):
+                sub.close()
 
     def open(self, run_id: str, flushed_seq: int) -> RunChannel:
         channel = self._channels.get(run_id)
@@ -113,6 +121,8 @@ class EventBus:
         if channel is None:
             return None, []
         sub = Subscription(channel, self._watcher_buffer)
+        if self.draining:
+            sub.closed = True
         channel.subscribers.add(sub)
         return sub, list(channel.pending)
 

@@ -31,6 +31,13 @@ class StreamLagged:
     last_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class StreamClosing:
+    """Not an event: the server is stopping; resume after ``last_seq`` (on another server)."""
+
+    last_seq: int
+
+
 async def stored_events(
     sessionmaker: async_sessionmaker[AsyncSession], run_id: str, after: int, *, below: int | None = None
 ) -> AsyncIterator[Envelope]:
@@ -52,7 +59,7 @@ async def follow(
     after: int,
     *,
     poll_s: float = 0.5,
-) -> AsyncIterator[Envelope | StreamLagged]:
+) -> AsyncIterator[Envelope | StreamLagged | StreamClosing]:
     last = after
     while True:
         sub, unstored = bus.subscribe(run_id)
@@ -92,6 +99,9 @@ async def follow(
                 if sub.lagged:
                     yield StreamLagged(last)
                     break
+                if sub.closed:
+                    yield StreamClosing(last)
+                    return
         finally:
             if sub is not None:
                 sub.close()

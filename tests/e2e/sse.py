@@ -14,8 +14,8 @@ async def read_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     async for sse in EventSource(response).aiter_sse():
-        if sse.event == "stream.lagged":
-            yield {"type": "stream.lagged", **json.loads(sse.data)}
+        if sse.event in ("stream.lagged", "stream.closing"):
+            yield {"type": sse.event, **json.loads(sse.data)}
             continue
         envelope = json.loads(sse.data)
         assert sse.id == str(envelope["seq"]), "the SSE id is the event's seq"

@@ -231,3 +231,32 @@ async def wait_until_up(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]
             pass
         await asyncio.sleep(0.1)
     raise AssertionError("server did not come up")
+
+
+async def test_stopping_the_server_closes_streams_with_a_resume_point(tmp_path: Any) -> None:
+    settings = make_settings(tmp_path, shutdown_grace_s=0.1)
+    server = LiveServer(settings).start()
+    frames: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        run = await start_run(client, team=team(model="fake/t5000-d5", max_messages=3))
+        async with client.stream("GET", f"/v1/runs/{run['id']}/events") as response:
+            async for event in read_events(response):
+                frames.append(event)
+                if len(frames) == 10:
+                    stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        await stopping
+    closing = frames[-1]
+    assert closing["type"] == "stream.closing"
+    assert closing["reason"] == "shutdown"
+    assert closing["last_seq"] == frames[-2]["seq"]
+    again = LiveServer(settings).start()
+    try:
+        async with httpx.AsyncClient(base_url=again.url, timeout=30) as client:
+            rest = await collect(
+                client, "GET", f"/v1/runs/{run['id']}/events", headers={"Last-Event-ID": str(closing["last_seq"])}
+            )
+            assert_well_formed(frames[:-1] + rest)
+            assert rest[-1]["type"] == "run.cancelled"
+            assert rest[-1]["data"]["reason"] == "shutdown"
+    finally:
+        again.stop()
