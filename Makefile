@@ -10,7 +10,7 @@ PORT ?= 8000
 # reinstall whenever the dependency list changes
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test lint format migrate openapi clean
+.PHONY: help install run test browser lint format migrate clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -27,8 +27,16 @@ install: $(STAMP) ## Create the virtualenv and install (done by the other target
 run: install ## Migrate and serve on http://$(HOST):$(PORT) (embedded SQLite, no key needed)
 	$(BIN)/swarmdirector serve --host $(HOST) --port $(PORT)
 
-test: install ## Run the whole test suite
+test: install browser ## Run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+browser: ## Make sure Debian's chromium is there for the chat page tests (installs it as root)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package) for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no /usr/bin/chromium: the chat page tests will be skipped (apt-get install chromium)"; fi; \
+	fi
 
 lint: install ## ruff (lint + format check) and mypy --strict on app/
 	$(BIN)/ruff check .

@@ -12,10 +12,12 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.agents.router import router as agents_router
@@ -44,8 +46,11 @@ from app.runtime.recorder import EventRecorder
 from app.runtime.recovery import recover_runs
 from app.teams.router import router as teams_router
 from app.teams.seed import seed_demo_team
+from app.ws.router import router as ws_router
 
 log = structlog.get_logger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 DESCRIPTION = """\
 An asynchronous streaming API server for AutoGen multi-agent runs.
@@ -139,11 +144,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         teams_router,
         conversations_router,
         runs_router,
+        ws_router,
     ):
         app.include_router(router)
 
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def chat_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app

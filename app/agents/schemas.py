@@ -25,7 +25,13 @@ class AgentSpec(StrictModel):
     """An agent, as stored and as placed inline in a team."""
 
     name: Name
-    kind: Literal["assistant"] = Field(default="assistant", description="The agent type.")
+    kind: Literal["assistant", "user_proxy"] = Field(
+        default="assistant",
+        description=(
+            "`assistant` (a model answers) or `user_proxy` (a person answers: the run waits in "
+            "`awaiting_input` after an `input.requested` event)."
+        ),
+    )
     description: str = Field(default="", max_length=2000, description="What the agent does (selectors read it).")
     system_message: str | None = Field(default=None, max_length=50_000, description="The agent's instructions.")
     model: str | None = Field(

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     max_task_chars: int = Field(default=32_000, ge=1, description="Longest task accepted.")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="How long live runs get on stop.")
+    input_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long a run waits for a person's input before it ends `timed_out`."
+    )
+    max_input_chars: int = Field(default=32_000, ge=1, description="Longest answer to an input request.")
 
     # -- streaming -------------------------------------------------------------------------------
     watcher_buffer: int = Field(
@@ -83,8 +87,10 @@ class Settings(BaseSettings):
     )
     sse_ping_s: float = Field(default=15.0, gt=0, description="Interval of `: ping` comments on SSE.")
     sse_send_timeout_s: float = Field(
-        default=30.0, gt=0, description="A stalled SSE client is disconnected after this."
+        default=30.0, gt=0, description="A stalled SSE or WebSocket client is disconnected after this."
     )
+    ws_max_frame_bytes: int = Field(default=65_536, ge=1024, description="Largest WebSocket frame accepted.")
+    ws_max_subscriptions: int = Field(default=100, ge=1, description="Runs one WebSocket may follow at once.")
 
     # -- logging ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

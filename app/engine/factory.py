@@ -6,20 +6,32 @@ conversation context, so nothing built here is ever shared between runs.
 
 from __future__ import annotations
 
-from autogen_agentchat.agents import AssistantAgent
+from collections.abc import Awaitable, Callable
+
+from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
 from autogen_agentchat.base import ChatAgent, Team, TerminationCondition
 from autogen_agentchat.conditions import (
+    HandoffTermination,
     MaxMessageTermination,
     TextMentionTermination,
     TimeoutTermination,
     TokenUsageTermination,
 )
 from autogen_agentchat.teams import BaseGroupChat, RoundRobinGroupChat, SelectorGroupChat, Swarm
+from autogen_core import CancellationToken
 
 from app.agents.schemas import AgentSpec
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolRegistry
 from app.teams.schemas import ResolvedTeamSpec
+
+# what a user proxy calls for its turn: (agent name) -> async (prompt, cancellation token) -> answer
+InputFunc = Callable[[str, CancellationToken | None], Awaitable[str]]
+InputProvider = Callable[[str], InputFunc]
+
+
+def hands_off_to_user(spec: ResolvedTeamSpec) -> bool:
+    return spec.kind == "swarm" and any("user" in m.handoffs for m in spec.members)
 
 
 def team_signature(spec: ResolvedTeamSpec) -> str:
@@ -33,7 +45,13 @@ class TeamFactory:
         self.tools = tools
         self.default_max_messages = default_max_messages
 
-    def build_agent(self, spec: AgentSpec, *, swarm: bool) -> AssistantAgent:
+    def build_agent(self, spec: AgentSpec, *, swarm: bool, inputs: InputProvider | None) -> ChatAgent:
+        if spec.kind == "user_proxy":
+            if inputs is None:
+                raise ValueError(f"'{spec.name}' needs a person's input, which this run cannot ask for")
+            return UserProxyAgent(
+                spec.name, description=spec.description or f"{spec.name}, a person.", input_func=inputs(spec.name)
+            )
         ref = self.models.parse(spec.model)
         client = self.models.build(ref, spec.model_options, streaming=spec.streaming)
         kwargs: dict[str, object] = {}
@@ -65,6 +83,8 @@ class TeamFactory:
             conditions.append(TimeoutTermination(t.timeout_s))
         if t.token_budget is not None:
             conditions.append(TokenUsageTermination(max_total_token=t.token_budget))
+        if hands_off_to_user(spec):
+            conditions.append(HandoffTermination(target="user"))
         if not conditions:
             conditions.append(MaxMessageTermination(self.default_max_messages + history_len))
         combined = conditions[0]
@@ -72,9 +92,11 @@ class TeamFactory:
             combined = combined | c
         return combined
 
-    def build_team(self, spec: ResolvedTeamSpec, *, history_len: int = 0) -> BaseGroupChat:
+    def build_team(
+        self, spec: ResolvedTeamSpec, *, history_len: int = 0, inputs: InputProvider | None = None
+    ) -> BaseGroupChat:
         swarm = spec.kind == "swarm"
-        agents: list[ChatAgent | Team] = [self.build_agent(m, swarm=swarm) for m in spec.members]
+        agents: list[ChatAgent | Team] = [self.build_agent(m, swarm=swarm, inputs=inputs) for m in spec.members]
         termination = self.termination(spec, history_len)
         if spec.kind == "selector":
             selector = self.models.build(self.models.parse(spec.selector_model))

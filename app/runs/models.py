@@ -29,6 +29,7 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(20), index=True)
     if_busy: Mapped[str] = mapped_column(String(20), default="reject")
     timeout_s: Mapped[float] = mapped_column(Float)
+    input_timeout_s: Mapped[float] = mapped_column(Float, default=300.0, server_default="300")
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     stop_reason: Mapped[str | None] = mapped_column(Text, default=None)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -17,6 +17,7 @@ from app.runs.repository import RunEventRepository, RunRepository
 from app.runs.schemas import (
     EventEnvelope,
     EventPage,
+    InputCreate,
     RunCreate,
     RunError,
     RunRead,
@@ -51,6 +52,7 @@ def to_read(run: Run) -> RunRead:
         task=run.task,
         if_busy=run.if_busy,
         timeout_s=run.timeout_s,
+        input_timeout_s=run.input_timeout_s,
         metadata=run.meta,
         stop_reason=run.stop_reason,
         error=RunError(code=run.error_code, message=run.error_message or "") if run.error_code else None,
@@ -212,3 +214,21 @@ async def cancel_run(
     if run.status != "cancelled":
         response.status_code = status.HTTP_202_ACCEPTED
     return to_read(run)
+
+
+@router.post(
+    "/{run_id}/input",
+    name="provide_run_input",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Answer a run's input request (human in the loop)",
+    description=(
+        "Answers the `input.requested` event the run is waiting on. The run emits `input.received` and goes "
+        "on. A `request_id` other than the awaited one is a 409 `unknown_input_request`; a run that is not "
+        "waiting is a 409 `not_awaiting_input`."
+    ),
+    responses=problem_responses(404, 409, 422),
+)
+async def provide_run_input(
+    run_id: str, body: InputCreate, session: SessionDep, principal: PrincipalDep, services: ServicesDep
+) -> RunRead:
+    return to_read(await RunService(session, principal, services).provide_input(run_id, body))

@@ -26,6 +26,9 @@ class RunCreate(StrictModel):
     timeout_s: float | None = Field(
         default=None, gt=0, description="Hard time limit; the run ends `timed_out`. Default: the server's."
     )
+    input_timeout_s: float | None = Field(
+        default=None, gt=0, description="How long to wait for a person's input; default: the server's."
+    )
     metadata: dict[str, MetadataValue] = Field(
         default_factory=dict, max_length=32, description="Your own labels, returned as given."
     )
@@ -49,6 +52,13 @@ class RunCreate(StrictModel):
         if (self.team_id is None) == (self.team is None):
             raise ValueError("give exactly one of `team_id` or `team`")
         return self
+
+
+class InputCreate(StrictModel):
+    request_id: str = Field(
+        min_length=1, max_length=100, description="The `request_id` of the `input.requested` event."
+    )
+    content: str = Field(description="The person's answer.", examples=["Yes, go ahead."])
 
 
 class Usage(BaseModel):
@@ -80,6 +90,7 @@ class RunRead(BaseModel):
     task: str
     if_busy: str
     timeout_s: float
+    input_timeout_s: float
     metadata: dict[str, MetadataValue]
     stop_reason: str | None = Field(default=None, description="Why the team stopped, or why it was cancelled.")
     error: RunError | None = None

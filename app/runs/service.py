@@ -14,7 +14,8 @@ from app.core.ids import new_id
 from app.core.services import Services
 from app.runs.models import Run, RunEvent
 from app.runs.repository import TERMINAL_STATUSES, RunRepository
-from app.runs.schemas import RunCreate
+from app.runs.schemas import InputCreate, RunCreate
+from app.runtime.inputs import NotAwaitingInput
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
 from app.teams.service import SpecValidator, TeamResolver
@@ -94,6 +95,7 @@ class RunService:
                 status="queued",
                 if_busy=body.if_busy,
                 timeout_s=timeout,
+                input_timeout_s=body.input_timeout_s or settings.input_timeout_s,
                 meta=dict(body.metadata),
                 created_at=utcnow(),
             )
@@ -111,7 +113,21 @@ class RunService:
             manager.submit(run, flushed_seq=1)
         return run
 
-    async def cancel(self, run_id: str) -> Run:
+    async def provide_input(self, run_id: str, body: InputCreate) -> Run:
+        run = await self.runs.get(self.principal.id, run_id)
+        limit = self.services.settings.max_input_chars
+        if len(body.content) > limit:
+            raise InvalidSpec.at(
+                ["body", "content"], f"The answer is longer than {limit} characters.", code="input_too_long"
+            )
+        status = run.status
+        # end the transaction first: the run writes `input.received` as soon as it has the answer
+        await self.session.rollback()
+        if not self.services.runs.provide_input(run_id, body.request_id, body.content):
+            raise NotAwaitingInput(f"Run '{run_id}' is {status}, not waiting for input.")
+        return await self.runs.get(self.principal.id, run_id)
+
+    async def cancel(self, run_id: str, *, settle_within: float = 2.0) -> Run:
         run = await self.runs.get(self.principal.id, run_id)
         if run.status == "cancelled":
             return run
@@ -120,7 +136,7 @@ class RunService:
         # end the transaction first: the run needs the database to settle
         await self.session.rollback()
         manager = self.services.runs
-        if manager.cancel(run_id):
-            await manager.wait(run_id, within=2.0)
+        if manager.cancel(run_id) and settle_within > 0:
+            await manager.wait(run_id, within=settle_within)
         self.session.expire_all()
         return await self.runs.get(self.principal.id, run_id)

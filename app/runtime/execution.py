@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
+from autogen_agentchat.agents import UserProxyAgent
 from autogen_agentchat.base import TaskResult
-from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMessage
+from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMessage, UserInputRequestedEvent
 from autogen_core import CancellationToken
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,12 +38,13 @@ from app.engine.events import (
     message_completed_data,
     translate_event,
 )
-from app.engine.factory import TeamFactory, team_signature
+from app.engine.factory import InputFunc, TeamFactory, team_signature
 from app.engine.providers import ModelConfigError
 from app.runs.models import Run
 from app.runs.repository import RunEventRepository, RunRepository
 from app.runtime.bus import EventBus
 from app.runtime.envelope import DELTA, Envelope
+from app.runtime.inputs import NotAwaitingInput, PendingInput
 from app.runtime.recorder import Apply, EventRecorder, StorageError
 from app.teams.schemas import ResolvedTeamSpec
 
@@ -93,12 +98,13 @@ class RunExecution:
         self.principal_id = run.principal_id
         self.task_text = run.task
         self.timeout_s = run.timeout_s
-        self.created_at = run.created_at
+        self.input_timeout_s = run.input_timeout_s
         self.spec = ResolvedTeamSpec.model_validate(run.team_spec)
         self.agent_names = frozenset(m.name for m in self.spec.members)
         self.token = CancellationToken()
         self.cancel_reason: str | None = None
         self.cancel_event = asyncio.Event()
+        self.pending_input: PendingInput | None = None
         self.seq = 0
         self.started_at: float | None = None
         self.prompt_tokens = 0
@@ -114,6 +120,13 @@ class RunExecution:
             self.cancel_reason = reason
             self.token.cancel()
             self.cancel_event.set()
+            if self.pending_input is not None and not self.pending_input.answer.done():
+                self.pending_input.answer.cancel()
+
+    def provide_input(self, request_id: str, content: str) -> None:
+        if self.pending_input is None:
+            raise NotAwaitingInput("The run is not waiting for input.")
+        self.pending_input.provide(request_id, content)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -121,17 +134,41 @@ class RunExecution:
         self.seq += 1
         return Envelope(self.run_id, self.seq, type_, utcnow(), data)
 
-    async def _commit(self, env: Envelope, apply: Apply | None = None) -> None:
-        await self.deps.recorder.commit(env, apply)
-        self.deps.bus.publish(env)
+    async def _emit(
+        self, type_: str, data: dict[str, Any], apply_for: Callable[[Envelope], Apply] | None = None
+    ) -> Envelope:
+        """Commit a durable event (and what it changes), then publish it.
 
-    async def _emit(self, type_: str, data: dict[str, Any]) -> None:
-        await self._commit(self._envelope(type_, data))
+        Every event of a run is emitted from its consumer loop, in stream order: AutoGen's runtime
+        runs ahead of the stream, so an event emitted from inside an agent call would overtake
+        events still queued in the stream.
+
+        A terminal event is published even when it cannot be stored, so watchers learn how the
+        run ended; the run's row is then settled by the next start's recovery.
+        """
+        env = self._envelope(type_, data)
+        try:
+            await self.deps.recorder.commit(env, apply_for(env) if apply_for else None)
+        except StorageError:
+            if env.terminal:
+                self.deps.bus.publish(env)
+            raise
+        self.deps.bus.publish(env)
+        return env
 
     def _delta(self, data: dict[str, Any]) -> None:
         env = self._envelope(DELTA, data)
         self.deps.bus.publish(env)
         self.deps.recorder.record(env)
+
+    def _set_status(self, status: str, **fields: Any) -> Callable[[Envelope], Apply]:
+        def apply_for(_env: Envelope) -> Apply:
+            async def apply(session: AsyncSession) -> None:
+                await RunRepository(session).set_fields(self.run_id, status=status, **fields)
+
+            return apply
+
+        return apply_for
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -175,27 +212,33 @@ class RunExecution:
             return False
         return got
 
+    def _stopped_outcome(self) -> Outcome:
+        """The outcome of a run stopped through its token, by reason."""
+        if self.cancel_reason == "timed_out":
+            message = f"The run exceeded its time limit of {self.timeout_s:g} s."
+            return Outcome("timed_out", error_code="timed_out", error_message=message)
+        if self.cancel_reason == "input_timeout":
+            message = f"No answer to the input request within {self.input_timeout_s:g} s."
+            return Outcome("timed_out", error_code="input_timeout", error_message=message)
+        return Outcome("cancelled", stop_reason=self.cancel_reason)
+
     async def _run(self) -> Outcome:
         state, history = await self._load_context()
         self.started_at = time.monotonic()
-        started = utcnow()
-
-        async def mark_running(session: AsyncSession) -> None:
-            await RunRepository(session).set_fields(self.run_id, status="running", started_at=started)
-
-        await self._commit(
-            self._envelope("run.started", {"team": self.spec.name, "agents": sorted(self.agent_names)}),
-            mark_running,
+        await self._emit(
+            "run.started",
+            {"team": self.spec.name, "agents": sorted(self.agent_names)},
+            self._set_status("running", started_at=utcnow()),
         )
         log.info("run_started", run_id=self.run_id, team=self.spec.name)
         replayed: set[str] = set()
-        task: str | list[BaseChatMessage] = self.task_text
+        task: str | BaseChatMessage | list[BaseChatMessage] = self.task_text
         if history:
             prior = [TextMessage(content=m.content, source=m.agent) for m in history if m.content]
             replayed = {m.id for m in prior}
             task = [*prior, TextMessage(content=self.task_text, source="user")]
         try:
-            team = self.deps.factory.build_team(self.spec, history_len=len(replayed))
+            team = self.deps.factory.build_team(self.spec, history_len=len(replayed), inputs=self.input_func_for)
             if state is not None:
                 await team.load_state(state)
         except (ModelConfigError, ValueError) as exc:
@@ -204,43 +247,97 @@ class RunExecution:
         timer = asyncio.get_running_loop().call_later(self.timeout_s, self.request_cancel, "timed_out")
         stop_reason: str | None = None
         try:
-            async for item in team.run_stream(task=task, cancellation_token=self.token):
-                if isinstance(item, TaskResult):
-                    stop_reason = item.stop_reason
-                elif is_stored_message(item):
-                    assert isinstance(item, BaseChatMessage)
-                    if item.id not in replayed:
-                        await self._store_message(item)
-                else:
-                    for type_, data in translate_event(item, self.agent_names):
-                        if type_ == DELTA:
-                            self._delta(data)
-                        else:
-                            await self._emit(type_, data)
+            while True:
+                to_user: HandoffMessage | None = None
+                async for item in team.run_stream(task=task, cancellation_token=self.token):
+                    if isinstance(item, TaskResult):
+                        stop_reason = item.stop_reason
+                        last = item.messages[-1] if item.messages else None
+                        if isinstance(last, HandoffMessage) and last.target == "user":
+                            to_user = last
+                    elif is_stored_message(item):
+                        assert isinstance(item, BaseChatMessage)
+                        if item.id not in replayed:
+                            await self._store_message(item)
+                    elif isinstance(item, UserInputRequestedEvent):
+                        await self._announce_input(self._pending_for(item.request_id, item.source))
+                    else:
+                        for type_, data in translate_event(item, self.agent_names):
+                            if type_ == DELTA:
+                                self._delta(data)
+                            else:
+                                await self._emit(type_, data)
+                if to_user is None:
+                    break
+                # a swarm agent handed off to the person: ask, then hand their answer back
+                answer = await self.ask_person(to_user.source, to_user.content)
+                task = HandoffMessage(source="user", target=to_user.source, content=answer)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if (current is not None and current.cancelling()) or self.cancel_reason is None:
                 raise
-            status = "timed_out" if self.cancel_reason == "timed_out" else "cancelled"
-            if status == "timed_out":
-                return Outcome(
-                    status,
-                    error_code="timed_out",
-                    error_message=f"The run exceeded its time limit of {self.timeout_s:g} s.",
-                )
-            return Outcome(status, stop_reason=self.cancel_reason)
-        except StorageError as exc:
-            self.token.cancel()
-            return Outcome("failed", error_code="storage_error", error_message=str(exc))
+            return self._stopped_outcome()
         except Exception as exc:
             self.token.cancel()
+            if self.cancel_reason is not None:
+                return self._stopped_outcome()
             log.warning("run_failed", run_id=self.run_id, error=public_error_text(exc))
             return Outcome("failed", error_code=classify_error(exc), error_message=public_error_text(exc))
         finally:
             timer.cancel()
         if self.cancel_reason is not None:
-            return Outcome("cancelled", stop_reason=self.cancel_reason)
+            return self._stopped_outcome()
         return Outcome("succeeded", stop_reason=stop_reason, state=dict(await team.save_state()))
+
+    # -- human in the loop -----------------------------------------------------------------------
+
+    def _pending_for(self, request_id: str, agent: str) -> PendingInput:
+        # the input call and the stream's request event may come in either order; they meet here
+        pending = self.pending_input
+        if pending is None or pending.request_id != request_id:
+            pending = self.pending_input = PendingInput(request_id, agent)
+        return pending
+
+    def input_func_for(self, agent: str) -> InputFunc:
+        async def ask(prompt: str, cancellation_token: CancellationToken | None) -> str:
+            pending = self._pending_for(UserProxyAgent.InputRequestContext.request_id(), agent)
+            pending.prompt = prompt or pending.prompt
+            return await self._await_answer(pending)
+
+        return ask
+
+    async def _await_answer(self, pending: PendingInput) -> str:
+        try:
+            async with asyncio.timeout(self.input_timeout_s):
+                return await pending.answer
+        except TimeoutError:
+            self.request_cancel("input_timeout")
+            raise
+
+    async def _announce_input(self, pending: PendingInput) -> None:
+        await self._emit(
+            "input.requested",
+            {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt},
+            self._set_status("awaiting_input"),
+        )
+        pending.announced = True
+
+    async def _confirm_input(self, pending: PendingInput) -> None:
+        pending.received = True
+        await self._emit(
+            "input.received",
+            {"request_id": pending.request_id, "agent": pending.agent, "content": pending.answer.result()},
+            self._set_status("running"),
+        )
+        self.pending_input = None
+
+    async def ask_person(self, agent: str, prompt: str) -> str:
+        """Ask outside any agent call (a swarm's hand-off to the user), from the consumer loop."""
+        pending = self.pending_input = PendingInput(str(uuid.uuid4()), agent, prompt)
+        await self._announce_input(pending)
+        content = await self._await_answer(pending)
+        await self._confirm_input(pending)
+        return content
 
     async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message]]:
         async with self.deps.read_sessionmaker() as session:
@@ -254,6 +351,9 @@ class RunExecution:
             return None, []
 
     async def _store_message(self, message: BaseChatMessage) -> None:
+        pending = self.pending_input
+        if pending is not None and pending.agent == message.source and pending.answer.done() and not pending.received:
+            await self._confirm_input(pending)
         m = completed_message(message)
         self.message_count += 1
         position = self.base_position + self.message_count
@@ -261,32 +361,34 @@ class RunExecution:
         self.completion_tokens += m.completion_tokens
         if m.agent != "user":
             self.result = {"message_id": m.id, "agent": m.agent, "text": m.text}
-        env = self._envelope("message.completed", message_completed_data(m, position))
-        await self._commit(env, self._message_writer(m, position, env.seq))
+        await self._emit("message.completed", message_completed_data(m, position), self._message_writer(m, position))
         if isinstance(message, HandoffMessage):
             await self._emit("handoff", handoff_data(message))
 
-    def _message_writer(self, m: CompletedMessage, position: int, seq: int) -> Apply:
-        async def write(session: AsyncSession) -> None:
-            MessageRepository(session).add(
-                Message(
-                    id=m.id,
-                    conversation_id=self.conversation_id,
-                    run_id=self.run_id,
-                    principal_id=self.principal_id,
-                    position=position,
-                    seq=seq,
-                    agent=m.agent,
-                    type=m.type,
-                    content=m.text,
-                    payload=m.payload,
-                    prompt_tokens=m.prompt_tokens,
-                    completion_tokens=m.completion_tokens,
+    def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Apply]:
+        def apply_for(env: Envelope) -> Apply:
+            async def write(session: AsyncSession) -> None:
+                MessageRepository(session).add(
+                    Message(
+                        id=m.id,
+                        conversation_id=self.conversation_id,
+                        run_id=self.run_id,
+                        principal_id=self.principal_id,
+                        position=position,
+                        seq=env.seq,
+                        agent=m.agent,
+                        type=m.type,
+                        content=m.text,
+                        payload=m.payload,
+                        prompt_tokens=m.prompt_tokens,
+                        completion_tokens=m.completion_tokens,
+                    )
                 )
-            )
-            await ConversationRepository(session).bump_messages(self.conversation_id, 1)
+                await ConversationRepository(session).bump_messages(self.conversation_id, 1)
 
-        return write
+            return write
+
+        return apply_for
 
     async def _finish(self, outcome: Outcome) -> None:
         finished = utcnow()
@@ -307,10 +409,9 @@ class RunExecution:
         else:
             type_ = "run.failed"
             data["error"] = {"code": outcome.error_code, "message": outcome.error_message}
-        env = self._envelope(type_, data)
         signature = team_signature(self.spec)
 
-        async def settle(session: AsyncSession) -> None:
+        async def settle(session: AsyncSession, env: Envelope) -> None:
             await RunRepository(session).set_fields(
                 self.run_id,
                 status=outcome.status,
@@ -333,10 +434,9 @@ class RunExecution:
                 conversation.updated_at = finished
 
         try:
-            await self.deps.recorder.commit(env, settle)
+            await self._emit(type_, data, lambda env: partial(settle, env=env))
         except StorageError:
             log.error("run_settle_failed", run_id=self.run_id)
-        self.deps.bus.publish(env)
         log.info(
             "run_finished",
             run_id=self.run_id,

@@ -66,6 +66,14 @@ class RunManager:
         execution.request_cancel(reason)
         return True
 
+    def provide_input(self, run_id: str, request_id: str, content: str) -> bool:
+        """Answer a live run's input request; False when the run is not live in this process."""
+        execution = self._executions.get(run_id)
+        if execution is None:
+            return False
+        execution.provide_input(request_id, content)
+        return True
+
     async def wait(self, run_id: str, within: float | None = None) -> bool:
         """Wait for a live run's task to end; True when it has (or was not live)."""
         task = self._tasks.get(run_id)

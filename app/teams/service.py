@@ -39,6 +39,14 @@ class SpecValidator:
         """Check one agent; return it with its model resolved to a full ``provider/model``."""
         if spec.name in RESERVED_NAMES:
             errors.add([*loc, "name"], f"'{spec.name}' is reserved for the person giving the task.", "reserved_name")
+        if spec.kind == "user_proxy":
+            for field in ("model", "model_options", "system_message"):
+                if getattr(spec, field) is not None:
+                    errors.add([*loc, field], f"A `user_proxy` agent (a person) has no {field}.", "invalid_spec")
+            for field in ("tools", "handoffs"):
+                if getattr(spec, field):
+                    errors.add([*loc, field], f"A `user_proxy` agent (a person) has no {field}.", "invalid_spec")
+            return spec
         resolved = spec
         try:
             ref = self.models.parse(spec.model)
@@ -109,10 +117,12 @@ class TeamResolver:
                     errors.add(hloc, "Hand-offs are only used by `swarm` teams.", "invalid_handoff")
                 elif target == agent.name:
                     errors.add(hloc, f"'{agent.name}' cannot hand off to itself.", "invalid_handoff")
+                elif target == "user":
+                    continue  # the person who gave the task: the run asks them for input
                 elif target not in seen:
                     errors.add(
                         hloc,
-                        f"Hand-off target '{target}' is not a member of the team.",
+                        f"Hand-off target '{target}' is not a member of the team (nor `user`).",
                         "unknown_handoff_target",
                     )
                 elif lowered.get(target.lower()) != target:
