@@ -173,6 +173,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI reports a JSON body that is not UTF-8 as a bare 400, not as a JSON error
+            return problem_response(
+                request,
+                status=400,
+                code="malformed_json",
+                title="Malformed JSON",
+                detail="The request body is not valid JSON (it must be UTF-8).",
+            )
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
         return problem_response(

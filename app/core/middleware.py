@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PROBLEM_BASE, PROBLEM_JSON
@@ -63,7 +64,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     too_large = True
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         started = False
@@ -105,5 +106,12 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": data})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from ``receive`` once a body without a Content-Length grows past the limit.
+
+    An ``HTTPException`` because FastAPI turns any other exception raised while it reads a body
+    into a 400; this one it re-raises, and the error handlers render it as a 413 problem.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"The request body exceeds {max_bytes} bytes.")

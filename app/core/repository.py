@@ -34,9 +34,13 @@ def encode_cursor(value: str) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        # validate: the lenient default drops foreign characters, so garbage decoded to "" (an empty page)
+        value = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The cursor is not one this server issued.", code="invalid_cursor") from exc
+    if not value:
+        raise BadRequest("The cursor is not one this server issued.", code="invalid_cursor")
+    return value
 
 
 class Repository(Generic[M]):

@@ -175,24 +175,28 @@ class RunExecution:
     async def execute(self, turn: asyncio.Lock) -> None:
         async with self.deps.read_sessionmaker() as session:
             self.seq = await RunEventRepository(session).max_seq(self.run_id)
-        outcome: Outcome
+        has_turn = False
         try:
-            if not await self._wait_turn(turn):
-                outcome = Outcome("cancelled", stop_reason=self.cancel_reason)
-            else:
-                try:
-                    outcome = await self._run()
-                finally:
-                    turn.release()
+            has_turn = await self._wait_turn(turn)
+            outcome = await self._run() if has_turn else Outcome("cancelled", stop_reason=self.cancel_reason)
         except asyncio.CancelledError:
             # the task itself was cancelled (a hard stop): settle the run, then let the cancellation go on
             self.token.cancel()
-            await asyncio.shield(self._finish(Outcome("cancelled", stop_reason=self.cancel_reason or "shutdown")))
+            try:
+                await asyncio.shield(self._finish(Outcome("cancelled", stop_reason=self.cancel_reason or "shutdown")))
+            finally:
+                if has_turn:
+                    turn.release()
             raise
         except Exception as exc:
             log.error("run_crashed", run_id=self.run_id, exc_info=exc)
             outcome = Outcome("failed", error_code=classify_error(exc), error_message=public_error_text(exc))
-        await self._finish(outcome)
+        try:
+            await self._finish(outcome)
+        finally:
+            # the conversation's next run starts only once this one's messages and state are stored
+            if has_turn:
+                turn.release()
 
     async def _wait_turn(self, turn: asyncio.Lock) -> bool:
         """Wait for the conversation's previous run to end; False when cancelled meanwhile."""

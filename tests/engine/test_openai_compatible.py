@@ -42,17 +42,19 @@ def fake_llm_url() -> Iterator[str]:
 async def test_streams_deltas_and_real_usage_through_the_openai_client(tmp_path: Path, fake_llm_url: str) -> None:
     settings = make_settings(tmp_path, openai_compatible_base_url=fake_llm_url)
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:
-            members = [agent("local", "openai_compatible/fake-t8")]
-            r = await client.post("/v1/runs/wait", json=run_body(team=team(kind="single", members=members)))
-            run = r.json()
-            assert run["status"] == "succeeded", run
-            assert run["result"]["text"] == "".join(f"w{i} " for i in range(8))
-            # usage comes from the stream's final usage chunk, which is only sent when asked for
-            assert run["usage"]["completion_tokens"] == 8
-            assert run["usage"]["prompt_tokens"] > 0
-            page = await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"})
-            deltas = [e["data"]["text"] for e in page.json()["data"] if e["type"] == "message.delta"]
-            assert "".join(deltas) == run["result"]["text"]
-            assert len(deltas) == 8
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client,
+    ):
+        members = [agent("local", "openai_compatible/fake-t8")]
+        r = await client.post("/v1/runs/wait", json=run_body(team=team(kind="single", members=members)))
+        run = r.json()
+        assert run["status"] == "succeeded", run
+        assert run["result"]["text"] == "".join(f"w{i} " for i in range(8))
+        # usage comes from the stream's final usage chunk, which is only sent when asked for
+        assert run["usage"]["completion_tokens"] == 8
+        assert run["usage"]["prompt_tokens"] > 0
+        page = await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"})
+        deltas = [e["data"]["text"] for e in page.json()["data"] if e["type"] == "message.delta"]
+        assert "".join(deltas) == run["result"]["text"]
+        assert len(deltas) == 8
