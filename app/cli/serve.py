@@ -1,4 +1,4 @@
-"""The `swarmdirector` command."""
+"""`swarmdirector serve` and `swarmdirector db upgrade`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ import uvicorn
 
 from app.core.settings import Settings
 
-cli = typer.Typer(help="SwarmDirector: a streaming API server for AutoGen multi-agent runs.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database commands.", no_args_is_help=True)
-cli.add_typer(db_cli, name="db")
 
 
-@cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: SWARM_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: SWARM_PORT or 8000).")] = None,
@@ -54,11 +51,3 @@ def db_upgrade() -> None:
 
     asyncio.run(run())
     typer.echo("database is at head")
-
-
-def main() -> None:
-    cli()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,19 @@
+"""The `swarmdirector` command: one Typer app; each group of commands lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from app.cli.serve import db_cli, serve
+
+cli = typer.Typer(
+    help="SwarmDirector: a streaming API server for AutoGen multi-agent runs.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+cli.command()(serve)
+cli.add_typer(db_cli, name="db")
+
+
+def main() -> None:
+    cli()
