@@ -15,9 +15,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import __version__
 from app.agents.router import router as agents_router
@@ -25,11 +26,13 @@ from app.conversations.router import router as conversations_router
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
+from app.core.metrics import Metrics
 from app.core.middleware import BodySizeLimit, RequestContext
 from app.core.migrate import upgrade_head
 from app.core.openapi import install_openapi
 from app.core.services import Services
 from app.core.settings import Settings
+from app.engine.calls import CallPolicy
 from app.engine.factory import TeamFactory
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolRegistry
@@ -96,9 +99,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bus = EventBus(settings.watcher_buffer)
         recorder = EventRecorder(sessionmaker, bus)
         recorder.start()
-        factory = TeamFactory(models, tools, default_max_messages=settings.default_max_messages)
-        manager = RunManager(RuntimeDeps(settings, sessionmaker, read_sessionmaker, bus, recorder, factory))
-        services = Services(settings, engine, sessionmaker, read_sessionmaker, models, tools, bus, recorder, manager)
+        policy = CallPolicy(
+            timeout_s=settings.model_timeout_s,
+            max_retries=settings.model_max_retries,
+            backoff_s=settings.model_retry_backoff_s,
+        )
+        factory = TeamFactory(models, tools, default_max_messages=settings.default_max_messages, policy=policy)
+        metrics = Metrics()
+        manager = RunManager(RuntimeDeps(settings, sessionmaker, read_sessionmaker, bus, recorder, factory, metrics))
+        metrics.bind_live(lambda: manager.live_count, bus.live_watchers)
+        services = Services(
+            settings, engine, sessionmaker, read_sessionmaker, models, tools, bus, recorder, manager, metrics
+        )
         app.state.services = services
         purger: asyncio.Task[None] | None = None
         try:
@@ -149,6 +161,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint(request: Request) -> Response:
+        services: Services = request.app.state.services
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> FileResponse:

@@ -39,6 +39,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "log_json": False,
         "log_level": "WARNING",
         "shutdown_grace_s": 0.2,
+        "model_retry_backoff_s": 0.01,
         "sse_ping_s": 5.0,
     }
     values.update(overrides)

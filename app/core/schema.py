@@ -4,7 +4,7 @@ from app.agents.models import Agent
 from app.auth.models import ApiKey
 from app.conversations.models import Conversation, Message
 from app.core.db import Base
-from app.runs.models import Run, RunEvent
+from app.runs.models import ModelCallRecord, Run, RunEvent
 from app.teams.models import Team
 
-__all__ = ["Agent", "ApiKey", "Base", "Conversation", "Message", "Run", "RunEvent", "Team"]
+__all__ = ["Agent", "ApiKey", "Base", "Conversation", "Message", "ModelCallRecord", "Run", "RunEvent", "Team"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolRegistry
@@ -25,3 +26,4 @@ class Services:
     bus: EventBus
     recorder: EventRecorder
     runs: RunManager
+    metrics: Metrics

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     openai_compatible_function_calling: bool = Field(
         default=True, description="Whether models behind `openai_compatible` support tool calls."
     )
+    model_timeout_s: float = Field(
+        default=120.0, gt=0, description="Longest wait for a model's first token, or between two tokens."
+    )
+    model_max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a model call after a rate limit or transient error."
+    )
+    model_retry_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; it doubles (with jitter) up to 8 s."
+    )
 
     # -- runs ------------------------------------------------------------------------------------
     run_timeout_s: float = Field(default=600.0, gt=0, description="Default hard time limit of a run.")

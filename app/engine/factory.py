@@ -19,8 +19,10 @@ from autogen_agentchat.conditions import (
 )
 from autogen_agentchat.teams import BaseGroupChat, RoundRobinGroupChat, SelectorGroupChat, Swarm
 from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient
 
-from app.agents.schemas import AgentSpec
+from app.agents.schemas import AgentSpec, ModelOptions
+from app.engine.calls import CallPolicy, GuardedModelClient, Observer
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolRegistry
 from app.teams.schemas import ResolvedTeamSpec
@@ -40,20 +42,33 @@ def team_signature(spec: ResolvedTeamSpec) -> str:
 
 
 class TeamFactory:
-    def __init__(self, models: ModelRegistry, tools: ToolRegistry, *, default_max_messages: int) -> None:
+    def __init__(
+        self, models: ModelRegistry, tools: ToolRegistry, *, default_max_messages: int, policy: CallPolicy
+    ) -> None:
         self.models = models
         self.tools = tools
         self.default_max_messages = default_max_messages
+        self.policy = policy
 
-    def build_agent(self, spec: AgentSpec, *, swarm: bool, inputs: InputProvider | None) -> ChatAgent:
+    def client(
+        self, model: str | None, options: ModelOptions | None, *, agent: str, streaming: bool, observer: Observer | None
+    ) -> ChatCompletionClient:
+        ref = self.models.parse(model)
+        inner = self.models.build(ref, options, streaming=streaming)
+        return GuardedModelClient(inner, self.policy, agent=agent, model=str(ref), observer=observer)
+
+    def build_agent(
+        self, spec: AgentSpec, *, swarm: bool, inputs: InputProvider | None, observer: Observer | None = None
+    ) -> ChatAgent:
         if spec.kind == "user_proxy":
             if inputs is None:
                 raise ValueError(f"'{spec.name}' needs a person's input, which this run cannot ask for")
             return UserProxyAgent(
                 spec.name, description=spec.description or f"{spec.name}, a person.", input_func=inputs(spec.name)
             )
-        ref = self.models.parse(spec.model)
-        client = self.models.build(ref, spec.model_options, streaming=spec.streaming)
+        client = self.client(
+            spec.model, spec.model_options, agent=spec.name, streaming=spec.streaming, observer=observer
+        )
         kwargs: dict[str, object] = {}
         if spec.system_message is not None:
             kwargs["system_message"] = spec.system_message
@@ -93,13 +108,20 @@ class TeamFactory:
         return combined
 
     def build_team(
-        self, spec: ResolvedTeamSpec, *, history_len: int = 0, inputs: InputProvider | None = None
+        self,
+        spec: ResolvedTeamSpec,
+        *,
+        history_len: int = 0,
+        inputs: InputProvider | None = None,
+        observer: Observer | None = None,
     ) -> BaseGroupChat:
         swarm = spec.kind == "swarm"
-        agents: list[ChatAgent | Team] = [self.build_agent(m, swarm=swarm, inputs=inputs) for m in spec.members]
+        agents: list[ChatAgent | Team] = [
+            self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer) for m in spec.members
+        ]
         termination = self.termination(spec, history_len)
         if spec.kind == "selector":
-            selector = self.models.build(self.models.parse(spec.selector_model))
+            selector = self.client(spec.selector_model, None, agent="selector", streaming=False, observer=observer)
             extra: dict[str, object] = {}
             if spec.selector_prompt:
                 extra["selector_prompt"] = spec.selector_prompt

@@ -48,8 +48,23 @@ __all__ = [
 ]
 
 
+FakeErrorKind = Literal["model_error", "rate_limited", "transient"]
+
+
 class FakeModelError(RuntimeError):
-    """Raised by a fake model call that was told to fail (scripted error or the ``fail`` variant)."""
+    """Raised by a fake model call that was told to fail (scripted error or the ``fail`` variant).
+
+    ``kind`` says what a real provider's error would have been: ``rate_limited`` and ``transient``
+    ones are worth retrying, ``model_error`` is not.
+    """
+
+    def __init__(self, message: str, kind: FakeErrorKind = "model_error") -> None:
+        super().__init__(message)
+        self.kind: FakeErrorKind = kind
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind != "model_error"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,6 +175,12 @@ class ScriptStep(BaseModel):
     error: str | None = Field(
         default=None, description="Fail the model call with this error message instead of replying."
     )
+    error_kind: FakeErrorKind = Field(
+        default="model_error",
+        description="With `error`: `rate_limited` and `transient` errors are retried by the server, "
+        "`model_error` is not.",
+    )
+    hang: bool | None = Field(default=None, description="Never answer this call (until it is cancelled or times out).")
     delay_ms: int | None = Field(
         default=None,
         ge=0,
@@ -176,12 +197,15 @@ class ScriptStep(BaseModel):
                 ("tool_calls", self.tool_calls),
                 ("handoff", self.handoff),
                 ("error", self.error),
+                ("hang", self.hang or None),
             )
             if value is not None
         ]
         if len(chosen) != 1:
             found = ", ".join(chosen) if chosen else "none"
-            raise ValueError(f"a script step needs exactly one of text, tool_calls, handoff, error (got: {found})")
+            raise ValueError(
+                f"a script step needs exactly one of text, tool_calls, handoff, error, hang (got: {found})"
+            )
         return self
 
 
@@ -268,9 +292,10 @@ class _Reply:
 
     content: str | list[FunctionCall]
     usage: RequestUsage
-    first_delay_s: float
-    chunk_delay_s: float
+    first_delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
     chunks: list[str] = field(default_factory=list)
+    hang: bool = False
 
 
 class FakeChatCompletionClient(ChatCompletionClient):
@@ -357,7 +382,9 @@ class FakeChatCompletionClient(ChatCompletionClient):
 
         if step is not None and step.error is not None:
             self._record_usage(RequestUsage(prompt_tokens=0, completion_tokens=0))
-            raise FakeModelError(step.error)
+            raise FakeModelError(step.error, step.error_kind)
+        if step is not None and step.hang:
+            return _Reply(content="", usage=RequestUsage(prompt_tokens=0, completion_tokens=0), hang=True)
 
         calls: list[ScriptToolCall] | None = None
         if step is not None and step.handoff is not None:
@@ -425,6 +452,11 @@ class FakeChatCompletionClient(ChatCompletionClient):
             cls._check_cancelled(cancellation_token)
             await asyncio.sleep(min(remaining, _CANCEL_POLL_S))
 
+    @classmethod
+    async def _hang_if(cls, reply: _Reply, cancellation_token: CancellationToken | None) -> None:
+        while reply.hang:  # until cancelled, or timed out by the caller
+            await cls._sleep(3600, cancellation_token)
+
     # -- ChatCompletionClient ---------------------------------------------------------------------
 
     async def create(
@@ -439,6 +471,7 @@ class FakeChatCompletionClient(ChatCompletionClient):
     ) -> CreateResult:
         self._check_cancelled(cancellation_token)
         reply = self._plan(messages)
+        await self._hang_if(reply, cancellation_token)
         # Non-streamed calls only model time-to-first-token; per-chunk delays are a streaming concern.
         await self._sleep(reply.first_delay_s, cancellation_token)
         self._check_cancelled(cancellation_token)
@@ -458,6 +491,7 @@ class FakeChatCompletionClient(ChatCompletionClient):
         try:
             self._check_cancelled(cancellation_token)
             reply = self._plan(messages)
+            await self._hang_if(reply, cancellation_token)
             for index, chunk in enumerate(reply.chunks):
                 await self._sleep(reply.first_delay_s if index == 0 else reply.chunk_delay_s, cancellation_token)
                 self._check_cancelled(cancellation_token)

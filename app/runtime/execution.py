@@ -29,7 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.conversations.models import Conversation, Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
+from app.core.metrics import Metrics
 from app.core.settings import Settings
+from app.engine.calls import ModelCall
 from app.engine.events import (
     CompletedMessage,
     completed_message,
@@ -40,7 +42,7 @@ from app.engine.events import (
 )
 from app.engine.factory import InputFunc, TeamFactory, team_signature
 from app.engine.providers import ModelConfigError
-from app.runs.models import Run
+from app.runs.models import ModelCallRecord, Run
 from app.runs.repository import RunEventRepository, RunRepository
 from app.runtime.bus import EventBus
 from app.runtime.envelope import DELTA, Envelope
@@ -59,6 +61,7 @@ class RuntimeDeps:
     bus: EventBus
     recorder: EventRecorder
     factory: TeamFactory
+    metrics: Metrics
 
 
 @dataclass(slots=True)
@@ -105,6 +108,7 @@ class RunExecution:
         self.cancel_reason: str | None = None
         self.cancel_event = asyncio.Event()
         self.pending_input: PendingInput | None = None
+        self.model_failure: ModelCall | None = None
         self.seq = 0
         self.started_at: float | None = None
         self.prompt_tokens = 0
@@ -154,12 +158,14 @@ class RunExecution:
                 self.deps.bus.publish(env)
             raise
         self.deps.bus.publish(env)
+        self.deps.metrics.events.labels(type=type_).inc()
         return env
 
     def _delta(self, data: dict[str, Any]) -> None:
         env = self._envelope(DELTA, data)
         self.deps.bus.publish(env)
         self.deps.recorder.record(env)
+        self.deps.metrics.deltas.inc()
 
     def _set_status(self, status: str, **fields: Any) -> Callable[[Envelope], Apply]:
         def apply_for(_env: Envelope) -> Apply:
@@ -242,7 +248,9 @@ class RunExecution:
             replayed = {m.id for m in prior}
             task = [*prior, TextMessage(content=self.task_text, source="user")]
         try:
-            team = self.deps.factory.build_team(self.spec, history_len=len(replayed), inputs=self.input_func_for)
+            team = self.deps.factory.build_team(
+                self.spec, history_len=len(replayed), inputs=self.input_func_for, observer=self._observe_call
+            )
             if state is not None:
                 await team.load_state(state)
         except (ModelConfigError, ValueError) as exc:
@@ -285,13 +293,43 @@ class RunExecution:
             self.token.cancel()
             if self.cancel_reason is not None:
                 return self._stopped_outcome()
-            log.warning("run_failed", run_id=self.run_id, error=public_error_text(exc))
-            return Outcome("failed", error_code=classify_error(exc), error_message=public_error_text(exc))
+            failure = self.model_failure
+            if failure is not None and failure.error_code is not None:
+                # AutoGen wraps the model's error in its own; the guarded client told us what it was
+                outcome = Outcome("failed", error_code=failure.error_code, error_message=failure.error_message)
+            else:
+                outcome = Outcome("failed", error_code=classify_error(exc), error_message=public_error_text(exc))
+            log.warning("run_failed", run_id=self.run_id, error_code=outcome.error_code, error=outcome.error_message)
+            return outcome
         finally:
             timer.cancel()
         if self.cancel_reason is not None:
             return self._stopped_outcome()
         return Outcome("succeeded", stop_reason=stop_reason, state=dict(await team.save_state()))
+
+    def _observe_call(self, call: ModelCall) -> None:
+        self.deps.metrics.observe_call(call)
+        if call.error_code is not None:
+            self.model_failure = call
+        record = ModelCallRecord(
+            run_id=self.run_id,
+            principal_id=self.principal_id,
+            team_name=self.spec.name,
+            agent=call.agent,
+            model=call.model,
+            started_at=call.started_at,
+            duration_ms=call.duration_ms,
+            ttft_ms=call.ttft_ms,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            attempts=call.attempts,
+            error_code=call.error_code,
+        )
+
+        async def write(session: AsyncSession) -> None:
+            session.add(record)
+
+        self.deps.recorder.write(write)
 
     # -- human in the loop -----------------------------------------------------------------------
 
@@ -441,6 +479,7 @@ class RunExecution:
             await self._emit(type_, data, lambda env: partial(settle, env=env))
         except StorageError:
             log.error("run_settle_failed", run_id=self.run_id)
+        self.deps.metrics.runs_finished.labels(status=outcome.status).inc()
         log.info(
             "run_finished",
             run_id=self.run_id,

@@ -65,6 +65,13 @@ class EventRecorder:
             # the database is far behind; dropping a delta loses only replay detail, never a message
             log.warning("recorder_queue_full", run_id=env.run_id, seq=env.seq)
 
+    def write(self, apply: Apply) -> None:
+        """Queue a change that is not an event and that nobody waits for (model-call records)."""
+        try:
+            self._queue.put_nowait(_Item(None, apply))
+        except asyncio.QueueFull:
+            log.warning("recorder_queue_full")
+
     async def commit(self, env: Envelope | None, apply: Apply | None = None) -> None:
         """Write the event and apply its changes in one transaction; return once committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

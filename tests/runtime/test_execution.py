@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
 
+from app.main import create_app
+from tests.conftest import make_settings
 from tests.fixtures.specs import agent, run_body, team
 
 
@@ -109,3 +114,39 @@ async def test_usage_is_the_sum_of_the_messages(client: httpx.AsyncClient) -> No
     messages = (await client.get(f"/v1/conversations/{run['conversation_id']}/messages")).json()["data"]
     assert run["usage"]["completion_tokens"] == sum(m["usage"]["completion_tokens"] for m in messages) > 0
     assert run["usage"]["prompt_tokens"] == sum(m["usage"]["prompt_tokens"] for m in messages) > 0
+
+
+async def test_a_model_that_fails_twice_then_answers_completes_the_run(client: httpx.AsyncClient) -> None:
+    script = [
+        {"error": "overloaded", "error_kind": "transient"},
+        {"error": "slow down", "error_kind": "rate_limited"},
+        {"text": "Here it is."},
+    ]
+    member = agent("flaky", "fake/t3", model_options={"script": script})
+    run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
+    assert run["status"] == "succeeded"
+    assert run["result"]["text"] == "Here it is."
+
+
+async def test_a_model_that_always_times_out_fails_the_run_with_model_timeout(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, model_timeout_s=0.1, model_max_retries=1)
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        member = agent("stuck", "fake/t3", model_options={"script": [{"hang": True}] * 5})
+        run = await wait_run(c, team=team(kind="single", members=[member], max_messages=None))
+    assert run["status"] == "failed"
+    assert run["error"]["code"] == "model_timeout"
+    assert run["error"]["message"] == "The model did not answer within 0.1 s."
+    # within the configured bound: two attempts of 0.1 s and a short backoff, far below the run's limit (600 s)
+    took = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
+    assert took.total_seconds() < 10
+
+
+async def test_rate_limits_that_never_end_fail_the_run_with_rate_limited(client: httpx.AsyncClient) -> None:
+    member = agent("limited", "fake/t3", model_options={"script": [{"error": "429", "error_kind": "rate_limited"}] * 5})
+    run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
+    assert run["status"] == "failed"
+    assert run["error"]["code"] == "rate_limited"
