@@ -33,6 +33,16 @@ class MessageRepository:
         )
         return list(rows)
 
+    async def search(self, conversation_id: str, query: str, limit: int) -> list[Message]:
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self.session.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.content.ilike(f"%{escaped}%", escape="\\"))
+            .order_by(Message.position.desc())
+            .limit(limit)
+        )
+        return list(rows)
+
     async def page(self, conversation_id: str, *, after: int, limit: int, run_id: str | None = None) -> Page[Message]:
         stmt = select(Message).where(Message.conversation_id == conversation_id, Message.position > after)
         if run_id is not None:

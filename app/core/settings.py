@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     openai_compatible_function_calling: bool = Field(
         default=True, description="Whether models behind `openai_compatible` support tool calls."
     )
+    tools: list[str] = Field(
+        default_factory=list,
+        description='Extra tools as `module:function` entry points, e.g. `["mytools:lookup_order"]` (JSON).',
+    )
+    tool_timeout_s: float = Field(default=30.0, gt=0, description="Longest a tool call may take.")
     model_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest wait for a model's first token, or between two tokens."
     )

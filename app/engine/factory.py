@@ -6,6 +6,7 @@ conversation context, so nothing built here is ever shared between runs.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 
 from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
@@ -17,14 +18,15 @@ from autogen_agentchat.conditions import (
     TimeoutTermination,
     TokenUsageTermination,
 )
-from autogen_agentchat.teams import BaseGroupChat, RoundRobinGroupChat, SelectorGroupChat, Swarm
+from autogen_agentchat.teams import BaseGroupChat, GraphFlow, RoundRobinGroupChat, SelectorGroupChat, Swarm
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 
 from app.agents.schemas import AgentSpec, ModelOptions
 from app.engine.calls import CallPolicy, GuardedModelClient, Observer
+from app.engine.graphs import build_graph
 from app.engine.providers import ModelRegistry
-from app.engine.tools import ToolRegistry
+from app.engine.tools import ToolContext, ToolRegistry
 from app.teams.schemas import ResolvedTeamSpec
 
 # what a user proxy calls for its turn: (agent name) -> async (prompt, cancellation token) -> answer
@@ -38,7 +40,10 @@ def hands_off_to_user(spec: ResolvedTeamSpec) -> bool:
 
 def team_signature(spec: ResolvedTeamSpec) -> str:
     """Identifies the shape of a team whose saved state another team can load."""
-    return f"{spec.kind}:" + ",".join(m.name for m in spec.members)
+    shape = ",".join(m.name for m in spec.members)
+    if spec.edges:
+        shape += ";" + ",".join(f"{e.source}>{e.target}" for e in spec.edges)
+    return f"{spec.kind}:{hashlib.sha256(shape.encode()).hexdigest()[:40]}"
 
 
 class TeamFactory:
@@ -58,7 +63,13 @@ class TeamFactory:
         return GuardedModelClient(inner, self.policy, agent=agent, model=str(ref), observer=observer)
 
     def build_agent(
-        self, spec: AgentSpec, *, swarm: bool, inputs: InputProvider | None, observer: Observer | None = None
+        self,
+        spec: AgentSpec,
+        *,
+        swarm: bool,
+        inputs: InputProvider | None,
+        observer: Observer | None = None,
+        tools: ToolContext | None = None,
     ) -> ChatAgent:
         if spec.kind == "user_proxy":
             if inputs is None:
@@ -76,7 +87,7 @@ class TeamFactory:
             name=spec.name,
             model_client=client,
             description=spec.description or f"The {spec.name} agent.",
-            tools=[self.tools.build(name) for name in spec.tools] or None,
+            tools=[self.tools.build(name, tools) for name in spec.tools] if spec.tools and tools else None,
             handoffs=list(spec.handoffs) if swarm and spec.handoffs else None,
             model_client_stream=spec.streaming,
             reflect_on_tool_use=spec.reflect_on_tool_use,
@@ -114,10 +125,11 @@ class TeamFactory:
         history_len: int = 0,
         inputs: InputProvider | None = None,
         observer: Observer | None = None,
+        tools: ToolContext | None = None,
     ) -> BaseGroupChat:
         swarm = spec.kind == "swarm"
         agents: list[ChatAgent | Team] = [
-            self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer) for m in spec.members
+            self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer, tools=tools) for m in spec.members
         ]
         termination = self.termination(spec, history_len)
         if spec.kind == "selector":
@@ -133,6 +145,9 @@ class TeamFactory:
                 emit_team_events=True,
                 **extra,  # type: ignore[arg-type]
             )
+        if spec.kind == "graph":
+            participants, graph = build_graph(spec, [a for a in agents if isinstance(a, ChatAgent)])
+            return GraphFlow(participants, graph, termination_condition=termination)  # type: ignore[return-value]
         if swarm:
             return Swarm([a for a in agents if isinstance(a, ChatAgent)], termination_condition=termination)
         return RoundRobinGroupChat(agents, termination_condition=termination)

@@ -1,18 +1,63 @@
 """The server's tool registry: agents name tools, the server owns their code.
 
 A team spec can only refer to tools registered here, so loading a team never
-executes code that came with a request.
+executes code that came with a request. Tools are registered in code, or by
+the operator through ``SWARM_TOOLS`` (``module:function`` entry points).
+Every call is bounded by a timeout; a tool that raises or times out gives the
+model an error result (``is_error``) and the run goes on. Some tools need to
+know whose run calls them (the history search reads the run's own
+conversation), so each run builds its tools from a ``ToolContext``.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
+import importlib
+import inspect
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from autogen_core import CancellationToken
 from autogen_core.tools import BaseTool, FunctionTool
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.conversations.repository import MessageRepository
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool may know about the run that calls it."""
+
+    run_id: str
+    conversation_id: str
+    principal_id: str
+    read_sessionmaker: async_sessionmaker[AsyncSession]
+
+
+ToolBuilder = Callable[[ToolContext], Callable[..., Any]]
+
+
+class TimedTool(FunctionTool):
+    """A function tool whose every call is bounded by a timeout."""
+
+    def __init__(self, func: Callable[..., Any], *, name: str, description: str, timeout_s: float) -> None:
+        super().__init__(func, description=description, name=name)
+        self._timeout_s = timeout_s
+
+    async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await super().run(args, cancellation_token)
+        except TimeoutError:
+            raise TimeoutError(f"the tool '{self.name}' did not finish within {self._timeout_s:g} s") from None
+
+
+# -- built-in tools ------------------------------------------------------------------------------
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -54,25 +99,70 @@ async def current_time() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class ToolRegistry:
-    def __init__(self) -> None:
-        self._factories: dict[str, Callable[[], BaseTool[Any, Any]]] = {}
+def history_search(ctx: ToolContext) -> Callable[..., Any]:
+    async def search_history(query: str, limit: int = 5) -> str:
+        """Search this conversation's earlier messages for a word or phrase; newest matches first."""
+        if not query.strip():
+            raise ValueError("the query is empty")
+        async with ctx.read_sessionmaker() as session:
+            found = await MessageRepository(session).search(ctx.conversation_id, query.strip(), max(1, min(limit, 20)))
+        if not found:
+            return f"No earlier message mentions {query!r}."
+        return "\n".join(f"[{m.position}] {m.agent}: {m.content[:300]}" for m in found)
 
-    def register(self, name: str, func: Callable[..., Any], description: str) -> None:
-        self._factories[name] = lambda: FunctionTool(func, description=description, name=name)
+    return search_history
+
+
+# -- the registry --------------------------------------------------------------------------------
+
+
+class ToolRegistry:
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self._builders: dict[str, tuple[ToolBuilder, str]] = {}
+        self.timeout_s = timeout_s
+
+    def register(self, func: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> None:
+        """A plain typed function (async or not) as a tool."""
+        self.register_builder(lambda _ctx: func, name=name or func.__name__, description=description or _doc(func))
+
+    def register_builder(self, builder: ToolBuilder, *, name: str, description: str) -> None:
+        """A tool made per run from its context."""
+        if name in self._builders:
+            raise ValueError(f"a tool named '{name}' is registered already")
+        self._builders[name] = (builder, description)
 
     def names(self) -> list[str]:
-        return sorted(self._factories)
+        return sorted(self._builders)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._factories
+        return name in self._builders
 
-    def build(self, name: str) -> BaseTool[Any, Any]:
-        return self._factories[name]()
+    def build(self, name: str, ctx: ToolContext) -> BaseTool[Any, Any]:
+        builder, description = self._builders[name]
+        return TimedTool(builder(ctx), name=name, description=description, timeout_s=self.timeout_s)
+
+    def load_entry_points(self, specs: list[str]) -> None:
+        """Register ``module:function`` callables named by the operator (settings, never requests)."""
+        for spec in specs:
+            module_name, _, attr = spec.partition(":")
+            if not module_name or not attr:
+                raise ValueError(f"tool entry point {spec!r} is not of the form module:function")
+            func = getattr(importlib.import_module(module_name), attr)
+            if not callable(func):
+                raise ValueError(f"tool entry point {spec!r} is not callable")
+            self.register(func)
 
     @classmethod
-    def with_builtins(cls) -> ToolRegistry:
-        registry = cls()
-        registry.register("calculator", calculator, "Evaluate an arithmetic expression.")
-        registry.register("current_time", current_time, "Get the current UTC date and time.")
+    def with_builtins(cls, timeout_s: float = 30.0) -> ToolRegistry:
+        registry = cls(timeout_s)
+        registry.register(calculator, description="Evaluate an arithmetic expression.")
+        registry.register(current_time, description="Get the current UTC date and time.")
+        registry.register_builder(
+            history_search, name="search_history", description="Search this conversation's earlier messages."
+        )
         return registry
+
+
+def _doc(func: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(func) or f"The {func.__name__} tool."
+    return doc.strip().splitlines()[0]

@@ -42,6 +42,7 @@ from app.engine.events import (
 )
 from app.engine.factory import InputFunc, TeamFactory, team_signature
 from app.engine.providers import ModelConfigError
+from app.engine.tools import ToolContext
 from app.runs.models import ModelCallRecord, Run
 from app.runs.repository import RunEventRepository, RunRepository
 from app.runtime.bus import EventBus
@@ -249,7 +250,11 @@ class RunExecution:
             task = [*prior, TextMessage(content=self.task_text, source="user")]
         try:
             team = self.deps.factory.build_team(
-                self.spec, history_len=len(replayed), inputs=self.input_func_for, observer=self._observe_call
+                self.spec,
+                history_len=len(replayed),
+                inputs=self.input_func_for,
+                observer=self._observe_call,
+                tools=ToolContext(self.run_id, self.conversation_id, self.principal_id, self.deps.read_sessionmaker),
             )
             if state is not None:
                 await team.load_state(state)

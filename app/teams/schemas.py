@@ -10,7 +10,24 @@ from pydantic import Field
 from app.agents.schemas import AgentSpec
 from app.core.schemas import Name, StrictModel
 
-TeamKind = Literal["round_robin", "selector", "swarm", "single"]
+TeamKind = Literal["round_robin", "selector", "swarm", "single", "graph"]
+
+
+class GraphEdge(StrictModel):
+    """A directed edge of a `graph` team: after `source` speaks, `target` may."""
+
+    source: Name
+    target: Name
+    condition: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Take this edge only when the source's message contains this text; absent: always.",
+    )
+    activation: Literal["all", "any"] = Field(
+        default="all",
+        description="How the target waits for its incoming edges: all of them (fan-in) or any one.",
+    )
 
 
 class Termination(StrictModel):
@@ -34,7 +51,8 @@ class TeamSpec(StrictModel):
         default="round_robin",
         description=(
             "`round_robin` (members take turns), `selector` (a model picks the next speaker), "
-            "`swarm` (agents hand off to each other), `single` (one agent answers once)."
+            "`swarm` (agents hand off to each other), `single` (one agent answers once), "
+            "`graph` (a directed graph of agents: `edges`, conditional edges, fan-out and fan-in)."
         ),
     )
     description: str = Field(default="", max_length=2000)
@@ -53,6 +71,12 @@ class TeamSpec(StrictModel):
         description="Selector teams: prompt with `{roles}`, `{participants}` and `{history}`.",
     )
     allow_repeated_speaker: bool = Field(default=False, description="Selector teams: may one agent speak twice.")
+    edges: list[GraphEdge] | None = Field(
+        default=None, max_length=200, description="Graph teams: the edges between members, by name."
+    )
+    start: str | None = Field(
+        default=None, description="Graph teams: the member that speaks first (default: every node without an edge in)."
+    )
 
 
 class ResolvedTeamSpec(TeamSpec):

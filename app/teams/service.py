@@ -9,6 +9,7 @@ from __future__ import annotations
 from app.agents.repository import AgentRepository
 from app.agents.schemas import AgentSpec
 from app.core.errors import FieldError, InvalidSpec
+from app.engine.graphs import graph_of
 from app.engine.providers import ModelConfigError, ModelRegistry
 from app.engine.tools import ToolRegistry
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
@@ -132,6 +133,11 @@ class TeamResolver:
                         "invalid_handoff",
                     )
 
+        if spec.kind == "graph":
+            _check_graph(spec, [m.name for m in members], loc, errors)
+        elif spec.edges is not None or spec.start is not None:
+            errors.add([*loc, "edges"], "`edges` and `start` are for graph teams.", "invalid_team")
+
         selector_model = spec.selector_model
         if spec.kind == "selector":
             try:
@@ -157,3 +163,47 @@ def check_agent(validator: SpecValidator, spec: AgentSpec) -> None:
     errors = SpecErrors()
     validator.agent(spec, ["body"], errors)
     errors.raise_if_any()
+
+
+def _check_graph(spec: TeamSpec, names: list[str], loc: Loc, errors: SpecErrors) -> None:
+    """Unknown nodes, no way in, unreachable members, and AutoGen's own graph rules."""
+    edges = spec.edges or []
+    if not edges and len(names) > 1:
+        errors.add([*loc, "edges"], "A graph team of several members needs edges.", "invalid_graph")
+        return
+    known = set(names)
+    bad = False
+    for i, edge in enumerate(edges):
+        for end in ("source", "target"):
+            node = getattr(edge, end)
+            if node not in known:
+                errors.add([*loc, "edges", i, end], f"Unknown node '{node}': not a member of the team.", "unknown_node")
+                bad = True
+    if spec.start is not None and spec.start not in known:
+        errors.add([*loc, "start"], f"Unknown node '{spec.start}': not a member of the team.", "unknown_node")
+        bad = True
+    if bad:
+        return
+    entered = {e.target for e in edges}
+    starts = [spec.start] if spec.start is not None else [n for n in names if n not in entered]
+    if not starts:
+        errors.add(
+            [*loc, "edges"], "The graph has no start node: every member has an edge in. Set `start`.", "no_start_node"
+        )
+        return
+    reached, frontier = set(starts), list(starts)
+    while frontier:
+        node = frontier.pop()
+        for e in edges:
+            if e.source == node and e.target not in reached:
+                reached.add(e.target)
+                frontier.append(e.target)
+    for i, name in enumerate(names):
+        if name not in reached:
+            errors.add([*loc, "members", i], f"Node '{name}' cannot be reached from the start.", "unreachable_node")
+    if len(reached) < len(names):
+        return
+    try:
+        graph_of(spec, names).graph_validate()
+    except ValueError as exc:
+        errors.add([*loc, "edges"], f"Invalid graph: {exc}", "invalid_graph")

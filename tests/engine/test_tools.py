@@ -1,0 +1,78 @@
+"""Server-side tools: built-ins, the history search, entry points, and per-call timeouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.engine.tools import ToolRegistry, calculator
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.fixtures.specs import agent, run_body, team
+
+
+def tool_team(tool: str, arguments: dict[str, Any], model: str = "fake/t3") -> dict[str, Any]:
+    script = [{"tool_calls": [{"name": tool, "arguments": arguments}]}]
+    solver = agent("solver", model, tools=[tool], model_options={"script": script})
+    return team(kind="single", members=[solver], max_messages=None)
+
+
+async def tool_result(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    run = (await client.post("/v1/runs/wait", json=body)).json()
+    page = await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"})
+    return run, next(e["data"] for e in page.json()["data"] if e["type"] == "tool.result")
+
+
+async def test_calculator_refuses_anything_but_arithmetic() -> None:
+    assert await calculator("2 * (3 + 4)") == "14"
+    assert await calculator("7 / 2") == "3.5"
+    for bad in ("__import__('os')", "a + 1", "2 ** 1000", "[1, 2]"):
+        with pytest.raises(ValueError):
+            await calculator(bad)
+
+
+async def test_search_history_reads_the_runs_own_conversation(client: httpx.AsyncClient) -> None:
+    first = (await client.post("/v1/runs/wait", json=run_body(task="The password is pineapple."))).json()
+    other = (await client.post("/v1/runs/wait", json=run_body(task="Another pineapple elsewhere."))).json()
+    assert other["conversation_id"] != first["conversation_id"]
+    body = run_body(team=tool_team("search_history", {"query": "PINEAPPLE"}), conversation_id=first["conversation_id"])
+    run, result = await tool_result(client, body)
+    assert run["status"] == "succeeded"
+    assert result["is_error"] is False
+    assert "[1] user: The password is pineapple." in result["content"]
+    assert "elsewhere" not in result["content"]  # never another conversation's messages
+    _, result = await tool_result(client, run_body(team=tool_team("search_history", {"query": "100%_off"})))
+    assert result["content"] == "No earlier message mentions '100%_off'."
+
+
+async def test_operator_tools_come_from_entry_points_and_calls_are_bounded(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, tools=["tests.fixtures.tools:shout", "tests.fixtures.tools:sleepy"], tool_timeout_s=0.1
+    )
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client,
+    ):
+        listed = (await client.get("/v1/models")).json()["tools"]
+        assert {"shout", "sleepy", "calculator", "current_time", "search_history"} <= set(listed)
+        run, result = await tool_result(client, run_body(team=tool_team("shout", {"text": "hi"})))
+        assert result == {**result, "content": "HI!", "is_error": False}
+        run, result = await tool_result(client, run_body(team=tool_team("sleepy", {"seconds": 5})))
+        assert result["is_error"] is True
+        assert "did not finish within 0.1 s" in result["content"]
+        assert run["status"] == "succeeded"  # the model got the error and the run went on
+
+
+def test_bad_entry_points_are_refused_at_start() -> None:
+    registry = ToolRegistry()
+    for spec in ("no_colon", "tests.fixtures.tools:NOT_A_TOOL", "tests.fixtures.tools:missing"):
+        with pytest.raises((ValueError, AttributeError)):
+            registry.load_entry_points([spec])
+    registry.load_entry_points(["tests.fixtures.tools:shout"])
+    with pytest.raises(ValueError, match="registered already"):
+        registry.load_entry_points(["tests.fixtures.tools:shout"])
