@@ -46,6 +46,7 @@ from app.engine.tools import ToolContext
 from app.runs.models import ModelCallRecord, Run
 from app.runs.repository import RunEventRepository, RunRepository
 from app.runtime.bus import EventBus
+from app.runtime.chain import ChainRunner
 from app.runtime.envelope import DELTA, Envelope
 from app.runtime.inputs import NotAwaitingInput, PendingInput
 from app.runtime.recorder import Apply, EventRecorder, StorageError
@@ -223,6 +224,16 @@ class RunExecution:
             return False
         return got
 
+    async def _run_chain(self) -> Outcome:
+        timer = asyncio.get_running_loop().call_later(self.timeout_s, self.request_cancel, "timed_out")
+        try:
+            return await ChainRunner(self).run()
+        except StorageError as exc:
+            self.token.cancel()
+            return Outcome("failed", error_code="storage_error", error_message=str(exc))
+        finally:
+            timer.cancel()
+
     def _stopped_outcome(self) -> Outcome:
         """The outcome of a run stopped through its token, by reason."""
         if self.cancel_reason == "timed_out":
@@ -242,6 +253,8 @@ class RunExecution:
             self._set_status("running", started_at=utcnow()),
         )
         log.info("run_started", run_id=self.run_id, team=self.spec.name)
+        if self.spec.kind == "chain":
+            return await self._run_chain()
         replayed: set[str] = set()
         task: str | BaseChatMessage | list[BaseChatMessage] = self.task_text
         if history:
@@ -361,10 +374,10 @@ class RunExecution:
             self.request_cancel("input_timeout")
             raise
 
-    async def _announce_input(self, pending: PendingInput) -> None:
+    async def _announce_input(self, pending: PendingInput, tags: dict[str, Any] | None = None) -> None:
         await self._emit(
             "input.requested",
-            {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt},
+            {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt, **(tags or {})},
             self._set_status("awaiting_input"),
         )
         pending.announced = True
@@ -397,7 +410,7 @@ class RunExecution:
                 return None, await MessageRepository(session).history(self.conversation_id)
             return None, []
 
-    async def _store_message(self, message: BaseChatMessage) -> None:
+    async def _store_message(self, message: BaseChatMessage, tags: dict[str, Any] | None = None) -> None:
         pending = self.pending_input
         if pending is not None and pending.agent == message.source and pending.answer.done() and not pending.received:
             await self._confirm_input(pending)
@@ -408,9 +421,12 @@ class RunExecution:
         self.completion_tokens += m.completion_tokens
         if m.agent != "user":
             self.result = {"message_id": m.id, "agent": m.agent, "text": m.text}
-        await self._emit("message.completed", message_completed_data(m, position), self._message_writer(m, position))
+        data = message_completed_data(m, position)
+        if tags:
+            data.update(tags)
+        await self._emit("message.completed", data, self._message_writer(m, position))
         if isinstance(message, HandoffMessage):
-            await self._emit("handoff", handoff_data(message))
+            await self._emit("handoff", {**handoff_data(message), **(tags or {})})
 
     def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Apply]:
         def apply_for(env: Envelope) -> Apply:

@@ -5,12 +5,57 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.agents.schemas import AgentSpec
 from app.core.schemas import Name, StrictModel
 
-TeamKind = Literal["round_robin", "selector", "swarm", "single", "graph"]
+TeamKind = Literal["round_robin", "selector", "swarm", "single", "graph", "chain"]
+
+
+class ChainBranch(StrictModel):
+    """One agent (a member, by name) or one stored team (by name or id) that works on a step's input."""
+
+    agent: str | None = Field(default=None, description="A member of the chain, by name.")
+    team: str | None = Field(default=None, description="A stored team (not a chain), by name or id.")
+
+    @model_validator(mode="after")
+    def _one(self) -> ChainBranch:
+        if (self.agent is None) == (self.team is None):
+            raise ValueError("give exactly one of `agent` or `team`")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.agent or self.team or ""
+
+
+class ChainStep(StrictModel):
+    """One step of a chain: an agent, a team, or a parallel group of them on the same input."""
+
+    agent: str | None = Field(default=None, description="A member of the chain, by name.")
+    team: str | None = Field(default=None, description="A stored team (not a chain), by name or id.")
+    parallel: list[ChainBranch] | None = Field(
+        default=None, min_length=2, max_length=16, description="Branches run concurrently on the same input."
+    )
+    template: str = Field(
+        default="{input}",
+        max_length=20_000,
+        description="The step's task: `{input}` is the previous step's output (the run's task for the first "
+        "step), `{task}` the run's task.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ChainStep:
+        if sum(x is not None for x in (self.agent, self.team, self.parallel)) != 1:
+            raise ValueError("give exactly one of `agent`, `team` or `parallel`")
+        return self
+
+    @property
+    def branches(self) -> list[ChainBranch]:
+        if self.parallel is not None:
+            return self.parallel
+        return [ChainBranch(agent=self.agent, team=self.team)]
 
 
 class GraphEdge(StrictModel):
@@ -52,7 +97,8 @@ class TeamSpec(StrictModel):
         description=(
             "`round_robin` (members take turns), `selector` (a model picks the next speaker), "
             "`swarm` (agents hand off to each other), `single` (one agent answers once), "
-            "`graph` (a directed graph of agents: `edges`, conditional edges, fan-out and fan-in)."
+            "`graph` (a directed graph of agents: `edges`, conditional edges, fan-out and fan-in), "
+            "`chain` (ordered `steps`, each an agent, a team or a parallel group; outputs passed on)."
         ),
     )
     description: str = Field(default="", max_length=2000)
@@ -74,6 +120,15 @@ class TeamSpec(StrictModel):
     edges: list[GraphEdge] | None = Field(
         default=None, max_length=200, description="Graph teams: the edges between members, by name."
     )
+    steps: list[ChainStep] | None = Field(default=None, max_length=32, description="Chain teams: the steps, in order.")
+    synthesizer: str | None = Field(
+        default=None, description="Chain teams: a member that writes the final answer from the last step's outputs."
+    )
+    tolerate_failures: bool = Field(
+        default=False,
+        description="Chain teams: a failing branch of a parallel step is reported (`branch.failed`) and the "
+        "others go on, instead of failing the run.",
+    )
     start: str | None = Field(
         default=None, description="Graph teams: the member that speaks first (default: every node without an edge in)."
     )
@@ -83,6 +138,9 @@ class ResolvedTeamSpec(TeamSpec):
     """A team spec with every member inline and every model named: what a run executes."""
 
     members: list[AgentSpec]  # type: ignore[assignment]
+    subteams: dict[str, ResolvedTeamSpec] = Field(
+        default_factory=dict, description="Chain teams: the stored teams its steps name, resolved."
+    )
 
 
 class TeamRead(TeamSpec):

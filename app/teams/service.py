@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from app.agents.repository import AgentRepository
 from app.agents.schemas import AgentSpec
-from app.core.errors import FieldError, InvalidSpec
+from app.core.errors import FieldError, InvalidSpec, NotFound
 from app.engine.graphs import graph_of
 from app.engine.providers import ModelConfigError, ModelRegistry
 from app.engine.tools import ToolRegistry
+from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
 
 Loc = list[str | int]
@@ -137,6 +138,13 @@ class TeamResolver:
             _check_graph(spec, [m.name for m in members], loc, errors)
         elif spec.edges is not None or spec.start is not None:
             errors.add([*loc, "edges"], "`edges` and `start` are for graph teams.", "invalid_team")
+        subteams: dict[str, ResolvedTeamSpec] = {}
+        if spec.kind == "chain":
+            subteams = await self._check_chain(spec, seen, loc, errors)
+        elif spec.steps is not None or spec.synthesizer is not None or spec.tolerate_failures:
+            errors.add(
+                [*loc, "steps"], "`steps`, `synthesizer` and `tolerate_failures` are for chain teams.", "invalid_team"
+            )
 
         selector_model = spec.selector_model
         if spec.kind == "selector":
@@ -156,7 +164,59 @@ class TeamResolver:
         data = spec.model_dump()
         data["members"] = [m.model_dump() for m in members]
         data["selector_model"] = selector_model
+        data["subteams"] = {ref: sub.model_dump() for ref, sub in subteams.items()}
         return ResolvedTeamSpec.model_validate(data)
+
+    async def _check_chain(
+        self, spec: TeamSpec, members: set[str], loc: Loc, errors: SpecErrors
+    ) -> dict[str, ResolvedTeamSpec]:
+        """Every step names members or stored teams (resolved now, frozen into the run); templates are sound."""
+        subteams: dict[str, ResolvedTeamSpec] = {}
+        if not spec.steps:
+            errors.add([*loc, "steps"], "A chain needs at least one step.", "invalid_team")
+            return subteams
+        teams = TeamRepository(self.agents.session)
+        for i, step in enumerate(spec.steps):
+            sloc: Loc = [*loc, "steps", i]
+            try:
+                step.template.format(input="", task="")
+            except (KeyError, IndexError, ValueError) as exc:
+                errors.add(
+                    [*sloc, "template"],
+                    f"The template may only use {{input}} and {{task}} ({exc}).",
+                    "invalid_template",
+                )
+            labels: set[str] = set()
+            for j, branch in enumerate(step.branches):
+                bloc: Loc = [*sloc, "parallel", j] if step.parallel is not None else sloc
+                if branch.label in labels:
+                    errors.add(bloc, f"'{branch.label}' appears twice in one parallel step.", "duplicate_branch")
+                labels.add(branch.label)
+                if branch.agent is not None:
+                    if branch.agent not in members:
+                        errors.add(
+                            [*bloc, "agent"], f"'{branch.agent}' is not a member of the chain.", "unknown_member"
+                        )
+                    continue
+                assert branch.team is not None
+                if branch.team in subteams:
+                    continue
+                try:
+                    row = await teams.get_by_id_or_name(self.principal_id, branch.team)
+                except NotFound:
+                    errors.add([*bloc, "team"], f"No stored team with id or name '{branch.team}'.", "unknown_team")
+                    continue
+                stored = TeamSpec.model_validate(row.spec)
+                if stored.kind == "chain":
+                    errors.add([*bloc, "team"], "A chain step cannot be another chain.", "invalid_team")
+                    continue
+                try:
+                    subteams[branch.team] = await self.resolve(stored, [*bloc, "team"])
+                except InvalidSpec as exc:
+                    errors.errors.extend(exc.errors or [])
+        if spec.synthesizer is not None and spec.synthesizer not in members:
+            errors.add([*loc, "synthesizer"], f"'{spec.synthesizer}' is not a member of the chain.", "unknown_member")
+        return subteams
 
 
 def check_agent(validator: SpecValidator, spec: AgentSpec) -> None:
