@@ -10,7 +10,7 @@ PORT ?= 8000
 # reinstall whenever the dependency list changes
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test browser lint format migrate clean
+.PHONY: help install run test browser bench lint format migrate clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ browser: ## Make sure Debian's chromium is there for the chat page tests (instal
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "no /usr/bin/chromium: the chat page tests will be skipped (apt-get install chromium)"; fi; \
 	fi
+
+bench: install ## Run the benchmarks; they print their figures and write bench/results/*.json
+	$(BIN)/python bench/chain_parallel.py
 
 lint: install ## ruff (lint + format check) and mypy --strict on app/
 	$(BIN)/ruff check .
