@@ -23,12 +23,15 @@ def serve(
     from app.server import SwarmServer
 
     settings = Settings()
+    # the app decides whether it may run without keys from the address it really listens on
+    settings = Settings(host=host or settings.host, port=port or settings.port)
     os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
     config = uvicorn.Config(
         create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # our logging: JSON lines, uvicorn's included
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
     SwarmServer(config).run()

@@ -1,4 +1,9 @@
-"""Structured logs: one JSON object per line, with the request and run ids bound where known."""
+"""Structured logs: one JSON object per line, ours and the libraries' alike.
+
+structlog renders our events; the standard library's records (uvicorn, AutoGen,
+SQLAlchemy) go through the same renderer, so every line parses as JSON. The
+request id (bound by middleware) and run ids ride along as fields.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +13,58 @@ import sys
 
 import structlog
 
+from app.engine.calls import ModelCallError
+
+_NOISY = ("autogen_core", "autogen_agentchat", "autogen_core.events", "httpx", "openai")
+
+
+class _DropExpectedErrors(logging.Filter):
+    """AutoGen logs a cancelled or failed agent call as an error with a traceback.
+
+    A cancel is expected, and a failed model call is reported by the run itself
+    (``run_failed`` with its code), so neither is an error of the server.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, asyncio.CancelledError | ModelCallError)
+
 
 def configure_logging(level: str, as_json: bool) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    # AutoGen logs every event at INFO through the standard library; keep only its warnings
-    for noisy in ("autogen_core", "autogen_agentchat", "autogen_core.events", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    runtime_logger = logging.getLogger("autogen_core")
-    if not any(isinstance(f, _DropCancellation) for f in runtime_logger.filters):
-        runtime_logger.addFilter(_DropCancellation())
-
-
-class _DropCancellation(logging.Filter):
-    """AutoGen's runtime logs a cancelled agent call as an error with a traceback; a cancel is expected."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, asyncio.CancelledError)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    handler.addFilter(_DropExpectedErrors())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    # AutoGen logs every event at INFO; keep only its warnings
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers = []
+        uvicorn_logger.propagate = True

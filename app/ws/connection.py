@@ -32,6 +32,7 @@ from app.runtime.streams import StreamClosing, StreamLagged, follow
 log = structlog.get_logger(__name__)
 
 OUTBOX = 1024
+_FOLLOW = "_follow"  # a handler's request to follow a run once its ack is out
 CLIENT_TYPES = ("run.start", "subscribe", "unsubscribe", "input", "cancel", "ping")
 
 
@@ -118,10 +119,14 @@ class WsConnection:
             if kind not in CLIENT_TYPES:
                 raise FrameError("invalid_frame", f"Unknown frame type {kind!r}; known: {', '.join(CLIENT_TYPES)}.")
             reply = await getattr(self, "_on_" + kind.replace(".", "_"))(frame)
+            follow_from: tuple[str, int] | None = reply.pop(_FOLLOW, None)
             if kind == "ping":
                 await self._put({"type": "pong", "id": frame_id})
             else:
                 await self._put({"type": "ack", "id": frame_id, "for": kind, **reply})
+            if follow_from is not None:
+                # after the ack, so a client learns the run before its first event
+                self._follow(*follow_from)
         except FrameError as exc:
             await self._error(frame_id, kind, exc.code, exc.message, exc.errors)
         except ValidationError as exc:
@@ -160,9 +165,10 @@ class WsConnection:
         body = RunCreate.model_validate(self._fields(frame, "subscribe"))
         async with self.services.sessionmaker() as session:
             run = await RunService(session, self.principal, self.services).create(body)
+        reply: dict[str, Any] = {"run": to_read(run).model_dump(mode="json")}
         if subscribe:
-            self._follow(run.id, 0)
-        return {"run": to_read(run).model_dump(mode="json")}
+            reply[_FOLLOW] = (run.id, 0)
+        return reply
 
     async def _on_subscribe(self, frame: dict[str, Any]) -> dict[str, Any]:
         run_id, after = frame.get("run_id"), frame.get("after", 0)
@@ -171,8 +177,7 @@ class WsConnection:
         self._check_room(run_id)
         async with self.services.read_sessionmaker() as session:
             await RunRepository(session).get(self.principal.id, run_id)
-        self._follow(run_id, after)
-        return {"run_id": run_id, "after": after}
+        return {"run_id": run_id, "after": after, _FOLLOW: (run_id, after)}
 
     async def _on_unsubscribe(self, frame: dict[str, Any]) -> dict[str, Any]:
         run_id = frame.get("run_id")

@@ -126,3 +126,15 @@ async def test_subscriptions_per_socket_are_bounded(tmp_path: Path) -> None:
             assert unsub["code"] == "not_subscribed"
     finally:
         server.stop()
+
+
+async def test_the_ack_comes_before_the_runs_first_event(live_server: LiveServer) -> None:
+    async with WsClient(live_server.url) as ws:
+        await ws.send(start_frame("first", team=team(model="fake/t3", max_messages=2)))
+        frames = await ws.until(lambda f: f.get("type") == "subscription.ended")
+        assert frames[0]["type"] == "ack" and frames[0]["id"] == "first"
+        run_id = frames[0]["run"]["id"]
+        assert_well_formed(events_of(frames, run_id))
+        await ws.send({"type": "subscribe", "id": "again", "run_id": run_id})
+        frames = await ws.until(lambda f: f.get("type") == "subscription.ended")
+        assert frames[0]["type"] == "ack" and frames[0]["id"] == "again"
