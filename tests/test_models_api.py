@@ -45,7 +45,7 @@ async def test_default_settings_use_the_fake_model_and_say_so(client: httpx.Asyn
     assert configured["azure_openai"] is False
     assert configured["openai_compatible"] is False
     assert all(p["how_to_configure"] for p in body["providers"])
-    assert body["tools"] == ["calculator", "current_time"]
+    assert body["tools"] == ["calculator", "current_time", "search_history"]
 
 
 async def test_an_openai_key_makes_openai_the_default_and_is_never_returned(

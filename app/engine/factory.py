@@ -34,6 +34,16 @@ InputFunc = Callable[[str, CancellationToken | None], Awaitable[str]]
 InputProvider = Callable[[str], InputFunc]
 
 
+def default_agent_description(name: str) -> str:
+    """What AutoGen is told about an assistant whose spec has no description (selectors read it)."""
+    return f"The {name} agent."
+
+
+def default_person_description(name: str) -> str:
+    """What AutoGen is told about a user proxy whose spec has no description."""
+    return f"{name}, a person."
+
+
 def hands_off_to_user(spec: ResolvedTeamSpec) -> bool:
     return spec.kind == "swarm" and any("user" in m.handoffs for m in spec.members)
 
@@ -75,7 +85,9 @@ class TeamFactory:
             if inputs is None:
                 raise ValueError(f"'{spec.name}' needs a person's input, which this run cannot ask for")
             return UserProxyAgent(
-                spec.name, description=spec.description or f"{spec.name}, a person.", input_func=inputs(spec.name)
+                spec.name,
+                description=spec.description or default_person_description(spec.name),
+                input_func=inputs(spec.name),
             )
         client = self.client(
             spec.model, spec.model_options, agent=spec.name, streaming=spec.streaming, observer=observer
@@ -86,7 +98,7 @@ class TeamFactory:
         return AssistantAgent(
             name=spec.name,
             model_client=client,
-            description=spec.description or f"The {spec.name} agent.",
+            description=spec.description or default_agent_description(spec.name),
             tools=[self.tools.build(name, tools) for name in spec.tools] if spec.tools and tools else None,
             handoffs=list(spec.handoffs) if swarm and spec.handoffs else None,
             model_client_stream=spec.streaming,

@@ -125,7 +125,7 @@ class ModelRegistry:
             return OpenAIChatCompletionClient(
                 model=ref.name,
                 api_key=s.openai_api_key.get_secret_value(),
-                model_info=_known_or_generic(ref.name),
+                model_info=known_or_generic_model_info(ref.name),
                 **args,
             )
         if ref.provider == "azure_openai":
@@ -136,7 +136,7 @@ class ModelRegistry:
                 azure_endpoint=s.azure_openai_endpoint,
                 api_version=s.azure_openai_api_version,
                 api_key=s.azure_openai_api_key.get_secret_value(),
-                model_info=_known_or_generic(ref.name),
+                model_info=known_or_generic_model_info(ref.name),
                 **args,
             )
         key = s.openai_compatible_api_key.get_secret_value() if s.openai_compatible_api_key else "not-needed"
@@ -155,7 +155,7 @@ class ModelRegistry:
         )
 
 
-def _known_or_generic(name: str) -> ModelInfo:
+def known_or_generic_model_info(name: str) -> ModelInfo:
     try:
         return get_info(name)
     except (KeyError, ValueError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -148,3 +148,34 @@ class TeamRead(TeamSpec):
     object: Literal["team"] = "team"
     created_at: datetime
     updated_at: datetime
+
+
+class TeamComponent(StrictModel):
+    """A team as an AutoGen declarative component (``ComponentModel``), the format AutoGen Studio galleries use.
+
+    Nested components (participants, model clients, termination conditions) sit inside ``config`` with
+    this same shape. See docs/interop.md for what SwarmDirector writes and accepts.
+    """
+
+    provider: str = Field(
+        min_length=1,
+        max_length=300,
+        description="The AutoGen class, e.g. `autogen_agentchat.teams.RoundRobinGroupChat`; only an allowlist "
+        "is accepted, and nothing is ever loaded from it.",
+        examples=["autogen_agentchat.teams.RoundRobinGroupChat"],
+    )
+    component_type: str | None = Field(default=None, description="`team` for a team.", examples=["team"])
+    version: int | None = Field(default=None, description="Version of the component specification.")
+    component_version: int | None = Field(default=None, description="Version of the component class.")
+    description: str | None = Field(default=None, description="What the component is.")
+    label: str | None = Field(default=None, description="A human-readable label.")
+    config: dict[str, Any] = Field(
+        description="The class's configuration: for a team `name`, `description`, `participants` (agent "
+        "components, each with a `model_client` component), `termination_condition` (a component) and the "
+        "kind's own settings. Never holds a key."
+    )
+
+
+class TeamImport(StrictModel):
+    component: TeamComponent = Field(description="The team component to import, e.g. from a gallery.")
+    name: Name | None = Field(default=None, description="Name of the new team; absent: the component's `config.name`.")
