@@ -22,6 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import __version__
 from app.agents.router import router as agents_router
+from app.analytics.router import router as analytics_router
+from app.auth.service import announce_auth_mode
 from app.conversations.router import router as conversations_router
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.errors import install_error_handlers
@@ -159,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs_router,
         ws_router,
     ):
+        analytics_router,
         app.include_router(router)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

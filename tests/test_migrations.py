@@ -70,3 +70,28 @@ async def test_an_empty_database_differs_from_the_models(tmp_path: Path) -> None
         await engine.dispose()
     added = {d[1].name for d in differences if d[0] == "add_table"}
     assert added == set(Base.metadata.tables)
+
+
+async def test_times_in_other_zones_are_stored_as_the_same_instant(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from app.core.db import create_sessionmaker
+    from app.teams.models import Team
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'tz.db'}")
+    try:
+        await upgrade_head(engine)
+        kolkata = datetime(2026, 11, 24, 10, 0, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+        async with create_sessionmaker(engine)() as session:
+            session.add(
+                Team(id="team_tz", principal_id="p", name="tz", spec={}, created_at=kolkata, updated_at=kolkata)
+            )
+            await session.commit()
+        async with create_sessionmaker(engine)() as session:
+            stored = (await session.scalars(select(Team.created_at))).one()
+        assert stored == kolkata
+        assert stored.utcoffset() == timedelta(0)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,1 @@
+"""Analytics: runs, messages, tokens, model-call latency and failures per team, agent and conversation."""

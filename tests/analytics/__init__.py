@@ -1,0 +1,1 @@
+"""Analytics: the SQL on both backends, and the API on runs made through it."""
