@@ -28,7 +28,10 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_position", "conversation_id", "position"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_position", "conversation_id", "position"),
+        Index("ix_messages_principal_created", "principal_id", "created_at"),
+    )
 
     # AutoGen's own message id: the `message_id` of the deltas that streamed it
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

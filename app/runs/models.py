@@ -16,6 +16,7 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_principal_id_id", "principal_id", "id"),
         Index("ix_runs_conversation_status", "conversation_id", "status"),
+        Index("ix_runs_principal_created", "principal_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
