@@ -107,7 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_retries=settings.model_max_retries,
             backoff_s=settings.model_retry_backoff_s,
         )
-        factory = TeamFactory(models, tools, default_max_messages=settings.default_max_messages, policy=policy)
+        factory = TeamFactory(
+            models,
+            tools,
+            default_max_messages=settings.default_max_messages,
+            policy=policy,
+            fast_tokens=settings.fast_tokens,
+        )
         metrics = Metrics()
         manager = RunManager(RuntimeDeps(settings, sessionmaker, read_sessionmaker, bus, recorder, factory, metrics))
         metrics.bind_live(lambda: manager.live_count, bus.live_watchers)

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         description='Extra tools as `module:function` entry points, e.g. `["mytools:lookup_order"]` (JSON).',
     )
     tool_timeout_s: float = Field(default=30.0, gt=0, description="Longest a tool call may take.")
+    fast_tokens: bool = Field(
+        default=True,
+        description="Stream tokens from the model client straight to watchers, around AutoGen's runtime.",
+    )
     model_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest wait for a model's first token, or between two tokens."
     )

@@ -7,12 +7,17 @@ out it cannot be taken back. ``timeout_s`` bounds the wait for the first
 token and every gap between tokens after it (a stalled stream), not the
 length of a long answer. Each call, answered or not, is reported to an
 observer as a ``ModelCall``; that is what analytics and metrics are built on.
+
+With a ``sink``, the fast token path: ``create`` (what an agent calls when it
+does not stream) streams from the provider anyway and hands each text chunk to
+the sink, which publishes it at once; the agent still gets one finished result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,6 +74,8 @@ class ModelCall:
 
 
 Observer = Callable[[ModelCall], None]
+# the fast token path: (message id of this call, text chunk) -> published as a delta at once
+TextSink = Callable[[str, str], None]
 
 
 def error_code(exc: BaseException) -> ErrorCode:
@@ -105,13 +112,21 @@ def _safe_message(exc: BaseException, timeout_s: float) -> str:
 
 class GuardedModelClient(ChatCompletionClient):
     def __init__(
-        self, inner: ChatCompletionClient, policy: CallPolicy, *, agent: str, model: str, observer: Observer | None
+        self,
+        inner: ChatCompletionClient,
+        policy: CallPolicy,
+        *,
+        agent: str,
+        model: str,
+        observer: Observer | None,
+        sink: TextSink | None = None,
     ) -> None:
         self._inner = inner
         self._policy = policy
         self._agent = agent
         self._model = model
         self._observer = observer
+        self._sink = sink
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
@@ -164,6 +179,27 @@ class GuardedModelClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
+        if self._sink is not None:
+            # The fast token path: the agent asked for one finished answer, but the answer is streamed
+            # from the provider here and every chunk goes straight to the sink, around AutoGen's
+            # runtime (which would route each chunk as a message, at ~250 us of CPU apiece).
+            message_id = str(uuid.uuid4())
+            final: CreateResult | None = None
+            async for item in self.create_stream(
+                messages,
+                tools=tools,
+                tool_choice=tool_choice,
+                json_output=json_output,
+                extra_create_args=extra_create_args,
+                cancellation_token=cancellation_token,
+            ):
+                if isinstance(item, str):
+                    self._sink(message_id, item)
+                else:
+                    final = item
+            if final is None:
+                raise self._fail(RuntimeError("the model's stream ended without a result"))
+            return final
         started, clock, attempts = datetime.now(UTC), time.monotonic(), 0
         try:
             async for attempt in self._retrying():

@@ -23,7 +23,7 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 
 from app.agents.schemas import AgentSpec, ModelOptions
-from app.engine.calls import CallPolicy, GuardedModelClient, Observer
+from app.engine.calls import CallPolicy, GuardedModelClient, Observer, TextSink
 from app.engine.graphs import build_graph
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolContext, ToolRegistry
@@ -32,6 +32,8 @@ from app.teams.schemas import ResolvedTeamSpec
 # what a user proxy calls for its turn: (agent name) -> async (prompt, cancellation token) -> answer
 InputFunc = Callable[[str, CancellationToken | None], Awaitable[str]]
 InputProvider = Callable[[str], InputFunc]
+# (agent name) -> where that agent's streamed text goes on the fast token path
+SinkProvider = Callable[[str], TextSink]
 
 
 def default_agent_description(name: str) -> str:
@@ -58,19 +60,33 @@ def team_signature(spec: ResolvedTeamSpec) -> str:
 
 class TeamFactory:
     def __init__(
-        self, models: ModelRegistry, tools: ToolRegistry, *, default_max_messages: int, policy: CallPolicy
+        self,
+        models: ModelRegistry,
+        tools: ToolRegistry,
+        *,
+        default_max_messages: int,
+        policy: CallPolicy,
+        fast_tokens: bool = True,
     ) -> None:
         self.models = models
         self.tools = tools
         self.default_max_messages = default_max_messages
         self.policy = policy
+        self.fast_tokens = fast_tokens
 
     def client(
-        self, model: str | None, options: ModelOptions | None, *, agent: str, streaming: bool, observer: Observer | None
+        self,
+        model: str | None,
+        options: ModelOptions | None,
+        *,
+        agent: str,
+        streaming: bool,
+        observer: Observer | None,
+        sink: TextSink | None = None,
     ) -> ChatCompletionClient:
         ref = self.models.parse(model)
         inner = self.models.build(ref, options, streaming=streaming)
-        return GuardedModelClient(inner, self.policy, agent=agent, model=str(ref), observer=observer)
+        return GuardedModelClient(inner, self.policy, agent=agent, model=str(ref), observer=observer, sink=sink)
 
     def build_agent(
         self,
@@ -80,6 +96,7 @@ class TeamFactory:
         inputs: InputProvider | None,
         observer: Observer | None = None,
         tools: ToolContext | None = None,
+        sinks: SinkProvider | None = None,
     ) -> ChatAgent:
         if spec.kind == "user_proxy":
             if inputs is None:
@@ -89,8 +106,10 @@ class TeamFactory:
                 description=spec.description or default_person_description(spec.name),
                 input_func=inputs(spec.name),
             )
+        # on the fast path the agent does not stream: its client streams for it, into the sink
+        sink = sinks(spec.name) if spec.streaming and self.fast_tokens and sinks is not None else None
         client = self.client(
-            spec.model, spec.model_options, agent=spec.name, streaming=spec.streaming, observer=observer
+            spec.model, spec.model_options, agent=spec.name, streaming=spec.streaming, observer=observer, sink=sink
         )
         kwargs: dict[str, object] = {}
         if spec.system_message is not None:
@@ -101,7 +120,7 @@ class TeamFactory:
             description=spec.description or default_agent_description(spec.name),
             tools=[self.tools.build(name, tools) for name in spec.tools] if spec.tools and tools else None,
             handoffs=list(spec.handoffs) if swarm and spec.handoffs else None,
-            model_client_stream=spec.streaming,
+            model_client_stream=spec.streaming and sink is None,
             reflect_on_tool_use=spec.reflect_on_tool_use,
             max_tool_iterations=spec.max_tool_iterations,
             **kwargs,  # type: ignore[arg-type]
@@ -138,10 +157,12 @@ class TeamFactory:
         inputs: InputProvider | None = None,
         observer: Observer | None = None,
         tools: ToolContext | None = None,
+        sinks: SinkProvider | None = None,
     ) -> BaseGroupChat:
         swarm = spec.kind == "swarm"
         agents: list[ChatAgent | Team] = [
-            self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer, tools=tools) for m in spec.members
+            self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer, tools=tools, sinks=sinks)
+            for m in spec.members
         ]
         termination = self.termination(spec, history_len)
         if spec.kind == "selector":

@@ -23,6 +23,7 @@ from app.engine.calls import ModelCall
 from app.engine.events import is_stored_message, message_text, translate_event
 from app.engine.tools import ToolContext
 from app.runtime.envelope import DELTA
+from app.runtime.outbox import TeamOutbox
 from app.teams.schemas import ChainBranch, ResolvedTeamSpec, TeamSpec
 
 if TYPE_CHECKING:
@@ -145,13 +146,16 @@ class ChainRunner:
             if call.error_code is not None:
                 branch.failure = call
 
+        outbox = TeamOutbox()
         try:
             team = x.deps.factory.build_team(
                 branch.spec,
                 inputs=x.input_func_for,
                 observer=observe,
                 tools=ToolContext(x.run_id, x.conversation_id, x.principal_id, x.deps.read_sessionmaker),
+                sinks=lambda agent: x.sink_for(agent, outbox),
             )
+            outbox.attach(team)
             output = ""
             async for item in team.run_stream(task=task, cancellation_token=branch.token):
                 if isinstance(item, TaskResult):

@@ -14,15 +14,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import structlog
 from autogen_agentchat.agents import UserProxyAgent
 from autogen_agentchat.base import TaskResult
-from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMessage, UserInputRequestedEvent
+from autogen_agentchat.messages import (
+    BaseChatMessage,
+    HandoffMessage,
+    ModelClientStreamingChunkEvent,
+    TextMessage,
+    UserInputRequestedEvent,
+)
 from autogen_core import CancellationToken
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,7 +38,7 @@ from app.conversations.repository import ConversationRepository, MessageReposito
 from app.core.db import utcnow
 from app.core.metrics import Metrics
 from app.core.settings import Settings
-from app.engine.calls import ModelCall
+from app.engine.calls import ModelCall, TextSink
 from app.engine.events import (
     CompletedMessage,
     completed_message,
@@ -49,6 +56,7 @@ from app.runtime.bus import EventBus
 from app.runtime.chain import ChainRunner
 from app.runtime.envelope import DELTA, Envelope
 from app.runtime.inputs import NotAwaitingInput, PendingInput
+from app.runtime.outbox import TeamOutbox
 from app.runtime.recorder import Apply, EventRecorder, StorageError
 from app.teams.schemas import ResolvedTeamSpec
 
@@ -95,6 +103,14 @@ def public_error_text(exc: BaseException) -> str:
     return text[:500]
 
 
+@dataclass(slots=True)
+class _Stream:
+    """The text an agent's latest model call streamed, to link the message it becomes to its deltas."""
+
+    message_id: str
+    parts: list[str] = field(default_factory=list)
+
+
 class RunExecution:
     def __init__(self, deps: RuntimeDeps, run: Run) -> None:
         self.deps = deps
@@ -111,6 +127,9 @@ class RunExecution:
         self.cancel_event = asyncio.Event()
         self.pending_input: PendingInput | None = None
         self.model_failure: ModelCall | None = None
+        # per agent, the texts its calls streamed on the fast token path and not yet matched to a message
+        # (AutoGen runs ahead of the consumer: an agent may stream its next answer before its last is stored)
+        self._streams: dict[str, deque[_Stream]] = {}
         self.seq = 0
         self.started_at: float | None = None
         self.prompt_tokens = 0
@@ -146,11 +165,9 @@ class RunExecution:
         """Commit a durable event (and what it changes), then publish it.
 
         Every event of a run is emitted from its consumer loop, in stream order: AutoGen's runtime
-        runs ahead of the stream, so an event emitted from inside an agent call would overtake
-        events still queued in the stream.
-
-        A terminal event is published even when it cannot be stored, so watchers learn how the
-        run ended; the run's row is then settled by the next start's recovery.
+        runs ahead of the stream, so an event emitted from inside an agent call would overtake events
+        still queued in the stream. A terminal event is published even when it cannot be stored, so
+        watchers learn how the run ended; the run's row is then settled by the next start's recovery.
         """
         env = self._envelope(type_, data)
         try:
@@ -168,6 +185,25 @@ class RunExecution:
         self.deps.bus.publish(env)
         self.deps.recorder.record(env)
         self.deps.metrics.deltas.inc()
+
+    def sink_for(self, agent: str, outbox: TeamOutbox) -> TextSink:
+        """Where an agent's model client puts each streamed chunk (the fast token path).
+
+        The chunk goes straight onto the team's own output queue, so the consumer loop meets it in
+        stream order, but without AutoGen's routing of every chunk as a message through its runtime.
+        """
+
+        streams = self._streams.setdefault(agent, deque())
+
+        def sink(message_id: str, text: str) -> None:
+            if not streams or streams[-1].message_id != message_id:
+                streams.append(_Stream(message_id))
+            streams[-1].parts.append(text)
+            outbox.put(
+                ModelClientStreamingChunkEvent.model_construct(content=text, source=agent, full_message_id=message_id)
+            )
+
+        return sink
 
     def _set_status(self, status: str, **fields: Any) -> Callable[[Envelope], Apply]:
         def apply_for(_env: Envelope) -> Apply:
@@ -261,14 +297,17 @@ class RunExecution:
             prior = [TextMessage(content=m.content, source=m.agent) for m in history if m.content]
             replayed = {m.id for m in prior}
             task = [*prior, TextMessage(content=self.task_text, source="user")]
+        outbox = TeamOutbox()
         try:
             team = self.deps.factory.build_team(
                 self.spec,
                 history_len=len(replayed),
                 inputs=self.input_func_for,
                 observer=self._observe_call,
+                sinks=lambda agent: self.sink_for(agent, outbox),
                 tools=ToolContext(self.run_id, self.conversation_id, self.principal_id, self.deps.read_sessionmaker),
             )
+            outbox.attach(team)
             if state is not None:
                 await team.load_state(state)
         except (ModelConfigError, ValueError) as exc:
@@ -399,6 +438,19 @@ class RunExecution:
         await self._confirm_input(pending)
         return content
 
+    def _streamed_id(self, agent: str, text: str) -> str | None:
+        """The id of the oldest unmatched stream of this agent whose text this message is; older ones
+        (a call whose text ended in tool calls) never became a message and are dropped."""
+        streams = self._streams.get(agent)
+        if not streams:
+            return None
+        for index, stream in enumerate(streams):
+            if "".join(stream.parts) == text:
+                for _ in range(index + 1):
+                    streams.popleft()
+                return stream.message_id
+        return None
+
     async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message]]:
         async with self.deps.read_sessionmaker() as session:
             conversation = await ConversationRepository(session).for_update(self.conversation_id)
@@ -415,6 +467,9 @@ class RunExecution:
         if pending is not None and pending.agent == message.source and pending.answer.done() and not pending.received:
             await self._confirm_input(pending)
         m = completed_message(message)
+        if isinstance(message, TextMessage):
+            # streamed on the fast path: the message keeps the id its deltas carried
+            m.id = self._streamed_id(m.agent, m.text) or m.id
         self.message_count += 1
         position = self.base_position + self.message_count
         self.prompt_tokens += m.prompt_tokens
