@@ -145,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await purger
             await recorder.stop()
             await engine.dispose()
+            await models.aclose()
             log.info("stopped")
 
     app = FastAPI(

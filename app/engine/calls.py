@@ -287,7 +287,8 @@ class GuardedModelClient(ChatCompletionClient):
     # -- the rest is the inner client's ----------------------------------------------------------
 
     async def close(self) -> None:
-        await self._inner.close()
+        # nothing of ours to close: the provider client's HTTP client is shared and closed with the app
+        return None
 
     def actual_usage(self) -> RequestUsage:
         return self._inner.actual_usage()

@@ -58,3 +58,17 @@ async def test_streams_deltas_and_real_usage_through_the_openai_client(tmp_path:
         deltas = [e["data"]["text"] for e in page.json()["data"] if e["type"] == "message.delta"]
         assert "".join(deltas) == run["result"]["text"]
         assert len(deltas) == 8
+
+
+async def test_every_provider_client_shares_one_http_client(tmp_path: Path) -> None:
+    from app.engine.providers import ModelRegistry
+
+    registry = ModelRegistry(make_settings(tmp_path, openai_compatible_base_url="http://127.0.0.1:9/v1"))
+    ref = registry.parse("openai_compatible/some-model")
+    first, second = registry.build(ref, streaming=True), registry.build(ref)
+    shared = registry.http_client()
+    # AsyncOpenAI keeps the httpx client it was given as `_client` (pinned openai version)
+    assert first._client._client is shared  # type: ignore[attr-defined]
+    assert second._client._client is shared  # type: ignore[attr-defined]
+    await registry.aclose()
+    assert shared.is_closed
