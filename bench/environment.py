@@ -1,0 +1,100 @@
+"""What the benchmark ran on, recorded with every result, and the notes printed under the table.
+
+A figure means little without the machine, the versions and how busy the
+machine was (its load average before and after): all of it goes into the
+JSON, and the few lines a reader needs to judge the table are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from servers import REPO
+
+PACKAGES = (
+    "autogen-agentchat",
+    "autogen-core",
+    "autogen-ext",
+    "openai",
+    "httpx",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "sse-starlette",
+    "sqlalchemy",
+    "aiosqlite",
+    "swarmdirector",
+)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def describe() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "loadavg_before": loadavg(),
+    }
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    env = result["environment"]
+    lines = [
+        f"machine: {env['cpu_count']} CPUs ({env['cpu_model']}), Python {env['python']}, "
+        f"load average {env['loadavg_before'][0]:.1f} before, {env['loadavg_after'][0]:.1f} after; "
+        "the load client, the fake model server and the server under test share these CPUs.",
+        "ratio = SwarmDirector / floor; medians over repeats; tokens and errors summed over repeats.",
+    ]
+    idle = result.get("idle_rss_mb", {})
+    if idle:
+        lines.append(f"idle RSS after a warm-up run: server {idle['server']:.1f} MB, floor {idle['floor']:.1f} MB.")
+    client = [
+        (label, r["client_cpu_share"], r["fake_llm_cpu_share"])
+        for label, w in result["workloads"].items()
+        for r in w["server"]["repeats"]
+    ]
+    if client:
+        label, share, _ = max(client, key=lambda c: c[1])
+        fake = max(c[2] for c in client)
+        lines.append(
+            f"load client CPU: at most {share:.0%} of one core ({label}); fake model server: at most {fake:.0%}."
+        )
+    return lines

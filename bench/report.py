@@ -1,0 +1,157 @@
+"""The issue-7 table: each figure beside the floor's, their ratio, the target and whether it is met.
+
+Kept apart from the orchestrator so the targets are in one short list that
+reads like the issue. Targets are printed figures, never a test's pass or
+fail. Ratios are SwarmDirector / floor for every figure (above 1: more
+tokens per second, or more milliseconds, than the bare library).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Check = Callable[[float, float | None], bool]
+
+NOT_SUMMED = {"tokens", "expected_tokens", "errors", "all_delivered", "error_samples", "runs"}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    label: str
+    key: str
+    unit: str  # tok/s, ms, MB, KB, s, us, %, n
+    target: str = ""
+    check: Check | None = None
+
+
+def at_least_floor(factor: float) -> Check:
+    return lambda s, f: f is not None and s >= factor * f
+
+
+def at_most(limit: float) -> Check:
+    return lambda s, _f: s <= limit
+
+
+ALL = Row("tokens delivered", "delivered_pct", "%", "all", lambda s, _f: s == 100.0)
+ERRORS = Row("errors", "errors", "n", "0", lambda s, _f: s == 0)
+
+
+def rows_for(workload: str, n: int) -> list[Row]:
+    if workload == "W1":
+        return [
+            Row("tokens/s, request → last token", "tokens_per_s", "tok/s", "≥ 1.5x floor", at_least_floor(1.5)),
+            ALL,
+        ]
+    if workload == "W3":
+        return [
+            Row("request → first event p50", "first_event_p50_ms", "ms", "≤ 10 ms", at_most(10)),
+            Row("request → first event p95", "first_event_p95_ms", "ms"),
+            Row("request → finished p50", "finished_p50_ms", "ms", "≤ 15 ms", at_most(15)),
+            Row("request → finished p95", "finished_p95_ms", "ms"),
+            ERRORS,
+        ]
+    rate = Row("total tokens/s", "tokens_per_s", "tok/s")
+    ttft = Row("time to first token p99", "ttft_p99_ms", "ms")
+    gap = Row("gap between tokens p99", "gap_p99_ms", "ms")
+    if n == 50:
+        ttft = Row(ttft.label, ttft.key, "ms", "≤ 150 ms", at_most(150))
+        gap = Row(gap.label, gap.key, "ms", "≤ 60 ms", at_most(60))
+    if n == 200:
+        rate = Row(rate.label, rate.key, "tok/s", "≥ 2x floor", at_least_floor(2.0))
+        ttft = Row(ttft.label, ttft.key, "ms", "≤ 1 s", at_most(1000))
+    return [
+        rate,
+        ALL,
+        Row("time to first token p50", "ttft_p50_ms", "ms"),
+        ttft,
+        gap,
+        Row("peak RSS", "peak_rss_mb", "MB"),
+        Row("runs live at once (max)", "max_live_runs", "n"),
+        Row("memory per live run beyond idle", "kb_per_live_run", "KB", "≤ 250 KB", at_most(250)),
+        Row("CPU seconds", "cpu_s", "s"),
+        Row("CPU per token", "cpu_us_per_token", "us"),
+        ERRORS,
+    ]
+
+
+def summarise(repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeats; counts (tokens, errors) summed."""
+    out: dict[str, Any] = {}
+    for key, value in repeats[0].items():
+        if key in NOT_SUMMED or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        values = [r[key] for r in repeats if r.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    for key in ("tokens", "expected_tokens", "errors", "runs"):
+        out[key] = sum(r[key] for r in repeats)
+    out["delivered_pct"] = 100.0 * out["tokens"] / out["expected_tokens"] if out["expected_tokens"] else 0.0
+    out["all_delivered"] = all(r["all_delivered"] for r in repeats)
+    out["error_samples"] = sorted({e for r in repeats for e in r["error_samples"]})[:5]
+    out["repeats"] = len(repeats)
+    return out
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit in ("tok/s", "KB", "us", "n"):
+        return f"{value:,.0f}"
+    if unit == "%":
+        return f"{value:.1f} %"
+    if unit == "s":
+        return f"{value:.2f}"
+    return f"{value:.1f}"
+
+
+def table(sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]]) -> list[dict[str, str]]:
+    """One row per figure: (workload label, N, server summary, floor summary or None)."""
+    rows: list[dict[str, str]] = []
+    for label, n, server, floor in sections:
+        workload = label.split()[0]
+        for row in rows_for(workload, n):
+            s = server.get(row.key)
+            f = floor.get(row.key) if floor else None
+            ratio = f"{s / f:.2f}x" if isinstance(s, int | float) and f else "—"
+            met = "—"
+            if row.check is not None and s is not None:
+                met = "yes" if row.check(s, f) else "NO"
+            unit = "" if row.unit in ("n", "%") else f" ({row.unit})"
+            rows.append(
+                {
+                    "workload": label,
+                    "figure": row.label + unit,
+                    "swarmdirector": fmt(s, row.unit),
+                    "floor": fmt(f, row.unit),
+                    "ratio": ratio,
+                    "target": row.target or "—",
+                    "met": met,
+                }
+            )
+    return rows
+
+
+HEADERS = {
+    "workload": "workload",
+    "figure": "figure",
+    "swarmdirector": "SwarmDirector",
+    "floor": "floor",
+    "ratio": "ratio",
+    "target": "target",
+    "met": "met?",
+}
+
+
+def render(rows: list[dict[str, str]]) -> str:
+    """A Markdown table, aligned for the terminal."""
+    widths = {k: max(len(h), *(len(r[k]) for r in rows)) for k, h in HEADERS.items()}
+    right = {"swarmdirector", "floor", "ratio"}
+
+    def line(cells: dict[str, str]) -> str:
+        parts = [cells[k].rjust(w) if k in right else cells[k].ljust(w) for k, w in widths.items()]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if k in right else "-" * (w + 2) for k, w in widths.items()) + "|"
+    return "\n".join([line(HEADERS), rule, *(line(r) for r in rows)])

@@ -1,0 +1,224 @@
+"""Issue 7's benchmark suite: SwarmDirector's token path against the floor, side by side.
+
+Starts the fake model server (``../shared/bench/fake_llm.py``), SwarmDirector
+(``swarmdirector serve`` on a fresh SQLite file, persistence on), the load
+client and the floor, then runs each workload's repeats on both sides in
+turn (alternating which goes first), and prints one table: each figure,
+the floor's, their ratio, the target and whether it is met. Writes every
+raw figure and the environment to ``bench/results/bench-<time>.json``.
+
+    W1  one run, 4 replies x 500 tokens, no delay (fake-t500): tokens/s
+    W2  N concurrent runs, 2 replies x 64 tokens at 20 ms (fake-t64-d20)
+    W3  sequential one-token runs (fake-t1): request -> first event / finished
+
+    .venv/bin/python bench/run.py [--only W1,W2] [--repeats 3] [--n 50,200] [--profile [W1|W2]]
+
+Everything listens on 127.0.0.1, every run has a time limit, and every
+process started here is stopped by its pid at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import environment
+import report
+from servers import (
+    BENCH,
+    BenchError,
+    Proc,
+    Worker,
+    cpu_s,
+    fd_count,
+    peak_kb,
+    reset_peak,
+    rss_kb,
+    start_fake_llm,
+    start_swarmdirector,
+    start_worker,
+    wait_http,
+)
+from workloads import WARMUP, Batch, Timeline, figures
+
+SETTLE_S = 0.5  # after a batch, before reading CPU: the server finishes writing its events
+
+
+def batches(args: argparse.Namespace) -> list[tuple[str, Batch, int]]:
+    """(label, batch, repeats) in the order they run."""
+    out: list[tuple[str, Batch, int]] = []
+    if "W1" in args.only:
+        out.append(("W1", Batch("fake-t500", replies=4, words=500), args.repeats))
+    if "W2" in args.only:
+        for n in args.n:
+            out.append((f"W2 N={n}", Batch("fake-t64-d20", replies=2, words=64, concurrency=n), args.w2_repeats))
+    if "W3" in args.only:
+        out.append(("W3", Batch("fake-t1", replies=1, words=1, rounds=args.w3_runs, timeout_s=30), args.repeats))
+    return out
+
+
+class Bench:
+    def __init__(self, tmp: Path, log_level: str) -> None:
+        self.procs: list[Proc] = []
+        self.fake, fake_port = start_fake_llm(tmp)
+        self.procs.append(self.fake)
+        self.server, self.port = start_swarmdirector(tmp, fake_port, log_level)
+        self.procs.append(self.server)
+        self.floor = start_worker("floor", "floor.py", ["--base-url", f"http://127.0.0.1:{fake_port}/v1"], tmp)
+        self.procs.append(self.floor)
+        wait_http(self.fake, f"http://127.0.0.1:{fake_port}/health")
+        wait_http(self.server, f"http://127.0.0.1:{self.port}/healthz")
+        self.load = start_worker("load client", "load.py", ["--port", str(self.port)], tmp)
+        self.procs.append(self.load)
+        self.floor.wait_ready()
+        self.load.wait_ready()
+        self.idle_kb: dict[str, int] = {}
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def side(self, name: str) -> tuple[Worker, int]:
+        return (self.load, self.server.pid) if name == "server" else (self.floor, self.floor.pid)
+
+    def warm_up(self) -> None:
+        warm = Batch(*WARMUP)
+        for name in ("server", "floor"):
+            runs = self.side(name)[0].request(asdict(warm), timeout=120)
+            if runs[0]["status"] != "succeeded":
+                raise BenchError(f"the warm-up run on the {name} side failed: {runs[0]}")
+        time.sleep(SETTLE_S)
+        self.idle_kb = {name: rss_kb(self.side(name)[1]) for name in ("server", "floor")}
+
+    def measure(self, name: str, batch: Batch) -> dict[str, Any]:
+        """One batch on one side, with the /proc figures of the process that did the work."""
+        worker, pid = self.side(name)
+        pids = {"target": pid, "load": self.load.pid, "fake": self.fake.pid}
+        reset_peak(pid)
+        before = {k: cpu_s(p) for k, p in pids.items()}
+        started = time.perf_counter()
+        raw = worker.request(asdict(batch), timeout=batch.timeout_s * batch.rounds + 60)
+        wall = time.perf_counter() - started
+        time.sleep(SETTLE_S)
+        used = {k: cpu_s(p) - before[k] for k, p in pids.items()}
+        fig = figures(batch, [Timeline(**r) for r in raw])
+        peak = peak_kb(pid)
+        fig.update(
+            cpu_s=used["target"],
+            cpu_us_per_token=used["target"] / fig["tokens"] * 1e6 if fig["tokens"] else None,
+            peak_rss_mb=peak / 1024,
+            kb_per_live_run=(peak - self.idle_kb[name]) / max(1, fig["max_live_runs"]),
+            fake_llm_cpu_share=used["fake"] / wall,
+            batch_wall_s=wall,
+        )
+        if name == "server":
+            fig.update(client_cpu_s=used["load"], client_cpu_share=used["load"] / wall, server_fds=fd_count(pid))
+        return fig
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    began = time.monotonic()
+    result: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    result["environment"] = environment.describe()
+    result["config"] = {k: v for k, v in vars(args).items() if k != "out"}
+    sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]] = []
+    result["workloads"] = {}
+    with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
+        bench = Bench(Path(tmp), args.server_log_level)
+        try:
+            bench.warm_up()
+            result["idle_rss_mb"] = {k: v / 1024 for k, v in bench.idle_kb.items()}
+            for label, batch, repeats in batches(args):
+                per_side: dict[str, list[dict[str, Any]]] = {"server": [], "floor": []}
+                for i in range(repeats):
+                    order = ("server", "floor") if i % 2 == 0 else ("floor", "server")
+                    for name in order:
+                        fig = bench.measure(name, batch)
+                        per_side[name].append(fig)
+                        progress(label, i, repeats, name, fig)
+                summary = {name: report.summarise(figs) for name, figs in per_side.items()}
+                result["workloads"][label] = {
+                    "batch": asdict(batch),
+                    **{k: {"summary": summary[k], "repeats": v} for k, v in per_side.items()},
+                }
+                sections.append((label, batch.concurrency, summary["server"], summary["floor"]))
+            if args.profile:
+                import profile_server
+
+                result["profile"] = profile_server.profile(bench, args, Path(args.out).with_suffix(".pyspy.txt"))
+            result["server_log_tail"] = bench.server.log_tail(5)
+        finally:
+            bench.stop()
+    result["environment"]["loadavg_after"] = environment.loadavg()
+    result["table"] = report.table(sections)
+    result["duration_s"] = round(time.monotonic() - began, 1)
+    return result
+
+
+def progress(label: str, i: int, repeats: int, name: str, fig: dict[str, Any]) -> None:
+    bits = [f"{fig['tokens']}/{fig['expected_tokens']} tokens", f"{fig['tokens_per_s']:,.0f} tok/s"]
+    if fig["ttft_p99_ms"] is not None:
+        bits.append(f"ttft p99 {fig['ttft_p99_ms']:.0f} ms")
+    if fig["finished_p50_ms"] is not None:
+        bits.append(f"finished p50 {fig['finished_p50_ms']:.1f} ms")
+    if fig["errors"]:
+        bits.append(f"{fig['errors']} errors {fig['error_samples']}")
+    print(f"  {label} {i + 1}/{repeats} {name:6}: " + ", ".join(bits), file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="W1,W2,W3", help="workloads to run, e.g. W1,W3 (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of W1 and W3 (default 3)")
+    parser.add_argument("--w2-repeats", type=int, default=1, help="repeats of each W2 size (default 1)")
+    parser.add_argument("--n", default="50,200", help="W2 concurrent runs, comma-separated (default 50,200)")
+    parser.add_argument("--w3-runs", type=int, default=100, help="sequential runs of W3 (default 100)")
+    parser.add_argument("--server-log-level", default="INFO", help="SwarmDirector's SWARM_LOG_LEVEL (default INFO)")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="W2",
+        choices=("W1", "W2"),
+        help="then profile the server with py-spy under W2 at the largest N (or W1 x 5 runs); needs py-spy",
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    parser.add_argument("--out", default=str(BENCH / "results" / f"bench-{stamp}.json"), help="the JSON to write")
+    args = parser.parse_args(argv)
+    args.only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
+    args.n = [int(n) for n in str(args.n).split(",") if n.strip()]
+    unknown = set(args.only) - {"W1", "W2", "W3"}
+    if unknown or min(args.repeats, args.w2_repeats, args.w3_runs, *args.n) < 1:
+        parser.error(f"unknown workloads {sorted(unknown)}" if unknown else "counts must be at least 1")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    # a stopped harness still stops what it started (the finally blocks run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"issue-7 benchmark: {', '.join(args.only)} (progress on stderr)", file=sys.stderr, flush=True)
+    try:
+        result = run(args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(report.render(result["table"]))
+    for line in environment.notes(result):
+        print(line)
+    print(f"raw figures: {out}  ({result['duration_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
