@@ -10,7 +10,7 @@ PORT ?= 8000
 # reinstall whenever the dependency list changes
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test browser bench lint format migrate clean
+.PHONY: help install run test browser bench lint format migrate openapi docs clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -38,7 +38,8 @@ browser: ## Make sure Debian's chromium is there for the chat page tests (instal
 	  else echo "no /usr/bin/chromium: the chat page tests will be skipped (apt-get install chromium)"; fi; \
 	fi
 
-bench: install ## Run the benchmarks; they print their figures and write bench/results/*.json
+bench: install ## Benchmarks: token path vs the bare-AutoGen floor, then chain steps (BENCH_ARGS=...; bench/results/)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/chain_parallel.py
 
 lint: install ## ruff (lint + format check) and mypy --strict on app/
@@ -52,6 +53,12 @@ format: install ## Format and auto-fix with ruff
 
 migrate: install ## Apply database migrations (alembic upgrade head)
 	$(BIN)/swarmdirector db upgrade
+
+openapi: install ## Export the OpenAPI document to docs/openapi.json (a test fails when it is stale)
+	$(BIN)/python -m app.core.openapi docs/openapi.json
+
+docs: openapi ## Regenerate the generated docs: docs/openapi.json and docs/configuration.md
+	$(BIN)/python scripts/gen_config_doc.py
 
 clean: ## Remove the virtualenv, caches and the local database
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache swarmdirector.db swarmdirector.db-wal swarmdirector.db-shm

@@ -29,7 +29,7 @@ from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
-from app.core.middleware import BodySizeLimit, RequestContext
+from app.core.middleware import ApiAuth, BodySizeLimit, RequestContext
 from app.core.migrate import upgrade_head
 from app.core.openapi import install_openapi
 from app.core.services import Services
@@ -41,9 +41,9 @@ from app.engine.tools import ToolRegistry
 from app.health.router import router as health_router
 from app.providers.router import FAKE_NOTICE
 from app.providers.router import router as models_router
+from app.runs.event_schemas import EventPage, RunEvent, StreamClosing, StreamLagged
 from app.runs.repository import RunEventRepository
 from app.runs.router import router as runs_router
-from app.runs.schemas import EventEnvelope, EventPage
 from app.runtime.bus import EventBus
 from app.runtime.execution import RuntimeDeps
 from app.runtime.manager import RunManager
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tools = ToolRegistry.with_builtins(settings.tool_timeout_s)
         tools.load_entry_points(settings.tools)
         bus = EventBus(settings.watcher_buffer)
-        recorder = EventRecorder(sessionmaker, bus)
+        recorder = EventRecorder(sessionmaker, bus, retry_for_s=settings.storage_retry_s)
         recorder.start()
         policy = CallPolicy(
             timeout_s=settings.model_timeout_s,
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             if models.default_model.startswith("fake/"):
                 log.warning("fake_default_model", notice=FAKE_NOTICE)
+            await announce_auth_mode(settings, read_sessionmaker, services.auth)
             yield
         finally:
             await manager.shutdown(settings.shutdown_grace_s)
@@ -144,8 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
             await recorder.stop()
-            await engine.dispose()
             await models.aclose()
+            await engine.dispose()
             log.info("stopped")
 
     app = FastAPI(
@@ -156,7 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
-    install_openapi(app, [EventEnvelope, EventPage])
+    install_openapi(app, [RunEvent, EventPage, StreamLagged, StreamClosing])
+    app.add_middleware(ApiAuth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     for router in (
@@ -166,9 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         teams_router,
         conversations_router,
         runs_router,
+        analytics_router,
         ws_router,
     ):
-        analytics_router,
         app.include_router(router)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

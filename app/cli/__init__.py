@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from app.cli.keys import keys_cli
+from app.cli.run import run
 from app.cli.serve import db_cli, serve
+from app.cli.teams import teams_cli
 
 cli = typer.Typer(
     help="SwarmDirector: a streaming API server for AutoGen multi-agent runs.",
@@ -13,6 +16,9 @@ cli = typer.Typer(
 )
 cli.command()(serve)
 cli.add_typer(db_cli, name="db")
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(teams_cli, name="teams")
+cli.command()(run)
 
 
 def main() -> None:

@@ -9,16 +9,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.service import LOCAL_PRINCIPAL, Principal, principal_for_key
-from app.core.errors import AppError
+from app.auth.service import Principal, bearer_token
 from app.core.services import Services
 from app.core.settings import Settings
 from app.engine.providers import ModelRegistry
 from app.runtime.manager import RunManager
-
-
-class Unauthorized(AppError):
-    status, code, title = 401, "unauthorized", "Unauthorized"
 
 
 def get_services(request: Request) -> Services:
@@ -56,15 +51,20 @@ _bearer = HTTPBearer(auto_error=False, description="An API key created with `swa
 
 
 async def get_principal(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+    services: ServicesDep,
+    # declares the scheme in OpenAPI; the header itself is read below
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None:
-        return Principal(LOCAL_PRINCIPAL, "open")
-    principal = await principal_for_key(session, credentials.credentials)
-    if principal is None:
-        raise Unauthorized("The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
-    return principal
+    """The caller, as the ``ApiAuth`` middleware found it; found here where that does not run."""
+    found = getattr(request.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
+    authorization = request.headers.get("authorization")
+    token = bearer_token(authorization)
+    return await services.auth.principal(
+        services.settings, services.read_sessionmaker, token, malformed=authorization is not None and token is None
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.auth.service import Authenticator
+from app.core.limits import RunLimits
 from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.engine.providers import ModelRegistry
@@ -27,3 +29,6 @@ class Services:
     recorder: EventRecorder
     runs: RunManager
     metrics: Metrics
+    # per-process security state; built here so the lifespan need not wire it
+    auth: Authenticator = field(default_factory=Authenticator)
+    limits: RunLimits = field(default_factory=RunLimits)

@@ -110,6 +110,27 @@ class Settings(BaseSettings):
     ws_max_frame_bytes: int = Field(default=65_536, ge=1024, description="Largest WebSocket frame accepted.")
     ws_max_subscriptions: int = Field(default=100, ge=1, description="Runs one WebSocket may follow at once.")
 
+    # -- security --------------------------------------------------------------------------------
+    auth_required: bool = Field(
+        default=False,
+        description=(
+            "Require an API key on every `/v1` request even on loopback before any key exists. Keys are "
+            "always required when the server listens beyond loopback, in production, or once a key exists."
+        ),
+    )
+    max_live_runs_per_principal: int = Field(
+        default=20, ge=1, description="Runs one principal may have queued, running or awaiting input at once."
+    )
+    max_runs_per_minute: int = Field(
+        default=60, ge=1, description="Runs one principal may start in any 60 s (per server process)."
+    )
+    storage_retry_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a write rides out an unreachable database before the run fails `storage_error`.",
+    )
+    readyz_timeout_s: float = Field(default=2.0, gt=0, description="How long `/readyz` waits for the database.")
+
     # -- logging ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable).")
@@ -124,6 +145,11 @@ class Settings(BaseSettings):
             if self.resolved_default_model.startswith("fake/"):
                 raise ValueError("production with the fake model: configure a provider key or SWARM_DEFAULT_MODEL")
         return self
+
+    def secret_values(self) -> list[str]:
+        """Every configured credential, to scrub from any text that may reach a client or a log."""
+        secrets = (self.openai_api_key, self.azure_openai_api_key, self.openai_compatible_api_key)
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
     @property
     def resolved_default_model(self) -> str:

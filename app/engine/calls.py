@@ -37,6 +37,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from app.core.secrets import scrub_credentials
 from app.engine.fake import FakeModelError
 
 ErrorCode = Literal["rate_limited", "model_timeout", "model_error"]
@@ -106,8 +107,8 @@ def _safe_message(exc: BaseException, timeout_s: float) -> str:
         return f"The model did not answer within {timeout_s:g} s."
     if isinstance(exc, openai.APIStatusError):
         # the provider's own message; never the request (which holds the key in its headers)
-        return f"{type(exc).__name__} ({exc.status_code}): {exc.message}"[:500]
-    return (str(exc) or type(exc).__name__)[:500]
+        return scrub_credentials(f"{type(exc).__name__} ({exc.status_code}): {exc.message}")[:500]
+    return scrub_credentials(str(exc) or type(exc).__name__)[:500]
 
 
 class GuardedModelClient(ChatCompletionClient):

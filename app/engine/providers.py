@@ -137,6 +137,8 @@ class ModelRegistry:
             # without this, streamed responses report zero tokens
             args["stream_options"] = {"include_usage": True}
         args["http_client"] = self.http_client()
+        # the guarded client retries (with our backoff and timeout); the SDK's own retries would nest under it
+        args["max_retries"] = 0
         if ref.provider == "openai":
             assert s.openai_api_key is not None
             if s.openai_base_url:

@@ -1,6 +1,13 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes.
+
+``/readyz`` is false while the database does not answer (within
+``SWARM_READYZ_TIMEOUT_S``) or while the event recorder cannot write, so a
+load balancer stops sending runs to a server that could not store them.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -30,11 +37,12 @@ async def healthz() -> Health:
     responses={503: {"model": Health, "description": "Not ready."}},
 )
 async def readyz(services: ServicesDep) -> Health | JSONResponse:
+    # "database" means it answers a read now and the recorder's last write went through
     checks = {"database": False, "bus": True}
     try:
-        async with services.read_sessionmaker() as session:
+        async with asyncio.timeout(services.settings.readyz_timeout_s), services.read_sessionmaker() as session:
             await session.execute(text("SELECT 1"))
-        checks["database"] = True
+        checks["database"] = services.recorder.healthy
     except Exception:
         checks["database"] = False
     ok = all(checks.values())

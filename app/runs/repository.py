@@ -42,6 +42,15 @@ class RunRepository(Repository[Run]):
         )
         return list(rows)
 
+    async def count_live(self, principal_id: str) -> int:
+        """Runs of a principal that are queued, running or awaiting input."""
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.principal_id == principal_id, Run.status.in_(ACTIVE_STATUSES))
+        )
+        return int(count or 0)
+
     async def unfinished(self) -> list[Run]:
         return list(await self.session.scalars(select(Run).where(Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)))
 

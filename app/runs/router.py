@@ -10,8 +10,10 @@ from sse_starlette import EventSourceResponse
 from app.auth.service import Principal
 from app.core.deps import PrincipalDep, ServicesDep, SessionDep
 from app.core.errors import problem_responses
+from app.core.openapi import event_stream_content
 from app.core.schemas import ListPage
 from app.core.services import Services
+from app.runs.event_schemas import EVENT_TYPES
 from app.runs.models import Run
 from app.runs.repository import RunEventRepository, RunRepository
 from app.runs.schemas import (
@@ -34,10 +36,10 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (
-            "Server-Sent Events: each frame has `id: <seq>`, `event: <type>` and `data: <EventEnvelope JSON>`; "
+            "Server-Sent Events: each frame has `id: <seq>`, `event: <type>` and `data: <RunEvent JSON>`; "
             "the stream ends after the terminal event."
         ),
-        "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/EventEnvelope"}}},
+        "content": {"text/event-stream": event_stream_content(EVENT_TYPES)},
     }
 }
 
@@ -80,7 +82,7 @@ async def _fresh(services: Services, principal: Principal, run_id: str) -> Run:
     name="create_run",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a run in the background",
-    responses=problem_responses(400, 404, 409, 413, 422),
+    responses=problem_responses(400, 404, 409, 413, 422, 429),
 )
 async def create_run(
     body: RunCreate, response: Response, session: SessionDep, principal: PrincipalDep, services: ServicesDep
@@ -95,7 +97,7 @@ async def create_run(
     name="create_run_stream",
     summary="Start a run and stream its events (SSE)",
     response_class=EventSourceResponse,
-    responses={**SSE_RESPONSE, **problem_responses(400, 404, 409, 413, 422)},
+    responses={**SSE_RESPONSE, **problem_responses(400, 404, 409, 413, 422, 429)},
 )
 async def create_run_stream(
     body: RunCreate, session: SessionDep, principal: PrincipalDep, services: ServicesDep
@@ -109,7 +111,7 @@ async def create_run_stream(
     "/wait",
     name="create_run_wait",
     summary="Start a run and wait until it finishes",
-    responses=problem_responses(400, 404, 409, 413, 422),
+    responses=problem_responses(400, 404, 409, 413, 422, 429),
 )
 async def create_run_wait(
     body: RunCreate, session: SessionDep, principal: PrincipalDep, services: ServicesDep
@@ -160,7 +162,7 @@ async def get_run(run_id: str, session: SessionDep, principal: PrincipalDep) -> 
         200: {
             "description": "An SSE stream of events, or a page of them as JSON.",
             "content": {
-                "text/event-stream": {"schema": {"$ref": "#/components/schemas/EventEnvelope"}},
+                "text/event-stream": event_stream_content(EVENT_TYPES),
                 "application/json": {"schema": {"$ref": "#/components/schemas/EventPage"}},
             },
         },

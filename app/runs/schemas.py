@@ -1,14 +1,22 @@
-"""Run requests, run resources and the event envelope as the API documents them."""
+"""Run requests and run resources as the API documents them; the events are in ``event_schemas``."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.schemas import StrictModel
+from app.runs.event_schemas import EventPage as EventPage
+from app.runs.event_schemas import RunError as RunError
+from app.runs.event_schemas import RunEvent
+from app.runs.event_schemas import RunResult as RunResult
+from app.runs.event_schemas import Usage as Usage
 from app.teams.schemas import TeamSpec
+
+# the event envelope keeps its old name here; its typed variants live in app.runs.event_schemas
+EventEnvelope = RunEvent
 
 RunStatus = Literal["queued", "running", "awaiting_input", "succeeded", "failed", "cancelled", "timed_out"]
 MetadataValue = str | int | float | bool | None
@@ -61,25 +69,6 @@ class InputCreate(StrictModel):
     content: str = Field(description="The person's answer.", examples=["Yes, go ahead."])
 
 
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class RunError(BaseModel):
-    code: str = Field(
-        description="Stable: `model_error`, `rate_limited`, `model_timeout`, `timed_out`, `invalid_spec`, ..."
-    )
-    message: str
-
-
-class RunResult(BaseModel):
-    message_id: str
-    agent: str
-    text: str = Field(description="The last message of the run.")
-
-
 class RunRead(BaseModel):
     id: str = Field(examples=["run_01JDAX3G4F6Q3C9W8R4T0M2N7B"])
     object: Literal["run"] = "run"
@@ -101,25 +90,3 @@ class RunRead(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-
-
-class EventEnvelope(BaseModel):
-    """One run event: the same envelope on SSE, WebSocket and in the stored log."""
-
-    run_id: str
-    seq: int = Field(description="Dense per run: 1, 2, 3, ...")
-    type: str = Field(
-        description=(
-            "`run.queued`, `run.started`, `message.delta`, `message.completed`, `tool.call`, `tool.result`, "
-            "`handoff`, `speaker.selected`, and one terminal `run.completed` | `run.failed` | `run.cancelled`."
-        ),
-        examples=["message.delta"],
-    )
-    at: str = Field(description="UTC time, ISO 8601 with milliseconds.", examples=["2026-11-24T10:00:00.123Z"])
-    data: dict[str, Any] = Field(description="The event's payload; its fields depend on `type`.")
-
-
-class EventPage(BaseModel):
-    data: list[EventEnvelope]
-    last_seq: int = Field(description="Seq of the last event in this page (or the `after` given, if none).")
-    has_more: bool = Field(description="Whether more stored events follow; pass `last_seq` as `after`.")

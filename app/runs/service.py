@@ -63,6 +63,7 @@ class RunService:
         team_id, spec = await self._resolve_team(body)
         manager = self.services.runs
         async with manager.admission:
+            await self.services.limits.check_start(self.session, self.principal.id, settings)
             conversations = ConversationRepository(self.session)
             if body.conversation_id is not None:
                 conversation = await conversations.get(self.principal.id, body.conversation_id)
@@ -111,6 +112,7 @@ class RunService:
             )
             await self.session.commit()
             manager.submit(run, flushed_seq=1)
+            self.services.limits.record_start(self.principal.id)
         return run
 
     async def provide_input(self, run_id: str, body: InputCreate) -> Run:

@@ -37,6 +37,7 @@ from app.conversations.models import Conversation, Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.metrics import Metrics
+from app.core.secrets import scrub_credentials
 from app.core.settings import Settings
 from app.engine.calls import ModelCall, TextSink
 from app.engine.events import (
@@ -95,12 +96,12 @@ def classify_error(exc: BaseException) -> str:
 
 
 def public_error_text(exc: BaseException) -> str:
-    """The error text a client may see: the root cause's message, bounded."""
+    """The error text a client may see: the root cause's message, bounded, with credentials removed."""
     text = str(exc).strip() or type(exc).__name__
     if "Traceback" in text:
         # AutoGen wraps agent errors as a RuntimeError carrying a formatted traceback; keep its last line
         text = text.strip().splitlines()[-1]
-    return text[:500]
+    return scrub_credentials(text)[:500]
 
 
 @dataclass(slots=True)
@@ -175,6 +176,8 @@ class RunExecution:
         except StorageError:
             if env.terminal:
                 self.deps.bus.publish(env)
+            else:
+                self.seq -= 1  # never stored nor published: the next event takes its seq, no gap
             raise
         self.deps.bus.publish(env)
         self.deps.metrics.events.labels(type=type_).inc()
@@ -353,7 +356,8 @@ class RunExecution:
             failure = self.model_failure
             if failure is not None and failure.error_code is not None:
                 # AutoGen wraps the model's error in its own; the guarded client told us what it was
-                outcome = Outcome("failed", error_code=failure.error_code, error_message=failure.error_message)
+                message = scrub_credentials(failure.error_message or "", self.deps.settings.secret_values())
+                outcome = Outcome("failed", error_code=failure.error_code, error_message=message)
             else:
                 outcome = Outcome("failed", error_code=classify_error(exc), error_message=public_error_text(exc))
             log.warning("run_failed", run_id=self.run_id, error_code=outcome.error_code, error=outcome.error_message)

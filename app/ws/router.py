@@ -1,10 +1,15 @@
-"""`WS /v1/ws`: one socket, many runs (see docs/websocket.md)."""
+"""`WS /v1/ws`: one socket, many runs (see docs/websocket.md).
+
+The socket is authenticated before it is accepted, by the ``ApiAuth``
+middleware (a Bearer header, or an ``access_token`` query parameter for
+browsers); a refused socket never reaches this route.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from app.auth.service import LOCAL_PRINCIPAL, Principal, principal_for_key
+from app.auth.service import Principal, Unauthorized, bearer_token
 from app.core.services import Services
 from app.ws.connection import WsConnection
 
@@ -12,13 +17,15 @@ router = APIRouter()
 
 
 async def _principal(websocket: WebSocket, services: Services) -> Principal | None:
-    """The caller, authenticated before the socket is accepted (Bearer header or `access_token` query)."""
-    header = websocket.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else websocket.query_params.get("access_token")
-    if not token:
-        return Principal(LOCAL_PRINCIPAL, "open")
-    async with services.read_sessionmaker() as session:
-        return await principal_for_key(session, token)
+    """The caller as the middleware found it; found here where the middleware does not run."""
+    found = getattr(websocket.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
+    token = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get("access_token")
+    try:
+        return await services.auth.principal(services.settings, services.read_sessionmaker, token)
+    except Unauthorized:
+        return None
 
 
 @router.websocket("/v1/ws", name="run_socket")

@@ -291,6 +291,8 @@ async def test_out_of_range_model_option_is_422(client: httpx.AsyncClient) -> No
 async def test_agents_belong_to_their_principal(app: FastAPI, client: httpx.AsyncClient) -> None:
     mine = (await client.post("/v1/agents", json=agent("shared"))).json()
     other = await api_key_headers(app, "mallory")
+    # once any key exists, keys are required: the local principal now needs one too
+    client.headers.update(await api_key_headers(app, "local"))
     assert_problem(await client.get(f"/v1/agents/{mine['id']}", headers=other), 404, "not_found")
     assert_problem(await client.put(f"/v1/agents/{mine['id']}", json=agent("x"), headers=other), 404, "not_found")
     assert_problem(await client.delete(f"/v1/agents/{mine['id']}", headers=other), 404, "not_found")

@@ -14,6 +14,8 @@ async def read_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     async for sse in EventSource(response).aiter_sse():
+        if not sse.data:
+            continue  # a `: ping` keep-alive comment (httpx-sse reports it once an id has been seen)
         if sse.event in ("stream.lagged", "stream.closing"):
             yield {"type": sse.event, **json.loads(sse.data)}
             continue

@@ -59,6 +59,7 @@ async def test_a_plain_model_error_is_not_retried() -> None:
         await collect(client)
     assert caught.value.code == "model_error" and "bad request" in caught.value.message
     assert inner.stats.calls == 1
+    assert [(c.error_code, c.attempts) for c in calls] == [("model_error", 1)]
 
 
 async def test_a_hanging_model_times_out_after_its_retries() -> None:
@@ -69,6 +70,7 @@ async def test_a_hanging_model_times_out_after_its_retries() -> None:
     assert "0.05" in caught.value.message
     assert inner.stats.calls == 2
     assert inner.stats.open_streams == 0
+    assert [(c.error_code, c.attempts, c.ttft_ms) for c in calls] == [("model_timeout", 2, None)]
 
 
 async def test_a_stream_that_stalls_after_its_first_token_fails_without_a_retry() -> None:

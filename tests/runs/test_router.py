@@ -627,6 +627,8 @@ async def test_an_invalid_api_key_is_401(client: httpx.AsyncClient) -> None:
 async def test_another_principal_cannot_see_or_touch_a_run(app: FastAPI, client: httpx.AsyncClient) -> None:
     run = await wait_run(client, team=single())
     other = await api_key_headers(app, "mallory")
+    # once any key exists, keys are required: the local principal now needs one too
+    client.headers.update(await api_key_headers(app, "local"))
     assert_problem(await client.get(f"/v1/runs/{run['id']}", headers=other), 404, "not_found")
     events = await client.get(f"/v1/runs/{run['id']}/events", headers={**other, "accept": "application/json"})
     assert_problem(events, 404, "not_found")
@@ -646,6 +648,8 @@ async def test_another_principal_cannot_see_or_touch_a_run(app: FastAPI, client:
 
 async def test_a_principal_with_a_key_runs_in_its_own_space(app: FastAPI, client: httpx.AsyncClient) -> None:
     mine = await api_key_headers(app, "alice")
+    # once any key exists, keys are required: the local principal now needs one too
+    client.headers.update(await api_key_headers(app, "local"))
     r = await client.post("/v1/runs/wait", json=run_body(team=single()), headers=mine)
     assert r.status_code == 200, r.text
     run = r.json()

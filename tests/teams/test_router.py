@@ -309,6 +309,8 @@ async def test_teams_and_their_agent_references_belong_to_their_principal(
 ) -> None:
     assert (await client.post("/v1/agents", json=agent("helper"))).status_code == 201
     other = await api_key_headers(app, "mallory")
+    # once any key exists, keys are required: the local principal now needs one too
+    client.headers.update(await api_key_headers(app, "local"))
     assert_problem(await client.get("/v1/teams/demo", headers=other), 404, "team_not_found")
     assert_problem(await client.delete("/v1/teams/demo", headers=other), 404, "team_not_found")
     assert (await client.get("/v1/teams", headers=other)).json()["data"] == []

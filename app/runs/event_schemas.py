@@ -1,0 +1,366 @@
+"""The run events as typed schemas: one envelope per event type, joined as a union on ``type``.
+
+The run path never builds these (it emits plain dicts, the hottest code in the
+house); they exist so that the OpenAPI document, and every client generated
+from it, knows exactly what each event carries. The tests hold every event
+the server emits to them (``tests/docs/test_event_schemas.py``). Payloads
+allow fields they do not list: a later version may add some, and a client
+must not break on them.
+``branch`` and ``step`` are set on events of a chain's parallel steps. The
+run's outcome shapes (``Usage``, ``RunError``, ``RunResult``) live here too,
+since the terminal events carry them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, RootModel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class RunError(BaseModel):
+    code: str = Field(
+        description="Stable: `model_error`, `rate_limited`, `model_timeout`, `timed_out`, `invalid_spec`, ..."
+    )
+    message: str
+
+
+class RunResult(BaseModel):
+    message_id: str
+    agent: str
+    text: str = Field(description="The last message of the run.")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _optional(json_type: str, description: str) -> Any:
+    """A field that is absent, never null, when not set: the page of stored events echoes what was stored."""
+
+    def schema(s: dict[str, Any]) -> None:
+        s.clear()
+        s.update({"type": json_type, "description": description})
+
+    return Field(default=None, exclude_if=_absent, json_schema_extra=schema)
+
+
+def _branch() -> Any:
+    return _optional("string", "Set on events of a chain's parallel step: the branch that emitted it.")
+
+
+def _step() -> Any:
+    return _optional("integer", "Set on events of a chain: the step that emitted it.")
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = Field(description="Prompt tokens of the model call that wrote the message.")
+    completion_tokens: int = Field(description="Completion tokens of that call.")
+
+
+class RunQueuedData(_Payload):
+    conversation_id: str
+    team: str = Field(description="The team's name.")
+    task: str
+
+
+class RunStartedData(_Payload):
+    team: str = Field(description="The team's name.")
+    agents: list[str] = Field(description="The team's agents, by name.")
+
+
+class MessageDeltaData(_Payload):
+    message_id: str = Field(description="The id of the message this piece belongs to.")
+    agent: str
+    text: str = Field(description="One streamed piece; the pieces of a message, joined, are its text.")
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class MessageCompletedData(_Payload):
+    message_id: str
+    agent: str = Field(description="Who wrote it: an agent, or `user` for the task.")
+    type: str = Field(description="AutoGen message type, e.g. `TextMessage`, `HandoffMessage`.")
+    text: str
+    position: int = Field(description="1-based place in the conversation.")
+    usage: TokenUsage
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class ToolCallData(_Payload):
+    agent: str
+    call_id: str
+    name: str = Field(description="The tool's name in the server's registry.")
+    arguments: str = Field(description="The arguments as a JSON string, as the model wrote them.")
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class ToolResultData(_Payload):
+    agent: str
+    call_id: str = Field(description="The `call_id` of the `tool.call` it answers.")
+    name: str
+    content: str
+    is_error: bool
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class HandoffData(_Payload):
+    message_id: str
+    source: str = Field(description="The agent handing off.")
+    target: str = Field(description="The agent taking over, or `user` for a person.")
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class SpeakerSelectedData(_Payload):
+    agents: list[str] = Field(description="Who a selector team picked to speak next.")
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class InputRequestedData(_Payload):
+    request_id: str = Field(description="Answer with this id (`POST /v1/runs/{id}/input`).")
+    agent: str
+    prompt: str
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class InputReceivedData(_Payload):
+    request_id: str
+    agent: str
+    content: str = Field(description="The person's answer.")
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
+class StepStartedData(_Payload):
+    step: int = Field(description="1-based step of a chain (the synthesizer's is the last).")
+    branches: list[str] = Field(description="The step's branches: one, or a parallel group.")
+
+
+class StepCompletedData(_Payload):
+    step: int
+    outputs: dict[str, str] = Field(description="Each branch's output (its last message), by branch.")
+
+
+class BranchFailedData(_Payload):
+    step: int
+    branch: str
+    error: RunError
+
+
+class RunCompletedData(_Payload):
+    status: Literal["succeeded"]
+    stop_reason: str | None = Field(default=None, description="Why the team stopped.")
+    result: RunResult | None = Field(default=None, description="The last message written by an agent.")
+    usage: Usage
+    duration_ms: int
+
+
+class RunFailedData(_Payload):
+    status: Literal["failed", "timed_out"]
+    error: RunError
+    usage: Usage
+    duration_ms: int
+
+
+class RunCancelledData(_Payload):
+    status: Literal["cancelled"]
+    reason: str = Field(description="`cancelled`, `interrupted` (by a newer run) or `shutdown`.")
+    usage: Usage
+    duration_ms: int
+
+
+class _Envelope(BaseModel):
+    run_id: str
+    seq: int = Field(description="Dense per run: 1, 2, 3, ...; the SSE `id`.")
+    at: str = Field(description="UTC time, ISO 8601 with milliseconds.", examples=["2026-11-24T10:00:00.123Z"])
+
+
+class RunQueuedEvent(_Envelope):
+    type: Literal["run.queued"]
+    data: RunQueuedData
+
+
+class RunStartedEvent(_Envelope):
+    type: Literal["run.started"]
+    data: RunStartedData
+
+
+class MessageDeltaEvent(_Envelope):
+    type: Literal["message.delta"]
+    data: MessageDeltaData
+
+
+class MessageCompletedEvent(_Envelope):
+    type: Literal["message.completed"]
+    data: MessageCompletedData
+
+
+class ToolCallEvent(_Envelope):
+    type: Literal["tool.call"]
+    data: ToolCallData
+
+
+class ToolResultEvent(_Envelope):
+    type: Literal["tool.result"]
+    data: ToolResultData
+
+
+class HandoffEvent(_Envelope):
+    type: Literal["handoff"]
+    data: HandoffData
+
+
+class SpeakerSelectedEvent(_Envelope):
+    type: Literal["speaker.selected"]
+    data: SpeakerSelectedData
+
+
+class InputRequestedEvent(_Envelope):
+    type: Literal["input.requested"]
+    data: InputRequestedData
+
+
+class InputReceivedEvent(_Envelope):
+    type: Literal["input.received"]
+    data: InputReceivedData
+
+
+class StepStartedEvent(_Envelope):
+    type: Literal["step.started"]
+    data: StepStartedData
+
+
+class StepCompletedEvent(_Envelope):
+    type: Literal["step.completed"]
+    data: StepCompletedData
+
+
+class BranchFailedEvent(_Envelope):
+    """A branch of a chain that tolerates failures failed; the others go on."""
+
+    type: Literal["branch.failed"]
+    data: BranchFailedData
+
+
+class RunCompletedEvent(_Envelope):
+    type: Literal["run.completed"]
+    data: RunCompletedData
+
+
+class RunFailedEvent(_Envelope):
+    type: Literal["run.failed"]
+    data: RunFailedData
+
+
+class RunCancelledEvent(_Envelope):
+    type: Literal["run.cancelled"]
+    data: RunCancelledData
+
+
+EVENT_MODELS: tuple[type[_Envelope], ...] = (
+    RunQueuedEvent,
+    RunStartedEvent,
+    MessageDeltaEvent,
+    MessageCompletedEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    HandoffEvent,
+    SpeakerSelectedEvent,
+    InputRequestedEvent,
+    InputReceivedEvent,
+    StepStartedEvent,
+    StepCompletedEvent,
+    BranchFailedEvent,
+    RunCompletedEvent,
+    RunFailedEvent,
+    RunCancelledEvent,
+)
+
+EVENT_TYPES: list[str] = [get_args(m.model_fields["type"].annotation)[0] for m in EVENT_MODELS]
+
+AnyRunEvent = Annotated[
+    RunQueuedEvent
+    | RunStartedEvent
+    | MessageDeltaEvent
+    | MessageCompletedEvent
+    | ToolCallEvent
+    | ToolResultEvent
+    | HandoffEvent
+    | SpeakerSelectedEvent
+    | InputRequestedEvent
+    | InputReceivedEvent
+    | StepStartedEvent
+    | StepCompletedEvent
+    | BranchFailedEvent
+    | RunCompletedEvent
+    | RunFailedEvent
+    | RunCancelledEvent,
+    Field(discriminator="type"),
+]
+
+
+class TypedRunEvent(RootModel[AnyRunEvent]):
+    """One run event: the same envelope on SSE (`data:`), WebSocket and in the stored log; `type` says which."""
+
+
+class RunEvent(BaseModel):
+    """A run event as the API serves it: the stored envelope, passed through as it is.
+
+    Documented as ``TypedRunEvent`` (the union); not checked against it when served, so that a log
+    written by a newer server (a type or field this one does not know) is still readable. The
+    tests hold the run path to the union.
+    """
+
+    run_id: str
+    seq: int
+    type: str
+    at: str
+    data: dict[str, Any]
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(TypedRunEvent.__pydantic_core_schema__)
+
+
+class StreamLagged(BaseModel):
+    """SSE `event: stream.lagged` (no `id`): this watcher fell behind and was re-attached after `last_seq`."""
+
+    run_id: str
+    last_seq: int = Field(description="The seq of the last event this watcher was sent.")
+
+
+class StreamClosing(BaseModel):
+    """SSE `event: stream.closing` (no `id`): the server is stopping; resume after `last_seq` once it is back."""
+
+    run_id: str
+    last_seq: int = Field(description="Resume after this seq (`Last-Event-ID` or `?after=`).")
+    reason: Literal["shutdown"]
+
+
+STREAM_NOTICES: tuple[type[BaseModel], ...] = (StreamLagged, StreamClosing)
+
+
+class EventPage(BaseModel):
+    """A page of a run's stored events (`GET /v1/runs/{id}/events` with `Accept: application/json`)."""
+
+    data: list[RunEvent]
+    last_seq: int = Field(description="Seq of the last event in this page (or the `after` given, if none).")
+    has_more: bool = Field(description="Whether more stored events follow; pass `last_seq` as `after`.")

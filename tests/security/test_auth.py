@@ -1,0 +1,227 @@
+"""API keys and when they are required: the CLI, the open/closed rules, HTTP, SSE and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text, update
+from typer.testing import CliRunner
+
+from app.auth.models import ApiKey
+from app.auth.service import hash_key, is_loopback, why_auth_required
+from app.cli import cli
+from app.core.db import utcnow
+from app.core.settings import Settings
+from app.main import create_app
+from tests.conftest import LiveServer, make_settings, services_of
+from tests.fixtures.principals import api_key_headers
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.specs import run_body, team
+
+
+@pytest.fixture
+async def closed_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
+    """An app that listens beyond loopback: keys are required before any exists."""
+    app = create_app(make_settings(tmp_path, host="0.0.0.0"))
+    async with LifespanManager(app):
+        yield app
+
+
+def asgi_client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def cli_keys(db_url: str, *args: str) -> Any:
+    env = {"SWARM_DATABASE_URL": db_url, "SWARM_LOG_LEVEL": "WARNING"}
+    return CliRunner().invoke(cli, ["keys", *args], env=env)
+
+
+# -- the rules -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("example.org", False)],
+)  # fmt: skip
+def test_loopback_is_recognised(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_why_auth_is_required(tmp_path: Path) -> None:
+    assert why_auth_required(make_settings(tmp_path)) is None
+    assert "beyond loopback" in (why_auth_required(make_settings(tmp_path, host="0.0.0.0")) or "")
+    assert "SWARM_AUTH_REQUIRED" in (why_auth_required(make_settings(tmp_path, auth_required=True)) or "")
+    production = make_settings(tmp_path, environment="production", default_model="openai/gpt-4o-mini")
+    assert "production" in (why_auth_required(production) or "")
+
+
+async def test_open_on_loopback_until_a_key_exists_then_closed_for_good(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    assert (await client.get("/v1/runs")).status_code == 200  # open: the local principal
+    alice = await api_key_headers(app, "alice")
+    assert_problem(await client.get("/v1/runs"), 401, "unauthorized")
+    assert (await client.get("/v1/runs", headers=alice)).status_code == 200
+    # revoking every key does not reopen the server
+    async with services_of(app).sessionmaker() as session:
+        await session.execute(update(ApiKey).values(revoked_at=utcnow()))
+        await session.commit()
+    assert_problem(await client.get("/v1/runs", headers=alice), 401, "unauthorized")
+    assert_problem(await client.get("/v1/runs"), 401, "unauthorized")
+
+
+async def test_beyond_loopback_every_v1_route_needs_a_key_and_ops_routes_do_not(closed_app: FastAPI) -> None:
+    async with asgi_client(closed_app) as client:
+        for method, path in [
+            ("GET", "/v1/runs"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/teams/demo"),
+            ("POST", "/v1/runs"),
+            ("GET", "/v1/runs/run_x/events"),
+            ("GET", "/v1/conversations"),
+            ("GET", "/v1/no-such-route"),
+        ]:
+            r = await client.request(method, path, json=run_body() if method == "POST" else None)
+            body = assert_problem(r, 401, "unauthorized")
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert "keys create" in body["detail"]
+        for path in ("/healthz", "/readyz", "/openapi.json"):
+            assert (await client.get(path)).status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer sd_not-a-key", "Bearer ", "Basic dXNlcjpwYXNz", "sd_no_scheme", "Bearer " + "x" * 5000],
+)
+async def test_a_bad_key_is_401_even_on_an_open_server(client: httpx.AsyncClient, authorization: str) -> None:
+    r = await client.get("/v1/runs", headers={"authorization": authorization})
+    assert_problem(r, 401, "unauthorized")
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_keys_are_stored_hashed(app: FastAPI) -> None:
+    headers = await api_key_headers(app, "alice")
+    secret = headers["authorization"].removeprefix("Bearer ")
+    async with services_of(app).read_sessionmaker() as session:
+        rows = (await session.execute(text("SELECT * FROM api_keys"))).all()
+    dump = repr(rows)
+    assert secret not in dump
+    assert hash_key(secret) in dump
+
+
+async def test_start_up_says_whether_the_server_is_open(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with LifespanManager(create_app(make_settings(tmp_path / "a", log_level="INFO"))):
+        pass
+    out = capfd.readouterr().err
+    assert "auth_open" in out and "auth_required" not in out
+    async with LifespanManager(create_app(make_settings(tmp_path / "b", log_level="INFO", host="0.0.0.0"))):
+        pass
+    out = capfd.readouterr().err
+    assert "auth_required" in out and "beyond loopback" in out and "auth_open" not in out
+
+
+# -- the CLI against a running server ------------------------------------------------------------
+
+
+def test_keys_create_list_revoke_with_a_running_server(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    created = cli_keys(settings.database_url, "create", "--name", "ci bot")
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.strip()
+    assert secret.startswith("sd_") and len(secret) >= 40 and "\n" not in secret
+    assert "only this once" in created.stderr
+    found = re.search(r"Created API key (key_\w+)", created.stderr)
+    assert found, created.stderr
+    key_id = found.group(1)
+
+    listed = cli_keys(settings.database_url, "list")
+    assert listed.exit_code == 0
+    assert key_id in listed.stdout and "ci bot" in listed.stdout and "active" in listed.stdout
+    assert secret not in listed.output and secret[:11] in listed.stdout
+
+    server = LiveServer(settings).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            headers = {"authorization": f"Bearer {secret}"}
+            assert client.get("/v1/runs").status_code == 401
+            r = client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t4")), headers=headers)
+            assert r.status_code == 200 and r.json()["status"] == "succeeded"
+            # the key acts as `local`, so what the open server made is still reachable
+            assert client.get("/v1/teams/demo", headers=headers).status_code == 200
+
+            revoked = cli_keys(settings.database_url, "revoke", key_id)
+            assert revoked.exit_code == 0 and "Revoked" in revoked.stdout
+            # at once, without a restart
+            assert_problem(client.get("/v1/runs", headers=headers), 401, "unauthorized")
+    finally:
+        server.stop()
+    again = cli_keys(settings.database_url, "revoke", key_id)
+    assert again.exit_code == 0 and "already revoked" in again.stdout
+    assert "revoked" in cli_keys(settings.database_url, "list").stdout
+    unknown = cli_keys(settings.database_url, "revoke", "key_nope")
+    assert unknown.exit_code == 1 and "No API key" in unknown.stderr
+
+
+def test_keys_create_refuses_a_bad_principal_or_name(tmp_path: Path) -> None:
+    url = make_settings(tmp_path).database_url
+    assert cli_keys(url, "create", "--name", "x", "--principal", "a b").exit_code == 2
+    assert cli_keys(url, "create", "--name", "  ").exit_code == 2
+    assert "No API keys" in cli_keys(url, "list").stderr
+
+
+# -- WebSocket -----------------------------------------------------------------------------------
+
+
+async def _ws_status(url: str, **kwargs: Any) -> int:
+    try:
+        async with websockets.connect(url, **kwargs) as ws:
+            await ws.send('{"type": "ping", "id": "p"}')
+            await asyncio.wait_for(ws.recv(), 10)
+            return 101
+    except websockets.InvalidStatus as exc:
+        return int(exc.response.status_code)
+
+
+async def test_the_socket_is_authenticated_before_it_is_accepted(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path, host="0.0.0.0", log_level="INFO")
+    server = LiveServer(settings).start()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    level = uvicorn_log.level
+    uvicorn_log.setLevel(logging.INFO)  # uvicorn logs every socket's path and query at INFO
+    try:
+        ws_url = server.url.replace("http://", "ws://") + "/v1/ws"
+        assert await _ws_status(ws_url) == 401
+        assert await _ws_status(ws_url, additional_headers={"authorization": "Bearer sd_wrong"}) == 401
+        created = await asyncio.to_thread(cli_keys, settings.database_url, "create", "--name", "ws")
+        secret = created.stdout.strip()
+        headers = {"authorization": f"Bearer {secret}"}
+        assert await _ws_status(ws_url, additional_headers=headers) == 101
+        assert await _ws_status(f"{ws_url}?access_token={secret}") == 101
+        assert await _ws_status(f"{ws_url}?access_token=sd_wrong") == 401
+    finally:
+        uvicorn_log.setLevel(level)
+        server.stop()
+    # the query form never reaches a log line
+    logged = capfd.readouterr().err
+    assert '"WebSocket /v1/ws' in logged
+    assert secret not in logged and "sd_wrong" not in logged
+
+
+def test_settings_field_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWARM_AUTH_REQUIRED", "true")
+    assert Settings(_env_file=None).auth_required is True  # type: ignore[call-arg]

@@ -1,0 +1,131 @@
+"""Limits on input size and on how many runs a principal may start: clear problems, in settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.core.limits import RunLimits, TooManyRequests
+from app.main import create_app
+from tests.conftest import LiveServer, make_settings, wait_for_status
+from tests.e2e.ws import WsClient
+from tests.fixtures.principals import api_key_headers
+from tests.fixtures.problems import assert_field_error, assert_problem
+from tests.fixtures.specs import run_body, team
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_start_rate_is_a_sliding_minute_with_an_honest_retry_after() -> None:
+    clock = Clock()
+    limits = RunLimits(clock)
+    for _ in range(3):
+        limits.check_rate("alice", 3)
+        limits.record_start("alice")
+        clock.now += 10
+    with pytest.raises(TooManyRequests) as refused:
+        limits.check_rate("alice", 3)
+    assert refused.value.code == "rate_limited"
+    assert refused.value.retry_after_s == 30  # the first start leaves the window at 1060; it is 1030 now
+    assert refused.value.headers == {"Retry-After": "30"}
+    limits.check_rate("bob", 3)  # per principal
+    clock.now += 30
+    limits.check_rate("alice", 3)  # the first start has left the window
+
+
+async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, max_runs_per_minute=2))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        for _ in range(2):
+            assert (await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))).status_code == 202
+        r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))
+        body = assert_problem(r, 429, "rate_limited")
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert "2 runs" in body["detail"]
+        for path in ("/v1/runs/stream", "/v1/runs/wait"):
+            assert_problem(await client.post(path, json=run_body()), 429, "rate_limited")
+        # another principal has its own allowance; refused requests took none of it
+        other = await api_key_headers(app, "bob")
+        assert (await client.post("/v1/runs", json=run_body(), headers=other)).status_code == 202
+        # a request refused for another reason does not count
+        bad = await client.post("/v1/runs", json={"team_id": "nope", "task": "x"}, headers=other)
+        assert bad.status_code == 404
+        assert (await client.post("/v1/runs", json=run_body(), headers=other)).status_code == 202
+
+
+async def test_429_once_a_principal_has_too_many_live_runs(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, max_live_runs_per_principal=2))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        client.headers.update(await api_key_headers(app, "local"))
+        other = await api_key_headers(app, "bob")
+        slow = run_body(team=team(model="fake/t5000-d20"))
+        first = (await client.post("/v1/runs", json=slow)).json()
+        # an enqueued run in the same conversation is live too
+        queued = await client.post(
+            "/v1/runs", json={**slow, "conversation_id": first["conversation_id"], "if_busy": "enqueue"}
+        )
+        assert queued.status_code == 202
+        r = await client.post("/v1/runs", json=slow)
+        body = assert_problem(r, 429, "too_many_live_runs")
+        assert int(r.headers["retry-after"]) >= 1 and "2 runs" in body["detail"]
+        assert (await client.post("/v1/runs", json=run_body(), headers=other)).status_code == 202
+        await client.post(f"/v1/runs/{queued.json()['id']}/cancel")
+        await wait_for_status(client, queued.json()["id"], {"cancelled"})
+        assert (await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))).status_code == 202
+        await client.post(f"/v1/runs/{first['id']}/cancel")
+
+
+async def test_task_and_body_size_limits_are_clear_problems(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, max_task_chars=100, max_body_bytes=4096))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        r = await client.post("/v1/runs", json=run_body(task="x" * 101))
+        assert_field_error(r, ["body", "task"], "task_too_long")
+        assert (await client.post("/v1/runs", json=run_body(task="x" * 100))).status_code == 202
+        body = assert_problem(await client.post("/v1/runs", json=run_body(task="x" * 5000)), 413, "payload_too_large")
+        assert "4096" in body["detail"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+            for _ in range(10):
+                yield b"x" * 1000
+
+        r = await client.post("/v1/agents", content=chunks(), headers={"content-type": "application/json"})
+        assert_problem(r, 413, "payload_too_large")
+
+
+@pytest.mark.e2e
+async def test_websocket_frames_over_the_limit_and_runs_over_the_rate_are_refused_on_an_open_socket(
+    tmp_path: Path,
+) -> None:
+    server = LiveServer(make_settings(tmp_path, ws_max_frame_bytes=2048, max_runs_per_minute=1)).start()
+    try:
+        async with WsClient(server.url) as ws:
+            # run.start over the socket is held to the same limits as POST /v1/runs
+            started = await ws.reply_to({"type": "run.start", "id": "1", "subscribe": False, **run_body()})
+            assert started["type"] == "ack", started
+            refused = await ws.reply_to({"type": "run.start", "id": "2", "subscribe": False, **run_body()})
+            assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+            await ws.send({"type": "ping", "id": "big", "pad": "x" * 4000})
+            reply = (await ws.until(lambda f: f["type"] in ("error", "pong")))[-1]
+            assert reply["type"] == "error" and reply["code"] == "frame_too_large"  # not parsed, so no id
+            assert (await ws.reply_to({"type": "ping", "id": "small"}))["type"] == "pong"
+    finally:
+        server.stop()
