@@ -3,7 +3,8 @@
 Frames carry ``id: <seq>`` and ``event: <type>``, so a browser's
 ``EventSource`` resumes by itself with ``Last-Event-ID``. ``: ping`` comments
 keep idle streams open; a client that stops reading is dropped after the send
-timeout, and its run goes on.
+timeout, and its run goes on. Events that queue up for a watcher are written
+together, one write per batch.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.core.services import Services
-from app.runtime.streams import StreamClosing, StreamLagged, follow
+from app.runtime.streams import StreamClosing, StreamLagged, follow_batches
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    async for item in follow(services.read_sessionmaker, services.bus, run_id, after):
-        if isinstance(item, StreamLagged):
+async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[ServerSentEvent | bytes]:
+    async for item in follow_batches(services.read_sessionmaker, services.bus, run_id, after):
+        if isinstance(item, list):
+            # whatever queued up for this watcher goes out as one write; each frame is encoded once
+            # per event, however many watchers it has
+            yield b"".join(env.sse() for env in item)
+        elif isinstance(item, StreamLagged):
             # no id: the client's Last-Event-ID stays on the last event it really got
             yield ServerSentEvent(
                 data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq}).decode(),
@@ -33,8 +38,6 @@ async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[
                 event="stream.closing",
                 retry=1000,
             )
-        else:
-            yield ServerSentEvent(data=item.json(), event=item.type, id=str(item.seq))
 
 
 def event_stream(

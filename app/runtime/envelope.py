@@ -19,7 +19,7 @@ def format_at(at: datetime) -> str:
 
 
 class Envelope:
-    __slots__ = ("_json", "at", "data", "run_id", "seq", "type")
+    __slots__ = ("_json", "_sse", "at", "data", "run_id", "seq", "type")
 
     def __init__(self, run_id: str, seq: int, type: str, at: datetime, data: dict[str, Any]) -> None:
         self.run_id = run_id
@@ -28,6 +28,7 @@ class Envelope:
         self.at = at
         self.data = data
         self._json: str | None = None
+        self._sse: bytes | None = None
 
     @property
     def terminal(self) -> bool:
@@ -50,6 +51,12 @@ class Envelope:
         if self._json is None:
             self._json = orjson.dumps(self.to_dict()).decode()
         return self._json
+
+    def sse(self) -> bytes:
+        """The event as one SSE frame (``id``, ``event``, ``data``), encoded once for every watcher."""
+        if self._sse is None:
+            self._sse = f"id: {self.seq}\r\nevent: {self.type}\r\ndata: {self.json()}\r\n\r\n".encode()
+        return self._sse
 
     def __repr__(self) -> str:
         return f"Envelope({self.run_id!r}, {self.seq}, {self.type!r})"

@@ -38,18 +38,91 @@ class StreamClosing:
     last_seq: int
 
 
-async def stored_events(
+async def stored_pages(
     sessionmaker: async_sessionmaker[AsyncSession], run_id: str, after: int, *, below: int | None = None
-) -> AsyncIterator[Envelope]:
+) -> AsyncIterator[list[Envelope]]:
     """Stored events after ``after`` (and before ``below``), a page per short session."""
     while True:
         async with sessionmaker() as session:
             rows = await RunEventRepository(session).after(run_id, after, limit=PAGE, below=below)
-        for row in rows:
-            yield Envelope(row.run_id, row.seq, row.type, row.at, row.data)
+        if rows:
+            yield [Envelope(row.run_id, row.seq, row.type, row.at, row.data) for row in rows]
         if len(rows) < PAGE:
             return
         after = rows[-1].seq
+
+
+def _newer(events: list[Envelope], last: int) -> tuple[list[Envelope], bool]:
+    """The events after ``last``, up to and including a terminal one; and whether one was met."""
+    out: list[Envelope] = []
+    for env in events:
+        if env.seq > last:
+            out.append(env)
+            last = env.seq
+            if env.terminal:
+                return out, True
+    return out, False
+
+
+async def follow_batches(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bus: EventBus,
+    run_id: str,
+    after: int,
+    *,
+    poll_s: float = 0.5,
+) -> AsyncIterator[list[Envelope] | StreamLagged | StreamClosing]:
+    """Every event after ``after``, in order, in the batches they come in (a watcher writes a batch at once)."""
+    last = after
+    while True:
+        sub, unstored = bus.subscribe(run_id)
+        try:
+            below = unstored[0].seq if unstored else None
+            async for page in stored_pages(sessionmaker, run_id, last, below=below):
+                out, done = _newer(page, last)
+                if out:
+                    last = out[-1].seq
+                    yield out
+                if done:
+                    return
+            out, done = _newer(unstored, last)
+            if out:
+                last = out[-1].seq
+                yield out
+            if done:
+                return
+            if sub is None:
+                # not live in this process: finished (all of it is stored) or run elsewhere
+                async with sessionmaker() as session:
+                    run = await session.get(Run, run_id)
+                if run is None or run.status in TERMINAL_STATUSES:
+                    # a terminal run whose terminal event was written after our read
+                    async for page in stored_pages(sessionmaker, run_id, last):
+                        out, done = _newer(page, last)
+                        if out:
+                            last = out[-1].seq
+                            yield out
+                        if done:
+                            return
+                    return
+                await asyncio.sleep(poll_s)
+                continue
+            while True:
+                out, done = _newer(await sub.next_batch(), last)
+                if out:
+                    last = out[-1].seq
+                    yield out
+                if done:
+                    return
+                if sub.lagged:
+                    yield StreamLagged(last)
+                    break
+                if sub.closed:
+                    yield StreamClosing(last)
+                    return
+        finally:
+            if sub is not None:
+                sub.close()
 
 
 async def follow(
@@ -60,48 +133,10 @@ async def follow(
     *,
     poll_s: float = 0.5,
 ) -> AsyncIterator[Envelope | StreamLagged | StreamClosing]:
-    last = after
-    while True:
-        sub, unstored = bus.subscribe(run_id)
-        try:
-            below = unstored[0].seq if unstored else None
-            async for env in stored_events(sessionmaker, run_id, last, below=below):
-                last = env.seq
+    """``follow_batches``, one event at a time."""
+    async for item in follow_batches(sessionmaker, bus, run_id, after, poll_s=poll_s):
+        if isinstance(item, list):
+            for env in item:
                 yield env
-                if env.terminal:
-                    return
-            for env in unstored:
-                if env.seq > last:
-                    last = env.seq
-                    yield env
-                    if env.terminal:
-                        return
-            if sub is None:
-                # not live in this process: finished (all of it is stored) or run elsewhere
-                async with sessionmaker() as session:
-                    run = await session.get(Run, run_id)
-                if run is None or run.status in TERMINAL_STATUSES:
-                    # a terminal run whose terminal event was written after our read
-                    async for env in stored_events(sessionmaker, run_id, last):
-                        last = env.seq
-                        yield env
-                    return
-                await asyncio.sleep(poll_s)
-                continue
-            while True:
-                batch = await sub.next_batch()
-                for env in batch:
-                    if env.seq > last:
-                        last = env.seq
-                        yield env
-                        if env.terminal:
-                            return
-                if sub.lagged:
-                    yield StreamLagged(last)
-                    break
-                if sub.closed:
-                    yield StreamClosing(last)
-                    return
-        finally:
-            if sub is not None:
-                sub.close()
+        else:
+            yield item
