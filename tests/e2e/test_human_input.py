@@ -65,7 +65,7 @@ async def test_input_over_the_socket(live_server: LiveServer) -> None:
             {"type": "input", "id": "in", "run_id": run_id, "request_id": request["request_id"], "content": "Yes."}
         )
         assert ack["type"] == "ack" and ack["request_id"] == request["request_id"]
-        await ws.until(lambda f: f.get("type") == "subscription.ended")
+        await ws.wait_for(lambda f: f.get("type") == "subscription.ended" and f.get("run_id") == run_id)
         events = events_of(ws.frames, run_id)
     assert_well_formed(events)
     assert events[-1]["type"] == "run.completed"

@@ -31,7 +31,7 @@ async def test_two_runs_on_one_socket_interleave_and_each_is_complete(live_serve
         a = (await ws.reply_to(start_frame("a", team=team(model="fake/t30-d3", max_messages=3))))["run"]["id"]
         b = (await ws.reply_to(start_frame("b", team=team(model="fake/t30-d3", max_messages=3))))["run"]["id"]
         done: set[str] = set()
-        await ws.until(
+        await ws.wait_for(
             lambda f: f.get("type") == "subscription.ended" and done.add(f["run_id"]) is None and len(done) == 2
         )
         for run_id in (a, b):
@@ -52,7 +52,7 @@ async def test_a_dropped_socket_resumes_with_after_without_gap_or_duplicate(live
     async with WsClient(live_server.url) as ws:
         ack = await ws.reply_to({"type": "subscribe", "id": "s", "run_id": run_id, "after": 9})
         assert ack["type"] == "ack" and ack["after"] == 9
-        await ws.until(ended(run_id))
+        await ws.wait_for(ended(run_id))
         rest = events_of(ws.frames, run_id)
     assert rest[0]["seq"] == 10
     assert_well_formed(first + rest)
@@ -88,7 +88,7 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_usable(live_serv
         assert (await ws.until(lambda f: f.get("type") == "error"))[-1]["code"] == "frame_too_large"
         assert (await ws.reply_to({"type": "ping", "id": "p"}))["type"] == "pong"
         # the good run went on through all of it
-        await ws.until(ended(running))
+        await ws.wait_for(ended(running))
         assert_well_formed(events_of(ws.frames, running))
 
 
@@ -99,10 +99,10 @@ async def test_cancel_over_the_socket_ends_the_run_within_a_second(live_server: 
         started = time.monotonic()
         ack = await ws.reply_to({"type": "cancel", "id": "c", "run_id": run_id})
         assert ack["type"] == "ack"
-        frames = await ws.until(lambda f: f.get("type") == "run.cancelled")
+        cancelled = await ws.wait_for(lambda f: f.get("type") == "run.cancelled")
         assert time.monotonic() - started < 1.0
-        assert frames[-1]["run_id"] == run_id
-        await ws.until(ended(run_id))
+        assert cancelled["run_id"] == run_id
+        await ws.wait_for(ended(run_id))
         assert_well_formed(events_of(ws.frames, run_id))
         again = await ws.reply_to({"type": "cancel", "id": "c2", "run_id": run_id})
         assert again["type"] == "ack" and again["run"]["status"] == "cancelled"

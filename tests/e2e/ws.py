@@ -40,6 +40,18 @@ class WsClient:
                 if done(frame):
                     return got
 
+    async def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+        """The first frame received so far that matches, or the next one that does.
+
+        For frames a run sends on its own: they may arrive while ``reply_to`` waits for an ack
+        (a fast run can finish before the ack of the frame that set it going), and ``until``
+        only looks at frames that have not arrived yet.
+        """
+        for frame in self.frames:
+            if match(frame):
+                return frame
+        return (await self.until(match, timeout))[-1]
+
     async def reply_to(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Send a frame with an id and return the ack/error/pong that answers it (other frames are kept)."""
         await self.send(frame)
