@@ -5,7 +5,10 @@ Each test saves a full-page screenshot of its steps under `artifacts/chat/`.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from tests.conftest import LiveServer, wait_for_status
+from tests.conftest import LiveServer, make_settings, wait_for_status
 from tests.fixtures.specs import agent, team
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -462,3 +465,51 @@ async def test_refused_start_shows_the_error_and_keeps_the_task(chat: ChatPage, 
     await chat.expect_status("idle")
     await expect(chat.page.get_by_role("button", name="Send", exact=True)).to_be_enabled()
     await chat.shot("1-refused")
+
+
+async def test_a_server_that_requires_keys_asks_for_one_in_place(browser: Browser, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, auth_required=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", "--name", "browser"],
+        env={**os.environ, "SWARM_DATABASE_URL": settings.database_url},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = made.stdout.strip()
+    assert key.startswith("sd_")
+    server = LiveServer(settings).start()
+    page = await browser.new_page()
+    crashes: list[str] = []
+    page.on("pageerror", lambda exc: crashes.append(str(exc)))  # 401s in the console are expected here
+    try:
+        await page.goto(server.url + "/")
+        dialog = page.get_by_role("dialog", name="This server needs an API key")
+        await expect(dialog).to_be_visible()
+        await page.screenshot(path=str(shot_path("key_prompt", "1-asked")))
+        await page.get_by_label("API key", exact=True).fill("sd_not-a-key-at-all")
+        await page.get_by_role("button", name="Use this key").click()
+        await expect(dialog).to_be_visible()  # refused: asked again
+        await page.get_by_label("API key", exact=True).fill(key)
+        await page.get_by_role("button", name="Use this key").click()
+        await expect(dialog).to_be_hidden()
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await expect(page.get_by_label("Team")).not_to_have_value("")
+        await page.get_by_label("Task").fill("Say hello.")
+        await page.get_by_role("button", name="Send").click()
+        await expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded")
+        await expect(page.locator(AGENT_BUBBLE).first).to_be_visible()
+        await page.screenshot(path=str(shot_path("key_prompt", "2-ran")))
+        assert crashes == []
+        # the key stays with this tab: a reload needs no new prompt
+        await page.reload()
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await expect(dialog).to_be_hidden()
+    finally:
+        await page.close()
+        server.stop()
+
+
+def shot_path(test: str, step: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS / f"{test}-{step}.png"

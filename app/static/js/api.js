@@ -1,6 +1,8 @@
 // The HTTP half of the page: teams, conversation history, and fallbacks for when the socket is down.
 // Paths are relative to the page, so the app also works behind a path prefix.
 
+import { announceUnauthorized, authHeaders } from "./auth.js";
+
 export class ApiError extends Error {
   constructor(status, problem) {
     super(problem?.detail || problem?.title || `HTTP ${status}`);
@@ -11,7 +13,7 @@ export class ApiError extends Error {
 }
 
 async function request(path, { method = "GET", body } = {}) {
-  const init = { method, headers: { accept: "application/json" } };
+  const init = { method, headers: { accept: "application/json", ...authHeaders() } };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -24,6 +26,7 @@ async function request(path, { method = "GET", body } = {}) {
   } catch {
     payload = null;
   }
+  if (response.status === 401) announceUnauthorized();
   if (!response.ok) throw new ApiError(response.status, payload);
   return payload;
 }

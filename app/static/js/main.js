@@ -3,6 +3,7 @@
 import * as api from "./api.js";
 import { RunTracker, tokensOf } from "./runs.js";
 import { Sidebar } from "./sidebar.js";
+import { setApiKey } from "./auth.js";
 import { RunSocket, socketUrl } from "./socket.js";
 import { ConversationView, h, STATUS_LABELS, TERMINAL_STATUSES } from "./view.js";
 
@@ -31,7 +32,7 @@ let conversationId = null;
 let viewToken = 0; // bumped whenever the log switches conversation; stale loads check it
 
 const view = new ConversationView(ui.log);
-const socket = new RunSocket(socketUrl(), {
+const socket = new RunSocket(socketUrl, {
   onOpen: () => {
     clearStatus("info");
     tracker.onSocketOpen();
@@ -327,6 +328,24 @@ window.__swarm = {
     return [...tracker.runs.values()].map(({ id, lastSeq, status, terminal }) => ({ id, lastSeq, status, terminal }));
   },
 };
+
+// a server that requires API keys: ask for one in place, then reconnect and reload with it
+const keyDialog = $("key-dialog");
+window.addEventListener("swarm:unauthorized", () => {
+  if (!keyDialog.open) keyDialog.showModal();
+});
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = $("api-key").value.trim();
+  if (!value) return;
+  setApiKey(value);
+  $("api-key").value = "";
+  keyDialog.close();
+  clearStatus("info");
+  socket.drop(); // reconnects at once, now with the key
+  loadTeams();
+  refreshHistory();
+});
 
 socket.start();
 updateControls();

@@ -1,6 +1,8 @@
 // One WebSocket to /v1/ws that reconnects by itself. Runs outlive sockets, so the page
 // only has to re-subscribe after a drop (onOpen); request() pairs a frame with its ack.
 
+import { currentKey } from "./auth.js";
+
 const FIRST_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 4000;
 const PING_EVERY_MS = 20000;
@@ -25,6 +27,8 @@ export class FrameError extends Error {
 export function socketUrl() {
   const url = new URL("v1/ws", document.baseURI);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const key = currentKey();
+  if (key) url.searchParams.set("access_token", key);
   return url.href;
 }
 
@@ -87,7 +91,8 @@ export class RunSocket {
     this.#handlers.onState(this.#attempt === 0 ? "connecting" : "reconnecting");
     let ws;
     try {
-      ws = new WebSocket(this.#url);
+      // a function: the URL carries the current API key, which may have changed since the last try
+      ws = new WebSocket(typeof this.#url === "function" ? this.#url() : this.#url);
     } catch {
       this.#scheduleRetry();
       return;
