@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_streaming import free_port, wait_until_up
+from tests.fixtures.process import free_port, spawn_serve, wait_until_up
 from tests.fixtures.specs import agent, run_body, team
 
 
 async def test_every_log_line_is_json_with_request_and_run_ids(tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "SWARM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'log.db'}",
-        "SWARM_LOG_LEVEL": "INFO",
-        "SWARM_LOG_JSON": "true",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    proc = spawn_serve(port, database_url, SWARM_LOG_LEVEL="INFO", SWARM_LOG_JSON="true")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             await wait_until_up(client, proc)

@@ -111,6 +111,23 @@ def _safe_message(exc: BaseException, timeout_s: float) -> str:
     return scrub_credentials(str(exc) or type(exc).__name__)[:500]
 
 
+def _call_args(
+    tools: Sequence[Tool | ToolSchema],
+    tool_choice: Tool | Literal["auto", "required", "none"],
+    json_output: bool | type[BaseModel] | None,
+    extra_create_args: Mapping[str, Any],
+    cancellation_token: CancellationToken | None,
+) -> dict[str, Any]:
+    """A call's arguments, passed on unchanged to the provider's client."""
+    return {
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "json_output": json_output,
+        "extra_create_args": extra_create_args,
+        "cancellation_token": cancellation_token,
+    }
+
+
 class GuardedModelClient(ChatCompletionClient):
     def __init__(
         self,
@@ -180,20 +197,14 @@ class GuardedModelClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
+        args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         if self._sink is not None:
             # The fast token path: the agent asked for one finished answer, but the answer is streamed
             # from the provider here and every chunk goes straight to the sink, around AutoGen's
             # runtime (which would route each chunk as a message, at ~250 us of CPU apiece).
             message_id = str(uuid.uuid4())
             final: CreateResult | None = None
-            async for item in self.create_stream(
-                messages,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=extra_create_args,
-                cancellation_token=cancellation_token,
-            ):
+            async for item in self.create_stream(messages, **args):
                 if isinstance(item, str):
                     self._sink(message_id, item)
                 else:
@@ -207,14 +218,7 @@ class GuardedModelClient(ChatCompletionClient):
                 with attempt:
                     attempts += 1
                     async with asyncio.timeout(self._policy.timeout_s):
-                        result = await self._inner.create(
-                            messages,
-                            tools=tools,
-                            tool_choice=tool_choice,
-                            json_output=json_output,
-                            extra_create_args=extra_create_args,
-                            cancellation_token=cancellation_token,
-                        )
+                        result = await self._inner.create(messages, **args)
         except Exception as exc:
             failure = self._fail(exc)
             self._report(started, clock, attempts, ttft=None, usage=None, error=failure)
@@ -232,6 +236,7 @@ class GuardedModelClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
+        args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         started, clock, attempts = datetime.now(UTC), time.monotonic(), 0
         timeout = self._policy.timeout_s
         stream: AsyncGenerator[str | CreateResult, None] | None = None
@@ -239,14 +244,7 @@ class GuardedModelClient(ChatCompletionClient):
             async for attempt in self._retrying():
                 with attempt:
                     attempts += 1
-                    stream = self._inner.create_stream(
-                        messages,
-                        tools=tools,
-                        tool_choice=tool_choice,
-                        json_output=json_output,
-                        extra_create_args=extra_create_args,
-                        cancellation_token=cancellation_token,
-                    )
+                    stream = self._inner.create_stream(messages, **args)
                     try:
                         async with asyncio.timeout(timeout):
                             first = await anext(stream)

@@ -52,16 +52,26 @@ async def stored_pages(
         after = rows[-1].seq
 
 
-def _newer(events: list[Envelope], last: int) -> tuple[list[Envelope], bool]:
-    """The events after ``last``, up to and including a terminal one; and whether one was met."""
-    out: list[Envelope] = []
-    for env in events:
-        if env.seq > last:
-            out.append(env)
-            last = env.seq
-            if env.terminal:
-                return out, True
-    return out, False
+class _Cursor:
+    """Where a watcher is: the last seq it got, and whether that was the run's terminal event."""
+
+    __slots__ = ("done", "last")
+
+    def __init__(self, after: int) -> None:
+        self.last = after
+        self.done = False
+
+    def take(self, events: list[Envelope]) -> list[Envelope]:
+        """The events after ``last``, up to and including a terminal one."""
+        out: list[Envelope] = []
+        for env in events:
+            if env.seq > self.last:
+                out.append(env)
+                self.last = env.seq
+                if env.terminal:
+                    self.done = True
+                    break
+        return out
 
 
 async def follow_batches(
@@ -73,23 +83,19 @@ async def follow_batches(
     poll_s: float = 0.5,
 ) -> AsyncIterator[list[Envelope] | StreamLagged | StreamClosing]:
     """Every event after ``after``, in order, in the batches they come in (a watcher writes a batch at once)."""
-    last = after
+    cursor = _Cursor(after)
     while True:
         sub, unstored = bus.subscribe(run_id)
         try:
             below = unstored[0].seq if unstored else None
-            async for page in stored_pages(sessionmaker, run_id, last, below=below):
-                out, done = _newer(page, last)
-                if out:
-                    last = out[-1].seq
+            async for page in stored_pages(sessionmaker, run_id, cursor.last, below=below):
+                if out := cursor.take(page):
                     yield out
-                if done:
+                if cursor.done:
                     return
-            out, done = _newer(unstored, last)
-            if out:
-                last = out[-1].seq
+            if out := cursor.take(unstored):
                 yield out
-            if done:
+            if cursor.done:
                 return
             if sub is None:
                 # not live in this process: finished (all of it is stored) or run elsewhere
@@ -97,28 +103,24 @@ async def follow_batches(
                     run = await session.get(Run, run_id)
                 if run is None or run.status in TERMINAL_STATUSES:
                     # a terminal run whose terminal event was written after our read
-                    async for page in stored_pages(sessionmaker, run_id, last):
-                        out, done = _newer(page, last)
-                        if out:
-                            last = out[-1].seq
+                    async for page in stored_pages(sessionmaker, run_id, cursor.last):
+                        if out := cursor.take(page):
                             yield out
-                        if done:
+                        if cursor.done:
                             return
                     return
                 await asyncio.sleep(poll_s)
                 continue
             while True:
-                out, done = _newer(await sub.next_batch(), last)
-                if out:
-                    last = out[-1].seq
+                if out := cursor.take(await sub.next_batch()):
                     yield out
-                if done:
+                if cursor.done:
                     return
                 if sub.lagged:
-                    yield StreamLagged(last)
+                    yield StreamLagged(cursor.last)
                     break
                 if sub.closed:
-                    yield StreamClosing(last)
+                    yield StreamClosing(cursor.last)
                     return
         finally:
             if sub is not None:

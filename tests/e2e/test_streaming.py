@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from typing import Any
@@ -17,6 +13,7 @@ import pytest
 
 from tests.conftest import LiveServer, make_settings, wait_for_status
 from tests.e2e.sse import collect, read_events
+from tests.fixtures.process import free_port, spawn_serve, wait_until_up
 from tests.fixtures.specs import run_body, team
 
 pytestmark = pytest.mark.e2e
@@ -179,13 +176,7 @@ async def test_restart_keeps_every_finished_run_message_and_event(tmp_path: Any)
 async def test_a_run_left_running_by_a_killed_process_fails_with_server_restarted(tmp_path: Any) -> None:
     settings = make_settings(tmp_path)
     port = free_port()
-    env = {**os.environ, "SWARM_DATABASE_URL": settings.database_url, "SWARM_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_serve(port, settings.database_url)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             await wait_until_up(client, proc)
@@ -212,25 +203,6 @@ async def test_a_run_left_running_by_a_killed_process_fails_with_server_restarte
             assert [m["id"] for m in messages] == committed
     finally:
         server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_until_up(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            if (await client.get("/healthz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("server did not come up")
 
 
 async def test_stopping_the_server_closes_streams_with_a_resume_point(tmp_path: Any) -> None:

@@ -18,7 +18,7 @@ from asgi_lifespan import LifespanManager
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.e2e.test_streaming import free_port
+from tests.fixtures.process import free_port
 from tests.fixtures.specs import agent, run_body, team
 
 FAKE_LLM = Path(__file__).resolve().parents[3] / "shared" / "bench" / "fake_llm.py"

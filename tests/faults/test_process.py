@@ -4,10 +4,8 @@ Either way every committed message is intact, and a run that never started is st
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,9 @@ import pytest
 
 from app.core.settings import Settings
 from tests.conftest import LiveServer, make_settings, wait_for_status
-from tests.e2e.test_streaming import assert_well_formed, free_port, wait_until_up
+from tests.e2e.test_streaming import assert_well_formed
 from tests.faults.stream import collect, read_events
+from tests.fixtures.process import free_port, spawn_serve, wait_until_up
 from tests.fixtures.specs import agent, run_body, team
 
 pytestmark = pytest.mark.e2e
@@ -29,18 +28,7 @@ def asking_team() -> dict[str, Any]:
 
 
 def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SWARM_DATABASE_URL": settings.database_url,
-        "SWARM_LOG_LEVEL": "WARNING",
-        "SWARM_SHUTDOWN_GRACE_S": "0.2",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return spawn_serve(port, settings.database_url, SWARM_SHUTDOWN_GRACE_S="0.2")
 
 
 @pytest.fixture
