@@ -45,6 +45,7 @@ from app.runs.event_schemas import EventPage, RunEvent, StreamClosing, StreamLag
 from app.runs.repository import RunEventRepository
 from app.runs.router import router as runs_router
 from app.runtime.bus import EventBus
+from app.runtime.cluster import Cluster
 from app.runtime.execution import RuntimeDeps
 from app.runtime.manager import RunManager
 from app.runtime.recorder import EventRecorder
@@ -83,8 +84,11 @@ async def _purge_deltas(services: Services) -> None:
         await asyncio.sleep(min(retention, 3600))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, worker: bool = False) -> FastAPI:
+    """The API server; with ``worker``, a worker: it executes queued runs and serves only health and metrics."""
     settings = settings or Settings()
+    if worker and not settings.distributed:
+        raise ValueError("a worker needs SWARM_REDIS_URL (and a database the API replicas share)")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,18 +119,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             fast_tokens=settings.fast_tokens,
         )
         metrics = Metrics()
-        manager = RunManager(RuntimeDeps(settings, sessionmaker, read_sessionmaker, bus, recorder, factory, metrics))
+        cluster = None
+        if settings.distributed:
+            cluster = Cluster.build(settings, sessionmaker, execute=worker or settings.execute_runs)
+        if cluster is not None:
+            bus.mirror = cluster.streams.append
+        deps = RuntimeDeps(
+            settings,
+            sessionmaker,
+            read_sessionmaker,
+            bus,
+            recorder,
+            factory,
+            metrics,
+            streams=cluster.streams if cluster is not None else None,
+        )
+        manager = RunManager(deps)
         metrics.bind_live(lambda: manager.live_count, bus.live_watchers)
         services = Services(
-            settings, engine, sessionmaker, read_sessionmaker, models, tools, bus, recorder, manager, metrics
+            settings,
+            engine,
+            sessionmaker,
+            read_sessionmaker,
+            models,
+            tools,
+            bus,
+            recorder,
+            manager,
+            metrics,
+            cluster=cluster,
         )
         app.state.services = services
         purger: asyncio.Task[None] | None = None
         try:
-            if settings.seed_demo:
+            if settings.seed_demo and not worker:
                 async with sessionmaker() as session:
                     await seed_demo_team(session)
-            await recover_runs(sessionmaker, manager)
+            if cluster is not None:
+                # several processes share the database: lapsed leases, not a restart, tell a lost run
+                await cluster.start(manager)
+            else:
+                await recover_runs(sessionmaker, manager)
             purger = asyncio.create_task(_purge_deltas(services), name="delta-purger")
             log.info(
                 "started",
@@ -139,7 +172,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await announce_auth_mode(settings, read_sessionmaker, services.auth)
             yield
         finally:
+            if cluster is not None:
+                cluster.stop_claiming()
             await manager.shutdown(settings.shutdown_grace_s)
+            if cluster is not None:
+                await cluster.stop()
             if purger is not None:
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -161,8 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ApiAuth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
-    for router in (
-        health_router,
+    api_routers = (
         models_router,
         agents_router,
         teams_router,
@@ -170,18 +206,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs_router,
         analytics_router,
         ws_router,
-    ):
+    )
+    for router in (health_router, *(() if worker else api_routers)):
         app.include_router(router)
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if not worker:
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
-    async def chat_page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    if not worker:
+
+        @app.get("/", include_in_schema=False)
+        async def chat_page() -> FileResponse:
+            return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app

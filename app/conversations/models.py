@@ -22,6 +22,8 @@ class Conversation(Base):
     state: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     state_signature: Mapped[str | None] = mapped_column(String(200), default=None)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
+    # distributed mode: the run that holds the conversation's turn (claimed, not yet finished)
+    active_run_id: Mapped[str | None] = mapped_column(String(40), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

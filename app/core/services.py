@@ -13,8 +13,10 @@ from app.core.settings import Settings
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolRegistry
 from app.runtime.bus import EventBus
+from app.runtime.cluster import Cluster
 from app.runtime.manager import RunManager
 from app.runtime.recorder import EventRecorder
+from app.runtime.redis_bus import RedisStreams
 
 
 @dataclass(slots=True)
@@ -32,3 +34,9 @@ class Services:
     # per-process security state; built here so the lifespan need not wire it
     auth: Authenticator = field(default_factory=Authenticator)
     limits: RunLimits = field(default_factory=RunLimits)
+    # distributed mode (SWARM_REDIS_URL): Redis streams, signals, the run queue
+    cluster: Cluster | None = None
+
+    @property
+    def streams(self) -> RedisStreams | None:
+        return self.cluster.streams if self.cluster is not None else None

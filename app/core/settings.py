@@ -110,6 +110,35 @@ class Settings(BaseSettings):
     ws_max_frame_bytes: int = Field(default=65_536, ge=1024, description="Largest WebSocket frame accepted.")
     ws_max_subscriptions: int = Field(default=100, ge=1, description="Runs one WebSocket may follow at once.")
 
+    # -- scale-out -------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description=(
+            "Redis URL (`redis://host:6379/0`). Set: the distributed mode, where the event bus and the "
+            "cancel/input signals go through Redis and runs are claimed from the database by executors "
+            "under a lease, so any number of API replicas and workers share the work."
+        ),
+    )
+    redis_prefix: str = Field(default="swarm", min_length=1, description="Prefix of every Redis key and channel.")
+    execute_runs: bool = Field(
+        default=True,
+        description="Whether `swarmdirector serve` executes runs itself; false leaves them to workers (needs Redis).",
+    )
+    worker_concurrency: int = Field(default=100, ge=1, description="Runs one process executes at once.")
+    lease_s: float = Field(
+        default=15.0,
+        ge=0.5,
+        description="A run's lease: renewed every third of it; a run whose lease lapses has lost its worker.",
+    )
+    sweep_interval_s: float = Field(
+        default=2.0, gt=0, description="How often lapsed leases are looked for (and queued runs polled)."
+    )
+    stream_retention_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a finished run's Redis stream (every event, deltas included) is kept.",
+    )
+
     # -- security --------------------------------------------------------------------------------
     auth_required: bool = Field(
         default=False,
@@ -137,6 +166,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
+        if not self.execute_runs and self.redis_url is None:
+            raise ValueError("SWARM_EXECUTE_RUNS=false needs SWARM_REDIS_URL: without workers no run would ever start")
         if self.run_timeout_s > self.max_run_timeout_s:
             raise ValueError("SWARM_RUN_TIMEOUT_S must not exceed SWARM_MAX_RUN_TIMEOUT_S")
         if self.environment == "production":
@@ -158,6 +189,11 @@ class Settings(BaseSettings):
         if self.openai_api_key is not None:
             return "openai/gpt-4o-mini"
         return "fake/default"
+
+    @property
+    def distributed(self) -> bool:
+        """Redis is configured: runs are queued in the database and claimed under leases."""
+        return self.redis_url is not None
 
     @property
     def is_sqlite(self) -> bool:

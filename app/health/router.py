@@ -2,7 +2,8 @@
 
 ``/readyz`` is false while the database does not answer (within
 ``SWARM_READYZ_TIMEOUT_S``) or while the event recorder cannot write, so a
-load balancer stops sending runs to a server that could not store them.
+load balancer stops sending runs to a server that could not store them; in
+the distributed mode, also while Redis (the event bus) does not answer.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ async def readyz(services: ServicesDep) -> Health | JSONResponse:
         checks["database"] = services.recorder.healthy
     except Exception:
         checks["database"] = False
+    if services.cluster is not None:
+        try:
+            async with asyncio.timeout(services.settings.readyz_timeout_s):
+                checks["bus"] = await services.cluster.ping()
+        except TimeoutError:
+            checks["bus"] = False
     ok = all(checks.values())
     body = Health(status="ok" if ok else "unavailable", checks=checks)
     if not ok:

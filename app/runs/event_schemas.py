@@ -76,6 +76,12 @@ class RunQueuedData(_Payload):
     task: str
 
 
+class RunRequeuedData(_Payload):
+    reason: Literal["worker_lost"] = Field(description="Why the run goes back to the queue.")
+    attempt: int = Field(description="The attempt that was lost (1 for the first).")
+    max_attempts: int = Field(description="How many attempts the run may have (`retries` + 1).")
+
+
 class RunStartedData(_Payload):
     team: str = Field(description="The team's name.")
     agents: list[str] = Field(description="The team's agents, by name.")
@@ -182,7 +188,9 @@ class RunFailedData(_Payload):
 
 class RunCancelledData(_Payload):
     status: Literal["cancelled"]
-    reason: str = Field(description="`cancelled`, `interrupted` (by a newer run) or `shutdown`.")
+    reason: str = Field(
+        description="`cancelled`, `interrupted` (by a newer run), `shutdown`, or `worker_lost` (lease taken over)."
+    )
     usage: Usage
     duration_ms: int
 
@@ -196,6 +204,14 @@ class _Envelope(BaseModel):
 class RunQueuedEvent(_Envelope):
     type: Literal["run.queued"]
     data: RunQueuedData
+
+
+class RunRequeuedEvent(_Envelope):
+    """Distributed mode: the run's worker was lost and the run asked for retries; another worker starts it
+    again (its committed messages stay, and it continues from them). A new `run.started` follows."""
+
+    type: Literal["run.requeued"]
+    data: RunRequeuedData
 
 
 class RunStartedEvent(_Envelope):
@@ -277,6 +293,7 @@ class RunCancelledEvent(_Envelope):
 
 EVENT_MODELS: tuple[type[_Envelope], ...] = (
     RunQueuedEvent,
+    RunRequeuedEvent,
     RunStartedEvent,
     MessageDeltaEvent,
     MessageCompletedEvent,
@@ -298,6 +315,7 @@ EVENT_TYPES: list[str] = [get_args(m.model_fields["type"].annotation)[0] for m i
 
 AnyRunEvent = Annotated[
     RunQueuedEvent
+    | RunRequeuedEvent
     | RunStartedEvent
     | MessageDeltaEvent
     | MessageCompletedEvent

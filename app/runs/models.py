@@ -17,6 +17,7 @@ class Run(Base):
         Index("ix_runs_principal_id_id", "principal_id", "id"),
         Index("ix_runs_conversation_status", "conversation_id", "status"),
         Index("ix_runs_principal_created", "principal_id", "created_at"),
+        Index("ix_runs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -40,6 +41,13 @@ class Run(Base):
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # distributed mode: who executes the run, until when (renewed by heartbeats), how often it was tried
+    worker_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # a cancel asked for on any replica, for the executor to act on even if the signal was missed
+    cancel_requested: Mapped[str | None] = mapped_column(String(40), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -57,6 +57,13 @@ class RunRepository(Repository[Run]):
     async def set_fields(self, run_id: str, **values: Any) -> None:
         await self.session.execute(update(Run).where(Run.id == run_id).values(**values))
 
+    async def settle(self, run_id: str, **values: Any) -> bool:
+        """Write a run's end, unless it has one already (terminal states never change)."""
+        result = await self.session.execute(
+            update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE_STATUSES)).values(**values)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
 
 class RunEventRepository:
     def __init__(self, session: AsyncSession) -> None:

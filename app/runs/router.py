@@ -28,7 +28,7 @@ from app.runs.schemas import (
     Usage,
 )
 from app.runs.service import RunService
-from app.runs.sse import event_stream, parse_last_event_id
+from app.runs.sse import event_stream, parse_last_event_id, wait_terminal
 from app.runtime.envelope import format_at
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -66,6 +66,7 @@ def to_read(run: Run) -> RunRead:
         message_count=run.message_count,
         last_seq=run.last_seq,
         result=RunResult.model_validate(run.result) if run.result else None,
+        attempts=run.attempts or 0,
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
@@ -118,9 +119,8 @@ async def create_run_wait(
 ) -> RunRead:
     run = await RunService(session, principal, services).create(body)
     await session.close()
-    # the run is live in this process until its terminal event; a dropped client does not cancel it
-    await services.bus.wait_terminal(run.id)
-    await services.runs.wait(run.id)
+    # a dropped client does not cancel the run
+    await wait_terminal(services, run.id)
     return to_read(await _fresh(services, principal, run.id))
 
 

@@ -48,6 +48,16 @@ class RunCreate(StrictModel):
         ),
     )
 
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "Distributed mode: how many times the run is started again on another worker when its worker "
+            "is lost (its committed messages stay). 0: the run ends `failed` with `worker_lost`."
+        ),
+    )
+
     @field_validator("task")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -87,6 +97,7 @@ class RunRead(BaseModel):
     message_count: int = Field(description="Messages this run added to its conversation, the task included.")
     last_seq: int = Field(description="The seq of the run's last event once it has finished; 0 before.")
     result: RunResult | None = None
+    attempts: int = Field(default=0, description="How many times a worker started the run (0 while queued).")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.repository import AgentRepository
@@ -15,7 +17,7 @@ from app.core.services import Services
 from app.runs.models import Run, RunEvent
 from app.runs.repository import TERMINAL_STATUSES, RunRepository
 from app.runs.schemas import InputCreate, RunCreate
-from app.runtime.inputs import NotAwaitingInput
+from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
 from app.teams.service import SpecValidator, TeamResolver
@@ -62,6 +64,7 @@ class RunService:
             )
         team_id, spec = await self._resolve_team(body)
         manager = self.services.runs
+        cluster = self.services.cluster
         async with manager.admission:
             await self.services.limits.check_start(self.session, self.principal.id, settings)
             conversations = ConversationRepository(self.session)
@@ -76,7 +79,7 @@ class RunService:
                     )
                 if body.if_busy == "interrupt":
                     for other in active:
-                        manager.cancel(other.id, "interrupted")
+                        await self._cancel_anywhere(other.id, "interrupted")
             else:
                 conversation = Conversation(
                     id=new_id("conv"),
@@ -98,6 +101,7 @@ class RunService:
                 timeout_s=timeout,
                 input_timeout_s=body.input_timeout_s or settings.input_timeout_s,
                 meta=dict(body.metadata),
+                max_attempts=body.retries + 1,
                 created_at=utcnow(),
             )
             await self.runs.add(run)
@@ -111,9 +115,22 @@ class RunService:
                 )
             )
             await self.session.commit()
-            manager.submit(run, flushed_seq=1)
+            if cluster is None:
+                manager.submit(run, flushed_seq=1)
             self.services.limits.record_start(self.principal.id)
+        if cluster is not None:
+            # queued in the database: an executor (maybe this process) claims it
+            cluster.poke()
+            await cluster.signals.wake()
         return run
+
+    async def _cancel_anywhere(self, run_id: str, reason: str) -> bool:
+        """Ask a run to stop wherever it executes; True when it is live in this process."""
+        if self.services.runs.cancel(run_id, reason):
+            return True
+        if self.services.cluster is not None:
+            await self.services.cluster.cancel(run_id, reason)
+        return False
 
     async def provide_input(self, run_id: str, body: InputCreate) -> Run:
         run = await self.runs.get(self.principal.id, run_id)
@@ -126,7 +143,16 @@ class RunService:
         # end the transaction first: the run writes `input.received` as soon as it has the answer
         await self.session.rollback()
         if not self.services.runs.provide_input(run_id, body.request_id, body.content):
-            raise NotAwaitingInput(f"Run '{run_id}' is {status}, not waiting for input.")
+            cluster = self.services.cluster
+            if cluster is None or status in TERMINAL_STATUSES or status == "queued":
+                raise NotAwaitingInput(f"Run '{run_id}' is {status}, not waiting for input.")
+            # executed by another process: it checks the request id and answers
+            verdict = await cluster.provide_input(run_id, body.request_id, body.content)
+            if verdict is None:
+                raise NotAwaitingInput(f"Run '{run_id}' is {status}, and no executor is waiting on its input.")
+            if not verdict.get("ok"):
+                error = UnknownInputRequest if verdict.get("code") == UnknownInputRequest.code else NotAwaitingInput
+                raise error(str(verdict.get("detail") or "The run is not waiting for that input."))
         return await self.runs.get(self.principal.id, run_id)
 
     async def cancel(self, run_id: str, *, settle_within: float = 2.0) -> Run:
@@ -138,7 +164,21 @@ class RunService:
         # end the transaction first: the run needs the database to settle
         await self.session.rollback()
         manager = self.services.runs
-        if manager.cancel(run_id) and settle_within > 0:
-            await manager.wait(run_id, within=settle_within)
+        if await self._cancel_anywhere(run_id, "cancelled"):
+            if settle_within > 0:
+                await manager.wait(run_id, within=settle_within)
+        elif self.services.cluster is not None and settle_within > 0:
+            await self._settled_within(run_id, settle_within)
         self.session.expire_all()
         return await self.runs.get(self.principal.id, run_id)
+
+    async def _settled_within(self, run_id: str, within: float) -> None:
+        """Wait (a bounded while) for a run that another process executes to reach a terminal state."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            async with self.services.read_sessionmaker() as session:
+                run = await session.get(Run, run_id)
+            if run is None or run.status in TERMINAL_STATUSES:
+                return
+            await asyncio.sleep(0.05)

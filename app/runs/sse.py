@@ -21,7 +21,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[ServerSentEvent | bytes]:
-    async for item in follow_batches(services.read_sessionmaker, services.bus, run_id, after):
+    async for item in follow_batches(services.read_sessionmaker, services.bus, run_id, after, remote=services.streams):
         if isinstance(item, list):
             # whatever queued up for this watcher goes out as one write; each frame is encoded once
             # per event, however many watchers it has
@@ -60,3 +60,15 @@ def parse_last_event_id(value: str | None) -> int | None:
     except ValueError:
         return None
     return seq if seq >= 0 else None
+
+
+async def wait_terminal(services: Services, run_id: str) -> None:
+    """Until the run's terminal event is out (and, for a run of this process, its task has ended)."""
+    if services.runs.is_live(run_id) or services.cluster is None:
+        await services.bus.wait_terminal(run_id)
+        await services.runs.wait(run_id)
+        return
+    # executed elsewhere (or not yet claimed): follow its stream to the end
+    async for item in follow_batches(services.read_sessionmaker, services.bus, run_id, 1, remote=services.streams):
+        if isinstance(item, StreamClosing) or (isinstance(item, list) and item[-1].terminal):
+            return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from app.runtime.envelope import Envelope
 
@@ -70,10 +71,14 @@ class EventBus:
         self._channels: dict[str, RunChannel] = {}
         self._watcher_buffer = watcher_buffer
         self.draining = False
+        self.drained = asyncio.Event()  # set with ``draining``, for watchers that follow from elsewhere
+        # distributed mode: every published event also goes to the run's Redis stream
+        self.mirror: Callable[[Envelope], None] | None = None
 
     def drain(self) -> None:
         """The server is stopping: end every live subscription (watchers are told and resume elsewhere)."""
         self.draining = True
+        self.drained.set()
         for channel in self._channels.values():
             for sub in tuple(channel.subscribers):
                 sub.close()
@@ -88,6 +93,8 @@ class EventBus:
         return run_id in self._channels
 
     def publish(self, env: Envelope) -> None:
+        if self.mirror is not None:
+            self.mirror(env)
         channel = self._channels.get(env.run_id)
         if channel is None:
             return
@@ -109,6 +116,16 @@ class EventBus:
         while pending and pending[0].seq <= seq:
             pending.popleft()
         self._maybe_close(channel)
+
+    def detach(self, run_id: str) -> None:
+        """The run is no longer this process's: its watchers re-attach (from storage) and the channel goes."""
+        channel = self._channels.pop(run_id, None)
+        if channel is None:
+            return
+        for sub in tuple(channel.subscribers):
+            sub.lagged = True
+            sub.close()
+        channel.done.set()
 
     def _maybe_close(self, channel: RunChannel) -> None:
         # once the terminal event is stored, the database alone can serve every replay

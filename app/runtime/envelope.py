@@ -18,6 +18,10 @@ def format_at(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
+def parse_at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 class Envelope:
     __slots__ = ("_json", "_sse", "at", "data", "run_id", "seq", "type")
 
@@ -29,6 +33,14 @@ class Envelope:
         self.data = data
         self._json: str | None = None
         self._sse: bytes | None = None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Envelope:
+        """An envelope read back from its JSON (Redis), keeping that JSON so it is never encoded again."""
+        d = orjson.loads(raw)
+        env = cls(d["run_id"], d["seq"], d["type"], parse_at(d["at"]), d["data"])
+        env._json = raw if isinstance(raw, str) else raw.decode()
+        return env
 
     @property
     def terminal(self) -> bool:

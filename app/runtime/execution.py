@@ -58,7 +58,8 @@ from app.runtime.chain import ChainRunner
 from app.runtime.envelope import DELTA, Envelope
 from app.runtime.inputs import NotAwaitingInput, PendingInput
 from app.runtime.outbox import TeamOutbox
-from app.runtime.recorder import Apply, EventRecorder, StorageError
+from app.runtime.recorder import Apply, EventRecorder, StorageError, Superseded
+from app.runtime.redis_bus import RedisStreams
 from app.teams.schemas import ResolvedTeamSpec
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,8 @@ class RuntimeDeps:
     recorder: EventRecorder
     factory: TeamFactory
     metrics: Metrics
+    # distributed mode: the run streams in Redis (a retried run continues after their last seq)
+    streams: RedisStreams | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +122,7 @@ class RunExecution:
         self.conversation_id = run.conversation_id
         self.principal_id = run.principal_id
         self.task_text = run.task
+        self.attempt = max(run.attempts or 0, 1)
         self.timeout_s = run.timeout_s
         self.input_timeout_s = run.input_timeout_s
         self.spec = ResolvedTeamSpec.model_validate(run.team_spec)
@@ -138,6 +142,7 @@ class RunExecution:
         self.message_count = 0
         self.base_position = 0
         self.result: dict[str, Any] | None = None
+        self.settling = False
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -173,6 +178,11 @@ class RunExecution:
         env = self._envelope(type_, data)
         try:
             await self.deps.recorder.commit(env, apply_for(env) if apply_for else None)
+        except Superseded:
+            # another process settled the run (our lease lapsed): its events stand; our watchers
+            # re-attach and read them from storage
+            self.deps.bus.detach(self.run_id)
+            raise
         except StorageError:
             if env.terminal:
                 self.deps.bus.publish(env)
@@ -222,6 +232,9 @@ class RunExecution:
     async def execute(self, turn: asyncio.Lock) -> None:
         async with self.deps.read_sessionmaker() as session:
             self.seq = await RunEventRepository(session).max_seq(self.run_id)
+        if self.deps.streams is not None:
+            # an earlier attempt's deltas may be in Redis only: continue after them, never under them
+            self.seq = max(self.seq, await self.deps.streams.top_seq(self.run_id))
         has_turn = False
         try:
             has_turn = await self._wait_turn(turn)
@@ -289,7 +302,7 @@ class RunExecution:
         await self._emit(
             "run.started",
             {"team": self.spec.name, "agents": sorted(self.agent_names)},
-            self._set_status("running", started_at=utcnow()),
+            self._set_status("running", started_at=utcnow(), attempts=self.attempt),
         )
         log.info("run_started", run_id=self.run_id, team=self.spec.name)
         if self.spec.kind == "chain":
@@ -513,6 +526,7 @@ class RunExecution:
         return apply_for
 
     async def _finish(self, outcome: Outcome) -> None:
+        self.settling = True
         finished = utcnow()
         duration_ms = int((time.monotonic() - self.started_at) * 1000) if self.started_at else 0
         usage = {
@@ -534,7 +548,7 @@ class RunExecution:
         signature = team_signature(self.spec)
 
         async def settle(session: AsyncSession, env: Envelope) -> None:
-            await RunRepository(session).set_fields(
+            settled = await RunRepository(session).settle(
                 self.run_id,
                 status=outcome.status,
                 finished_at=finished,
@@ -546,9 +560,15 @@ class RunExecution:
                 message_count=self.message_count,
                 last_seq=env.seq,
                 result=self.result,
+                lease_expires_at=None,
             )
+            if not settled:
+                # another process settled it first (our lease lapsed): its end stands, ours is dropped
+                raise Superseded(f"run {self.run_id} was settled elsewhere")
             conversation = await session.get(Conversation, self.conversation_id)
             if conversation is not None:
+                if conversation.active_run_id == self.run_id:
+                    conversation.active_run_id = None
                 # a team that did not finish cleanly is not trusted to continue from: the next run
                 # rebuilds its context from the stored messages instead
                 conversation.state = outcome.state

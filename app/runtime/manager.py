@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 
@@ -28,6 +29,8 @@ class RunManager:
         # makes "is this conversation busy?" and "start a run in it" one step
         self.admission = asyncio.Lock()
         self._closing = False
+        # told when a run's task is over (distributed mode: its conversation's turn is free)
+        self.on_finished: Callable[[str], None] | None = None
 
     @property
     def live_count(self) -> int:
@@ -35,6 +38,14 @@ class RunManager:
 
     def is_live(self, run_id: str) -> bool:
         return run_id in self._tasks
+
+    def live_ids(self) -> list[str]:
+        return list(self._tasks)
+
+    def is_finishing(self, run_id: str) -> bool:
+        """The run is writing (or has written) its terminal event."""
+        execution = self._executions.get(run_id)
+        return execution is not None and execution.settling
 
     def live_in_conversation(self, conversation_id: str) -> list[str]:
         return [rid for rid, ex in self._executions.items() if ex.conversation_id == conversation_id]
@@ -44,6 +55,8 @@ class RunManager:
             raise RuntimeError("the run manager is shutting down")
         self.deps.bus.open(run.id, flushed_seq)
         execution = RunExecution(self.deps, run)
+        if run.cancel_requested is not None:
+            execution.request_cancel(run.cancel_requested)  # asked for while it waited in the queue
         turn = self._turns.setdefault(run.conversation_id, asyncio.Lock())
         task = asyncio.create_task(execution.execute(turn), name=f"run:{run.id}")
         self._executions[run.id] = execution
@@ -57,6 +70,8 @@ class RunManager:
             self._turns.pop(conversation_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("run_task_error", run_id=run_id, exc_info=task.exception())
+        if self.on_finished is not None:
+            self.on_finished(run_id)
 
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
         """Ask a live run to stop; False when it is not live in this process."""

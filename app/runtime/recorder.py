@@ -46,6 +46,10 @@ class StorageError(RuntimeError):
     """The database refused or could not take a write."""
 
 
+class Superseded(StorageError):
+    """A run's end was already written by another process (its lease lapsed); no retry can change that."""
+
+
 @dataclass(slots=True)
 class _Item:
     env: Envelope | None
@@ -55,7 +59,7 @@ class _Item:
 
 def _permanent(exc: BaseException) -> bool:
     """A write that no retry can fix (the data is at fault, not the database's reachability)."""
-    return isinstance(exc, IntegrityError | DataError)
+    return isinstance(exc, IntegrityError | DataError | Superseded)
 
 
 class EventRecorder:
@@ -186,7 +190,11 @@ class EventRecorder:
         if env is not None and env.terminal and not _permanent(exc):
             self._deferred.append(_Item(env, item.apply))
         if item.done is not None and not item.done.done():
-            item.done.set_exception(StorageError("the database could not store the event"))
+            if isinstance(exc, Superseded | IntegrityError):
+                # the run's row or this seq was taken by another process: the run is not ours any more
+                item.done.set_exception(Superseded("the run was settled by another process"))
+            else:
+                item.done.set_exception(StorageError("the database could not store the event"))
 
     async def _recovered(self) -> None:
         if self._degraded:

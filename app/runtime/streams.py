@@ -14,12 +14,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.runs.models import Run
 from app.runs.repository import TERMINAL_STATUSES, RunEventRepository
 from app.runtime.bus import EventBus
 from app.runtime.envelope import Envelope
+from app.runtime.redis_bus import RedisStreams
 
 PAGE = 500
 
@@ -80,9 +82,13 @@ async def follow_batches(
     run_id: str,
     after: int,
     *,
+    remote: RedisStreams | None = None,
     poll_s: float = 0.5,
 ) -> AsyncIterator[list[Envelope] | StreamLagged | StreamClosing]:
-    """Every event after ``after``, in order, in the batches they come in (a watcher writes a batch at once)."""
+    """Every event after ``after``, in order, in the batches they come in (a watcher writes a batch at once).
+
+    ``remote``: the Redis run streams (distributed mode), for runs that are not live in this process.
+    """
     cursor = _Cursor(after)
     while True:
         sub, unstored = bus.subscribe(run_id)
@@ -96,6 +102,11 @@ async def follow_batches(
             if out := cursor.take(unstored):
                 yield out
             if cursor.done:
+                return
+            if sub is None and remote is not None:
+                # distributed mode: the run executes elsewhere (or not yet): follow its Redis stream
+                async for item in _follow_remote(sessionmaker, bus, remote, run_id, cursor, poll_s):
+                    yield item
                 return
             if sub is None:
                 # not live in this process: finished (all of it is stored) or run elsewhere
@@ -127,16 +138,79 @@ async def follow_batches(
                 sub.close()
 
 
+async def _follow_remote(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bus: EventBus,
+    remote: RedisStreams,
+    run_id: str,
+    cursor: _Cursor,
+    poll_s: float,
+) -> AsyncIterator[list[Envelope] | StreamClosing]:
+    """After the stored events: the run's Redis stream, from the cursor on, until its terminal event.
+
+    The database holds a prefix of the run's events (the recorder writes in order) and the stream holds
+    all of them while the run is live, so stored-then-stream misses nothing; seqs drop the overlap. A
+    stream that starts past the cursor (expired, or the run was started before this stream began) is
+    bridged from the database. A watcher pulls at its own pace, so it never lags here.
+    """
+    block_s = max(poll_s, 1.0)
+    while True:
+        if bus.draining:
+            yield StreamClosing(cursor.last)
+            return
+        read = asyncio.ensure_future(remote.read(run_id, cursor.last, block_s=block_s))
+        drained = asyncio.ensure_future(bus.drained.wait())
+        try:
+            await asyncio.wait({read, drained}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+            if not read.done():
+                read.cancel()
+        if not read.done() or read.cancelled():
+            yield StreamClosing(cursor.last)
+            return
+        try:
+            events = read.result()
+        except (RedisError, OSError):
+            # Redis is away: the run goes on (its end reaches the database); look again shortly
+            events = []
+            await asyncio.sleep(poll_s)
+        if events and events[0].seq > cursor.last + 1:
+            async for page in stored_pages(sessionmaker, run_id, cursor.last, below=events[0].seq):
+                if out := cursor.take(page):
+                    yield out
+                if cursor.done:
+                    return
+        if out := cursor.take(events):
+            yield out
+        if cursor.done:
+            return
+        if not events:
+            # quiet for a while: the run may have ended with its stream gone (or written elsewhere)
+            async with sessionmaker() as session:
+                run = await session.get(Run, run_id)
+            if run is None or run.status in TERMINAL_STATUSES:
+                async for page in stored_pages(sessionmaker, run_id, cursor.last):
+                    if out := cursor.take(page):
+                        yield out
+                    if cursor.done:
+                        return
+                if run is None or cursor.done:
+                    return
+                # terminal in the database, its event not there yet (a write in flight): look again
+
+
 async def follow(
     sessionmaker: async_sessionmaker[AsyncSession],
     bus: EventBus,
     run_id: str,
     after: int,
     *,
+    remote: RedisStreams | None = None,
     poll_s: float = 0.5,
 ) -> AsyncIterator[Envelope | StreamLagged | StreamClosing]:
     """``follow_batches``, one event at a time."""
-    async for item in follow_batches(sessionmaker, bus, run_id, after, poll_s=poll_s):
+    async for item in follow_batches(sessionmaker, bus, run_id, after, remote=remote, poll_s=poll_s):
         if isinstance(item, list):
             for env in item:
                 yield env

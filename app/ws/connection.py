@@ -223,7 +223,9 @@ class WsConnection:
 
     async def _follower(self, run_id: str, after: int) -> None:
         last = after
-        async for item in follow(self.services.read_sessionmaker, self.services.bus, run_id, after):
+        async for item in follow(
+            self.services.read_sessionmaker, self.services.bus, run_id, after, remote=self.services.streams
+        ):
             if isinstance(item, Envelope):
                 last = item.seq
                 await self.outbox.put(item.json())
