@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import LOCAL_PRINCIPAL
+from app.core.errors import Conflict
 from app.core.ids import new_id
 from app.teams.models import Team
 from app.teams.repository import TeamRepository
@@ -40,13 +41,18 @@ async def seed_demo_team(session: AsyncSession, principal_id: str = LOCAL_PRINCI
     repo = TeamRepository(session)
     if await repo.by_name(principal_id, DEMO_TEAM.name) is not None:
         return False
-    await repo.add(
-        Team(
-            id=new_id("team"),
-            principal_id=principal_id,
-            name=DEMO_TEAM.name,
-            spec=DEMO_TEAM.model_dump(mode="json"),
+    try:
+        await repo.add(
+            Team(
+                id=new_id("team"),
+                principal_id=principal_id,
+                name=DEMO_TEAM.name,
+                spec=DEMO_TEAM.model_dump(mode="json"),
+            )
         )
-    )
+    except Conflict:
+        # another replica starting at the same moment created it first
+        await session.rollback()
+        return False
     await session.commit()
     return True
