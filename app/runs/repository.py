@@ -3,9 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from app.conversations.models import Conversation, Message
 from app.core.repository import Page, Repository
 from app.runs.models import Run, RunEvent
 
@@ -86,3 +88,83 @@ class RunEventRepository:
             delete(RunEvent).where(RunEvent.type == "message.delta", RunEvent.run_id.in_(old_runs))
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+class RunQueueRepository:
+    """The queries of the run queue (distributed mode); ``FOR UPDATE SKIP LOCKED`` where PostgreSQL has it
+    (SQLite ignores the clause, and its write lock, taken up front, serialises the writers anyway)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claimable(self, limit: int) -> list[tuple[Run, Conversation]]:
+        """Queued runs no one holds, each the oldest of a conversation whose turn is free; locked."""
+        earlier = aliased(Run)
+        has_earlier = exists().where(
+            earlier.conversation_id == Run.conversation_id,
+            earlier.status == "queued",
+            or_(earlier.created_at < Run.created_at, and_(earlier.created_at == Run.created_at, earlier.id < Run.id)),
+        )
+        stmt = (
+            select(Run, Conversation)
+            .join(Conversation, Conversation.id == Run.conversation_id)
+            .where(
+                Run.status == "queued",
+                Run.worker_id.is_(None),
+                Conversation.active_run_id.is_(None),
+                ~has_earlier,
+            )
+            .order_by(Run.created_at, Run.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=[Run.__table__, Conversation.__table__])
+        )
+        return [(run, conversation) for run, conversation in (await self.session.execute(stmt)).all()]
+
+    async def renew(self, run_ids: list[str], worker_id: str, until: datetime) -> dict[str, str | None]:
+        """Extend the leases ``worker_id`` still holds; run id -> the cancel asked for it, if any."""
+        result = await self.session.execute(
+            update(Run)
+            .where(Run.id.in_(run_ids), Run.worker_id == worker_id, Run.status.in_(ACTIVE_STATUSES))
+            .values(lease_expires_at=until)
+            .returning(Run.id, Run.cancel_requested)
+        )
+        return {row[0]: row[1] for row in result.all()}
+
+    async def request_cancel(self, run_id: str, reason: str) -> None:
+        await self.session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.in_(ACTIVE_STATUSES), Run.cancel_requested.is_(None))
+            .values(cancel_requested=reason)
+        )
+
+    async def unclaimed(self, run_id: str) -> Run | None:
+        """The run if it is queued and no one holds it, locked (waits for a claim in progress)."""
+        run: Run | None = await self.session.scalar(
+            select(Run).where(Run.id == run_id, Run.status == "queued", Run.worker_id.is_(None)).with_for_update()
+        )
+        return run
+
+    async def lapsed(self, now: datetime, limit: int) -> list[Run]:
+        """Held runs whose lease ran out before ``now``, locked (skipping those another sweeper has)."""
+        return list(
+            await self.session.scalars(
+                select(Run)
+                .where(Run.worker_id.is_not(None), Run.status.in_(ACTIVE_STATUSES), Run.lease_expires_at < now)
+                .order_by(Run.lease_expires_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+
+    async def usage(self, run_id: str) -> tuple[int, int, int]:
+        """Messages, prompt tokens and completion tokens a run has stored."""
+        row = (
+            await self.session.execute(
+                select(
+                    func.count(Message.id),
+                    func.coalesce(func.sum(Message.prompt_tokens), 0),
+                    func.coalesce(func.sum(Message.completion_tokens), 0),
+                ).where(Message.run_id == run_id)
+            )
+        ).one()
+        return int(row[0]), int(row[1]), int(row[2])

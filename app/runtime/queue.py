@@ -20,34 +20,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
 
-from app.conversations.models import Conversation, Message
+from app.conversations.models import Conversation
 from app.core.db import utcnow
 from app.runs.models import Run, RunEvent
-from app.runs.repository import ACTIVE_STATUSES, RunEventRepository
+from app.runs.repository import RunEventRepository, RunQueueRepository
 from app.runtime.envelope import Envelope
 from app.runtime.redis_bus import RedisStreams
 
 log = structlog.get_logger(__name__)
 
 SWEEP_BATCH = 50
-
-
-async def _usage(session: AsyncSession, run_id: str) -> tuple[int, int, int]:
-    """Messages, prompt tokens and completion tokens a run has stored."""
-    row = (
-        await session.execute(
-            select(
-                func.count(Message.id),
-                func.coalesce(func.sum(Message.prompt_tokens), 0),
-                func.coalesce(func.sum(Message.completion_tokens), 0),
-            ).where(Message.run_id == run_id)
-        )
-    ).one()
-    return int(row[0]), int(row[1]), int(row[2])
 
 
 class RunQueue:
@@ -65,27 +49,8 @@ class RunQueue:
 
     async def claim(self, limit: int) -> list[Run]:
         """Take up to ``limit`` queued runs, each the oldest of a conversation whose turn is free."""
-        earlier = aliased(Run)
-        has_earlier = exists().where(
-            earlier.conversation_id == Run.conversation_id,
-            earlier.status == "queued",
-            or_(earlier.created_at < Run.created_at, and_(earlier.created_at == Run.created_at, earlier.id < Run.id)),
-        )
-        stmt = (
-            select(Run, Conversation)
-            .join(Conversation, Conversation.id == Run.conversation_id)
-            .where(
-                Run.status == "queued",
-                Run.worker_id.is_(None),
-                Conversation.active_run_id.is_(None),
-                ~has_earlier,
-            )
-            .order_by(Run.created_at, Run.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=[Run.__table__, Conversation.__table__])
-        )
         async with self._sessionmaker() as session:
-            rows = (await session.execute(stmt)).all()
+            rows = await RunQueueRepository(session).claimable(limit)
             if not rows:
                 await session.rollback()
                 return []
@@ -110,24 +75,14 @@ class RunQueue:
         if not run_ids:
             return {}
         async with self._sessionmaker() as session:
-            result = await session.execute(
-                update(Run)
-                .where(Run.id.in_(run_ids), Run.worker_id == self.worker_id, Run.status.in_(ACTIVE_STATUSES))
-                .values(lease_expires_at=utcnow() + self.lease)
-                .returning(Run.id, Run.cancel_requested)
-            )
-            held = {row[0]: row[1] for row in result.all()}
+            held = await RunQueueRepository(session).renew(run_ids, self.worker_id, utcnow() + self.lease)
             await session.commit()
         return held
 
     async def request_cancel(self, run_id: str, reason: str) -> None:
         """Write the cancel on the run's row, where its executor finds it even if the signal is lost."""
         async with self._sessionmaker() as session:
-            await session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status.in_(ACTIVE_STATUSES), Run.cancel_requested.is_(None))
-                .values(cancel_requested=reason)
-            )
+            await RunQueueRepository(session).request_cancel(run_id, reason)
             await session.commit()
 
     async def _next_seq(self, session: AsyncSession, run_id: str) -> int:
@@ -138,15 +93,13 @@ class RunQueue:
     async def cancel_queued(self, run_id: str, reason: str) -> Envelope | None:
         """Cancel a run no executor has claimed: its terminal event, or None when it is claimed (or over)."""
         async with self._sessionmaker() as session:
-            run = await session.scalar(
-                select(Run).where(Run.id == run_id, Run.status == "queued", Run.worker_id.is_(None)).with_for_update()
-            )
+            run = await RunQueueRepository(session).unclaimed(run_id)
             if run is None:
                 await session.rollback()
                 return None
             seq = await self._next_seq(session, run_id)
             now = utcnow()
-            messages, prompt, completion = await _usage(session, run_id)
+            messages, prompt, completion = await RunQueueRepository(session).usage(run_id)
             data: dict[str, Any] = {
                 "status": "cancelled",
                 "reason": reason,
@@ -170,19 +123,7 @@ class RunQueue:
         now = utcnow()
         written: list[Envelope] = []
         async with self._sessionmaker() as session:
-            runs = list(
-                await session.scalars(
-                    select(Run)
-                    .where(
-                        Run.worker_id.is_not(None),
-                        Run.status.in_(ACTIVE_STATUSES),
-                        Run.lease_expires_at < now,
-                    )
-                    .order_by(Run.lease_expires_at)
-                    .limit(SWEEP_BATCH)
-                    .with_for_update(skip_locked=True)
-                )
-            )
+            runs = await RunQueueRepository(session).lapsed(now, SWEEP_BATCH)
             if not runs:
                 await session.rollback()
                 return []
@@ -211,7 +152,7 @@ class RunQueue:
                 conversation.state_signature = None
             log.warning("run_requeued", run_id=run.id, lost_worker=lost, attempt=run.attempts)
         else:
-            messages, prompt, completion = await _usage(session, run.id)
+            messages, prompt, completion = await RunQueueRepository(session).usage(run.id)
             duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
             data = {"usage": _usage_data(prompt, completion), "duration_ms": duration_ms}
             if run.cancel_requested is not None:

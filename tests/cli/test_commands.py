@@ -143,3 +143,19 @@ def test_run_shows_tool_calls_and_hand_offs(live_server: LiveServer, tmp_path: P
     assert "⮑ calculator → 42" in output
     assert "↪ triage hands off to expert" in output
     assert "expert ▸ Fake reply" in output
+
+
+def test_worker_refuses_to_start_without_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWARM_REDIS_URL", raising=False)
+    result = runner.invoke(cli, ["worker", "--port", "1"])
+    assert result.exit_code == 2
+    assert "SWARM_REDIS_URL" in result.output
+
+
+def test_serve_refuses_to_leave_runs_to_workers_without_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from app.core.settings import Settings
+
+    with pytest.raises(ValidationError, match="SWARM_REDIS_URL"):
+        Settings(_env_file=None, execute_runs=False)  # type: ignore[call-arg]
