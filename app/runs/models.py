@@ -58,6 +58,8 @@ class RunEvent(Base):
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # set on a row holding consecutive deltas of one message, ``seq`` to ``seq_end`` (see RunEventRepository)
+    seq_end: Mapped[int | None] = mapped_column(Integer, default=None)
     type: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     data: Mapped[dict[str, Any]]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, or_, select, update
@@ -10,6 +10,7 @@ from sqlalchemy.orm import aliased
 from app.conversations.models import Conversation, Message
 from app.core.repository import Page, Repository
 from app.runs.models import Run, RunEvent
+from app.runtime.envelope import Envelope
 
 ACTIVE_STATUSES = ("queued", "running", "awaiting_input")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
@@ -67,18 +68,60 @@ class RunRepository(Repository[Run]):
         return bool(getattr(result, "rowcount", 0))
 
 
+MAX_DELTA_SPAN = 256  # the most deltas one stored row holds
+_PARTS, _OFFSETS = "_parts", "_at_us"
+
+
+def pack_deltas(deltas: list[Envelope]) -> dict[str, Any]:
+    """The data of one row holding consecutive deltas of one message: the first delta's data with every
+    text, and each delta's time as microseconds after the first's."""
+    first = deltas[0].at
+    data = dict(deltas[0].data)
+    data[_PARTS] = [d.data["text"] for d in deltas]
+    data[_OFFSETS] = [int((d.at - first) / timedelta(microseconds=1)) for d in deltas]
+    return data
+
+
+def expand(row: RunEvent) -> list[Envelope]:
+    """A stored row as the events it holds (one, or a run of deltas)."""
+    if row.seq_end is None:
+        return [Envelope(row.run_id, row.seq, row.type, row.at, row.data)]
+    data = row.data
+    parts, offsets = data[_PARTS], data[_OFFSETS]
+    base = {k: v for k, v in data.items() if k not in (_PARTS, _OFFSETS)}
+    out: list[Envelope] = []
+    for i, (text, offset) in enumerate(zip(parts, offsets, strict=True)):
+        one = dict(base)
+        one["text"] = text  # keeps its place among the keys
+        out.append(Envelope(row.run_id, row.seq + i, row.type, row.at + timedelta(microseconds=offset), one))
+    return out
+
+
 class RunEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def after(self, run_id: str, after: int, *, limit: int, below: int | None = None) -> list[RunEvent]:
-        stmt = select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > after)
+    async def after(
+        self, run_id: str, after: int, *, limit: int, below: int | None = None
+    ) -> tuple[list[Envelope], bool]:
+        """Events with ``after < seq`` (``< below``), in order, from at most ``limit`` rows; and whether
+        those were the last rows."""
+        stmt = select(RunEvent).where(
+            RunEvent.run_id == run_id,
+            # a row of deltas that starts at or before `after` may still reach past it
+            RunEvent.seq > after - MAX_DELTA_SPAN + 1,
+            or_(RunEvent.seq > after, RunEvent.seq_end > after),
+        )
         if below is not None:
             stmt = stmt.where(RunEvent.seq < below)
-        return list(await self.session.scalars(stmt.order_by(RunEvent.seq).limit(limit)))
+        rows = list(await self.session.scalars(stmt.order_by(RunEvent.seq).limit(limit)))
+        events = [env for row in rows for env in expand(row) if env.seq > after and (below is None or env.seq < below)]
+        return events, len(rows) < limit
 
     async def max_seq(self, run_id: str) -> int:
-        value = await self.session.scalar(select(func.max(RunEvent.seq)).where(RunEvent.run_id == run_id))
+        value = await self.session.scalar(
+            select(func.max(func.coalesce(RunEvent.seq_end, RunEvent.seq))).where(RunEvent.run_id == run_id)
+        )
         return int(value or 0)
 
     async def purge_deltas(self, finished_before: datetime) -> int:

@@ -185,14 +185,14 @@ async def stream_run_events(
     start = resume if resume is not None else after
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/event-stream" not in accept:
-        rows = await RunEventRepository(session).after(run_id, start, limit=limit + 1)
-        page = rows[:limit]
+        events, last = await RunEventRepository(session).after(run_id, start, limit=limit + 1)
+        page = events[:limit]
         return EventPage(
             data=[
-                EventEnvelope(run_id=r.run_id, seq=r.seq, type=r.type, at=format_at(r.at), data=r.data) for r in page
+                EventEnvelope(run_id=e.run_id, seq=e.seq, type=e.type, at=format_at(e.at), data=e.data) for e in page
             ],
             last_seq=page[-1].seq if page else start,
-            has_more=len(rows) > limit,
+            has_more=len(events) > limit or not last,
         )
     await session.close()
     return event_stream(services, run_id, start)

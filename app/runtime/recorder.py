@@ -5,7 +5,13 @@ commit goes into the next transaction. This keeps SQLite to a single writer,
 turns thousands of deltas into a few statements, and never puts a database
 write on the per-token path. A durable event is awaited (``commit``) and only
 then published, so a watcher never sees a completed message that is not
-stored; deltas are queued without waiting (``record``).
+stored; deltas are buffered without waiting (``record``).
+
+A run's consecutive deltas of one message are stored as one row (``seq`` to
+``seq_end``, expanded again on replay) and written with the run's next
+durable event, or after ``DELTA_FLUSH_S``, whichever comes first. So the
+stored log of a run is always a prefix of its events: a durable event is
+never stored before the deltas that came ahead of it.
 
 When the database cannot be reached, a batch is retried for ``retry_for_s``
 (a restarting database or a failover costs a pause, not a run). Past that the
@@ -22,8 +28,10 @@ their message is stored whole or not at all).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy import insert, text
@@ -31,8 +39,9 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.runs.models import RunEvent
+from app.runs.repository import MAX_DELTA_SPAN, pack_deltas
 from app.runtime.bus import EventBus
-from app.runtime.envelope import Envelope
+from app.runtime.envelope import DELTA, Envelope
 
 Apply = Callable[[AsyncSession], Awaitable[None]]
 
@@ -40,6 +49,9 @@ log = structlog.get_logger(__name__)
 
 RECOVERY_POLL_S = 0.25  # while degraded: how often the database is tried again
 MAX_BACKOFF_S = 1.0
+DELTA_FLUSH_S = 0.2  # the longest a delta waits for its row
+FLUSH_AT = 4096  # buffered deltas that trigger a write at once
+MAX_BUFFERED = 200_000  # beyond this (the database far behind) deltas are dropped: replay detail only
 
 
 class StorageError(RuntimeError):
@@ -55,6 +67,34 @@ class _Item:
     env: Envelope | None
     apply: Apply | None = None
     done: asyncio.Future[None] | None = field(default=None)
+    deltas: list[Envelope] | None = None  # consecutive deltas of one message: one row
+    flush: bool = False  # a request to write out the buffered deltas
+
+
+def _rows(item: _Item) -> dict[str, Any] | None:
+    if item.deltas:
+        first, last = item.deltas[0], item.deltas[-1]
+        if len(item.deltas) == 1:
+            return {
+                "run_id": first.run_id,
+                "seq": first.seq,
+                "seq_end": None,
+                "type": DELTA,
+                "at": first.at,
+                "data": first.data,
+            }
+        return {
+            "run_id": first.run_id,
+            "seq": first.seq,
+            "seq_end": last.seq,
+            "type": DELTA,
+            "at": first.at,
+            "data": pack_deltas(item.deltas),
+        }
+    env = item.env
+    if env is None:
+        return None
+    return {"run_id": env.run_id, "seq": env.seq, "seq_end": None, "type": env.type, "at": env.at, "data": env.data}
 
 
 def _permanent(exc: BaseException) -> bool:
@@ -79,6 +119,9 @@ class EventRecorder:
         self._task: asyncio.Task[None] | None = None
         self._degraded = False
         self._deferred: list[_Item] = []  # terminal events to write once the database is back
+        self._buffers: dict[str, list[list[Envelope]]] = {}  # run -> groups of unwritten deltas
+        self._buffered = 0
+        self._flush_armed = False
         self.dropped_deltas = 0
 
     @property
@@ -98,13 +141,53 @@ class EventRecorder:
         self._task = None
 
     def record(self, env: Envelope) -> None:
-        """Queue an event whose write nobody waits for (deltas)."""
-        try:
-            self._queue.put_nowait(_Item(env))
-        except asyncio.QueueFull:
+        """Buffer a delta; it is written with its run's next durable event, or within ``DELTA_FLUSH_S``."""
+        if self._buffered >= MAX_BUFFERED:
             # the database is far behind; dropping a delta loses only replay detail, never a message
             self.dropped_deltas += 1
-            log.warning("recorder_queue_full", run_id=env.run_id, seq=env.seq)
+            return
+        groups = self._buffers.get(env.run_id)
+        if groups is None:
+            self._buffers[env.run_id] = [[env]]
+        else:
+            group = groups[-1]
+            last = group[-1]
+            if (
+                last.seq + 1 == env.seq
+                and len(group) < MAX_DELTA_SPAN
+                and last.data.get("message_id") == env.data.get("message_id")
+            ):
+                group.append(env)
+            else:
+                groups.append([env])
+        self._buffered += 1
+        if self._buffered >= FLUSH_AT:
+            self._request_flush()
+        elif not self._flush_armed:
+            self._flush_armed = True
+            asyncio.get_running_loop().call_later(DELTA_FLUSH_S, self._request_flush)
+
+    def _request_flush(self) -> None:
+        self._flush_armed = False
+        if self._buffered:
+            # a full queue is full of writes: the buffers go with the next durable events
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_Item(None, flush=True))
+
+    def _take(self, run_id: str | None) -> list[_Item]:
+        """The buffered deltas of one run (or of all, for None), as items, in seq order."""
+        if run_id is None:
+            runs = list(self._buffers)
+        elif run_id in self._buffers:
+            runs = [run_id]
+        else:
+            return []
+        items: list[_Item] = []
+        for rid in runs:
+            for group in self._buffers.pop(rid):
+                self._buffered -= len(group)
+                items.append(_Item(None, deltas=group))
+        return items
 
     def write(self, apply: Apply) -> None:
         """Queue a change that is not an event and that nobody waits for (model-call records)."""
@@ -133,10 +216,12 @@ class EventRecorder:
         stopping = False
         while not stopping:
             first = await self._next()
+            batch: list[_Item] = []
             if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch:
+                stopping = True
+            else:
+                self._add(batch, first)
+            while not stopping and len(batch) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -144,12 +229,24 @@ class EventRecorder:
                 if item is None:
                     stopping = True
                     break
-                batch.append(item)
-            await self._write(batch)
+                self._add(batch, item)
+            if stopping:
+                batch.extend(self._take(None))
+            if batch:
+                await self._write(batch)
         if self._deferred:
             await self._recover()  # a last chance before the process goes; else the next start settles them
             for item in self._deferred:
                 log.error("run_end_not_stored", run_id=item.env and item.env.run_id)
+
+    def _add(self, batch: list[_Item], item: _Item) -> None:
+        if item.flush:
+            batch.extend(self._take(None))
+            return
+        if item.env is not None:
+            # the deltas that came before a durable event are stored with it, never after it
+            batch.extend(self._take(item.env.run_id))
+        batch.append(item)
 
     async def _write(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
@@ -182,10 +279,10 @@ class EventRecorder:
                 await self._recovered()
 
     def _fail(self, item: _Item, exc: BaseException) -> None:
-        env = item.env
-        if env is not None and not env.durable:
-            self.dropped_deltas += 1
+        if item.deltas is not None:
+            self.dropped_deltas += len(item.deltas)
             return
+        env = item.env
         log.error("event_write_failed", run_id=env and env.run_id, seq=env and env.seq, error=type(exc).__name__)
         if env is not None and env.terminal and not _permanent(exc):
             self._deferred.append(_Item(env, item.apply))
@@ -228,11 +325,7 @@ class EventRecorder:
             log.info("storage_recovered", dropped_deltas=self.dropped_deltas)
 
     async def _write_all(self, batch: list[_Item]) -> None:
-        rows = [
-            {"run_id": i.env.run_id, "seq": i.env.seq, "type": i.env.type, "at": i.env.at, "data": i.env.data}
-            for i in batch
-            if i.env is not None
-        ]
+        rows = [row for item in batch if (row := _rows(item)) is not None]
         async with self._sessionmaker() as session:
             if rows:
                 await session.execute(insert(RunEvent), rows)
@@ -242,8 +335,9 @@ class EventRecorder:
             await session.commit()
         flushed: dict[str, int] = {}
         for item in batch:
-            if item.env is not None:
-                flushed[item.env.run_id] = max(flushed.get(item.env.run_id, 0), item.env.seq)
+            last = item.deltas[-1] if item.deltas else item.env
+            if last is not None:
+                flushed[last.run_id] = max(flushed.get(last.run_id, 0), last.seq)
             if item.done is not None and not item.done.done():
                 item.done.set_result(None)
         for run_id, seq in flushed.items():

@@ -46,12 +46,12 @@ async def stored_pages(
     """Stored events after ``after`` (and before ``below``), a page per short session."""
     while True:
         async with sessionmaker() as session:
-            rows = await RunEventRepository(session).after(run_id, after, limit=PAGE, below=below)
-        if rows:
-            yield [Envelope(row.run_id, row.seq, row.type, row.at, row.data) for row in rows]
-        if len(rows) < PAGE:
+            events, last = await RunEventRepository(session).after(run_id, after, limit=PAGE, below=below)
+        if events:
+            yield events
+        if last or not events:
             return
-        after = rows[-1].seq
+        after = events[-1].seq
 
 
 class _Cursor:
