@@ -10,7 +10,7 @@ PORT ?= 8000
 # reinstall whenever the dependency list changes
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run test browser bench lint format migrate openapi docs clean
+.PHONY: help install run cluster test browser bench lint format migrate openapi docs clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(STAMP) ## Create the virtualenv and install (done by the other target
 
 run: install ## Migrate and serve on http://$(HOST):$(PORT) (embedded SQLite, no key needed)
 	$(BIN)/swarmdirector serve --host $(HOST) --port $(PORT)
+
+cluster: install ## Local scale-out: 2 API processes on one port + 1 worker, on local PostgreSQL and Redis (CLUSTER_PORT=8000)
+	$(BIN)/python scripts/cluster.py
 
 test: install browser ## Run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Annotated
 
 import typer
@@ -17,6 +18,14 @@ db_cli = typer.Typer(help="Database commands.", no_args_is_help=True)
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: SWARM_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: SWARM_PORT or 8000).")] = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-port",
+            help="Listen with SO_REUSEPORT, so that several API processes share one port "
+            "(the kernel spreads connections among them; Linux).",
+        ),
+    ] = False,
 ) -> None:
     """Migrate the database and serve the API."""
     from app.main import create_app
@@ -26,6 +35,8 @@ def serve(
     # the app decides whether it may run without keys from the address it really listens on
     settings = Settings(host=host or settings.host, port=port or settings.port)
     os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
+    # bound before the app is built: a port that is taken fails at once
+    sockets = [reuse_port_socket(settings.host, settings.port)] if reuse_port else None
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -34,7 +45,35 @@ def serve(
         log_config=None,  # our logging: JSON lines, uvicorn's included
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
-    SwarmServer(config).run()
+    SwarmServer(config).run(sockets=sockets)
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEADDR and SO_REUSEPORT (uvicorn listens on it).
+
+    Every process that binds the same address this way gets its own accept queue, and the kernel
+    balances new connections among them: one port, several API processes, no proxy in between.
+    A process that binds without SO_REUSEPORT (or as another user) still gets "address in use".
+    """
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise typer.BadParameter("SO_REUSEPORT is not available on this platform", param_hint="--reuse-port")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise typer.BadParameter(f"cannot resolve {host!r}: {exc}", param_hint="--host") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        typer.echo(f"cannot listen on {host}:{port} with SO_REUSEPORT: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 @db_cli.command("upgrade")

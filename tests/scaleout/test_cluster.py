@@ -41,7 +41,9 @@ def slow_team(max_messages: int = 40) -> dict[str, Any]:
     return team(model="fake/t30-d10", max_messages=max_messages)
 
 
-async def run_status(http: httpx.AsyncClient, url: str, run_id: str, statuses: set[str], within: float) -> dict[str, Any]:
+async def run_status(
+    http: httpx.AsyncClient, url: str, run_id: str, statuses: set[str], within: float
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
@@ -64,7 +66,9 @@ async def first_message(http: httpx.AsyncClient, url: str, run_id: str) -> list[
     raise AssertionError(f"run ended before a message: {seen[-1]}")
 
 
-async def test_any_replica_starts_streams_answers_and_cancels_any_run(cluster: Cluster, http: httpx.AsyncClient) -> None:
+async def test_any_replica_starts_streams_answers_and_cancels_any_run(
+    cluster: Cluster, http: httpx.AsyncClient
+) -> None:
     a, b = cluster.api("api-a"), cluster.api("api-b")
     worker = cluster.worker("worker")
     await cluster.up(a, b, worker)
@@ -145,7 +149,9 @@ async def test_a_killed_worker_s_run_fails_worker_lost_and_keeps_its_messages(
     assert len(committed) >= 2  # the task and at least one reply
 
 
-async def test_with_retries_a_killed_worker_s_run_finishes_on_another(cluster: Cluster, http: httpx.AsyncClient) -> None:
+async def test_with_retries_a_killed_worker_s_run_finishes_on_another(
+    cluster: Cluster, http: httpx.AsyncClient
+) -> None:
     a = cluster.api("api-a")
     doomed = cluster.worker("doomed")
     await cluster.up(a, doomed)
