@@ -52,6 +52,9 @@ class RequestContext:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+DRAIN_MAX_BYTES = 16 * 1024 * 1024  # past this, a refused body is not read: the connection is simply closed
+
+
 class BodySizeLimit:
     """Refuses bodies over ``max_bytes`` with a 413 problem, by header and while streaming."""
 
@@ -65,6 +68,7 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers") or []:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._drain(receive, int(value))
                 await self._reject(scope, send)
                 return
         received = 0
@@ -92,7 +96,22 @@ class BodySizeLimit:
             await self.app(scope, limited, tracking_send)
         except _TooLarge:
             if not started:
+                await self._drain(receive, 0)
                 await self._reject(scope, send)
+
+    @staticmethod
+    async def _drain(receive: Receive, expected: int) -> None:
+        """Read (and drop) what the client is still sending, within reason: a server that answers and
+        closes while the body is in flight resets the connection, and the client (or a proxy in front)
+        sees a broken connection instead of the 413."""
+        if expected > DRAIN_MAX_BYTES:
+            return
+        drained = 0
+        while drained <= DRAIN_MAX_BYTES:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            drained += len(message.get("body", b""))
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         detail = f"The request body exceeds {self.max_bytes} bytes."
