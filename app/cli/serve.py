@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
+import signal
 import socket
+import subprocess
+import sys
 from typing import Annotated
 
 import typer
@@ -35,6 +40,13 @@ def serve(
     # the app decides whether it may run without keys from the address it really listens on
     settings = Settings(host=host or settings.host, port=port or settings.port)
     os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
+    siblings: list[subprocess.Popen[bytes]] = []
+    if settings.processes > 1:
+        reuse_port = True
+        if settings.auto_migrate:
+            _upgrade(settings.database_url)  # once, before the processes start
+            settings = settings.model_copy(update={"auto_migrate": False})
+        siblings = _start_siblings(settings)
     # bound before the app is built: a port that is taken fails at once
     sockets = [reuse_port_socket(settings.host, settings.port)] if reuse_port else None
     config = uvicorn.Config(
@@ -45,7 +57,51 @@ def serve(
         log_config=None,  # our logging: JSON lines, uvicorn's included
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
-    SwarmServer(config).run(sockets=sockets)
+    try:
+        SwarmServer(config).run(sockets=sockets)
+    finally:
+        _stop_siblings(siblings, settings.shutdown_grace_s + 10)
+
+
+def _start_siblings(settings: Settings) -> list[subprocess.Popen[bytes]]:
+    """``processes - 1`` more API processes on the same port; each dies with this one (Linux)."""
+    env = {
+        **os.environ,
+        "SWARM_PROCESSES": "1",
+        "SWARM_AUTO_MIGRATE": "false",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--reuse-port",
+    ]
+    return [
+        subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        for _ in range(settings.processes - 1)
+    ]
+
+
+def _die_with_parent() -> None:
+    # a parent stopped by SIGTERM ends with uvicorn re-raising the signal: the siblings get it too
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop_siblings(siblings: list[subprocess.Popen[bytes]], within: float) -> None:
+    for proc in siblings:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in siblings:
+        try:
+            proc.wait(within)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -79,17 +135,19 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (`alembic upgrade head`)."""
+    _upgrade(Settings().database_url)
+    typer.echo("database is at head")
+
+
+def _upgrade(database_url: str) -> None:
     from app.core.db import create_engine
     from app.core.migrate import upgrade_head
 
-    settings = Settings()
-
     async def run() -> None:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(database_url)
         try:
             await upgrade_head(engine)
         finally:
             await engine.dispose()
 
     asyncio.run(run())
-    typer.echo("database is at head")

@@ -125,6 +125,15 @@ class Settings(BaseSettings):
         description="Whether `swarmdirector serve` executes runs itself; false leaves them to workers (needs Redis).",
     )
     worker_concurrency: int = Field(default=100, ge=1, description="Runs one process executes at once.")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "API processes `swarmdirector serve` runs on this machine, sharing its port (SO_REUSEPORT), "
+            "each executing runs too: set it to the number of cores. Above 1 it needs SWARM_REDIS_URL."
+        ),
+    )
     lease_s: float = Field(
         default=15.0,
         ge=0.5,
@@ -168,6 +177,8 @@ class Settings(BaseSettings):
     def _refuse_unsafe(self) -> Settings:
         if not self.execute_runs and self.redis_url is None:
             raise ValueError("SWARM_EXECUTE_RUNS=false needs SWARM_REDIS_URL: without workers no run would ever start")
+        if self.processes > 1 and self.redis_url is None:
+            raise ValueError("SWARM_PROCESSES above 1 needs SWARM_REDIS_URL: the processes share runs through it")
         if self.run_timeout_s > self.max_run_timeout_s:
             raise ValueError("SWARM_RUN_TIMEOUT_S must not exceed SWARM_MAX_RUN_TIMEOUT_S")
         if self.environment == "production":
