@@ -8,7 +8,9 @@ resume cleanly, here after a restart or on another replica.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Callable, Generator
 
 import uvicorn
 from sse_starlette.sse import AppStatus
@@ -17,10 +19,22 @@ from app.core.services import Services
 
 
 class SwarmServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, *, before_exit: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         # our drain ends streams with an explicit event; sse-starlette's own would cut them silently
         AppStatus.enable_automatic_graceful_drain = False
+        self._before_exit = before_exit
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises a captured SIGTERM once it has shut down, which ends the process at once:
+        # what must happen before the process goes (stopping its sibling processes) happens here
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                if self._before_exit is not None:
+                    self._before_exit()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.loaded_app if self.config.loaded else None

@@ -57,10 +57,11 @@ def serve(
         log_config=None,  # our logging: JSON lines, uvicorn's included
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
+    grace = settings.shutdown_grace_s + 10
     try:
-        SwarmServer(config).run(sockets=sockets)
+        SwarmServer(config, before_exit=lambda: _stop_siblings(siblings, grace)).run(sockets=sockets)
     finally:
-        _stop_siblings(siblings, settings.shutdown_grace_s + 10)
+        _stop_siblings(siblings, grace)
 
 
 def _start_siblings(settings: Settings) -> list[subprocess.Popen[bytes]]:

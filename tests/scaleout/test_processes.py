@@ -3,6 +3,7 @@ share the runs through Redis, and stop together."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -35,6 +36,10 @@ async def test_n_processes_share_one_port_and_stop_together(cluster: Cluster, ht
     await cluster.up(api)
     siblings = children(api.popen.pid)
     assert len(siblings) == 1, siblings
+    for _ in range(300):  # the port answers once the first is up; wait for the other too
+        if api.log.read_text().count("Application startup complete") == 2:
+            break
+        await asyncio.sleep(0.1)
 
     # runs started through the one port, streamed through it again (any process may answer)
     ids = [
@@ -49,6 +54,9 @@ async def test_n_processes_share_one_port_and_stop_together(cluster: Cluster, ht
     assert log.count('"cluster_started"') == 2, "two API processes, each executing runs"
     assert log.count('"run_claimed"') == len(ids), "each run claimed once"
 
+    # the first process stops its sibling, and waits for it, before it exits
     assert cluster.terminate(api) in (0, -signal.SIGTERM)
     for pid in siblings:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert not Path(f"/proc/{pid}").exists(), Path(f"/proc/{pid}/status").read_text()
+    assert log.count('"cluster_started"') == 2
+    assert api.log.read_text().count('"stopped"') == 2, "both shut down cleanly"
