@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.auth.service import Principal
 from app.core.errors import AppError
+from app.core.limits import TooManyRequests
 from app.core.services import Services
 from app.runs.repository import RunRepository
 from app.runs.router import to_read
@@ -136,17 +137,27 @@ class WsConnection:
             await self._error(frame_id, kind, "invalid_request", "The frame's fields are not valid.", errors)
         except AppError as exc:
             found = [e.model_dump() for e in exc.errors] if exc.errors else None
-            await self._error(frame_id, kind, exc.code, exc.detail or exc.title, found)
+            extra: dict[str, Any] = {}
+            if isinstance(exc, TooManyRequests):
+                extra["retry_after_s"] = exc.retry_after_s  # what HTTP says in `Retry-After`
+            await self._error(frame_id, kind, exc.code, exc.detail or exc.title, found, **extra)
         except Exception as exc:
             log.error("ws_frame_failed", kind=kind, exc_info=exc)
             await self._error(frame_id, kind, "internal_error", "An unexpected error occurred; it has been logged.")
 
     async def _error(
-        self, frame_id: Any, kind: str | None, code: str, message: str, errors: list[dict[str, Any]] | None = None
+        self,
+        frame_id: Any,
+        kind: str | None,
+        code: str,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+        **extra: Any,
     ) -> None:
         frame: dict[str, Any] = {"type": "error", "id": frame_id, "for": kind, "code": code, "message": message}
         if errors:
             frame["errors"] = errors
+        frame.update(extra)
         await self._put(frame)
 
     @staticmethod
