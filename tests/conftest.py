@@ -1,4 +1,15 @@
-"""Shared fixtures: settings on a fresh SQLite file, an in-process client, and a real uvicorn."""
+"""Shared fixtures: settings on a backend, an in-process client, and a real uvicorn.
+
+The backends: ``embedded`` (a fresh SQLite file, the in-process bus; the default everywhere)
+and ``distributed`` (a fresh PostgreSQL database cloned from a migrated template, and Redis
+under a key prefix of the test's own; see ``tests/fixtures/services.py``).
+
+In the directories of the run server (``BACKEND_DIRS``) every test that uses the ``backend``
+fixture, directly or through ``settings``, ``app``, ``client``, ``live_server`` or
+``live_client``, runs once per backend, with the ids ``[embedded]`` and ``[distributed]``.
+A test about the embedded mode itself is marked ``embedded_only`` and runs on it alone.
+Elsewhere the fixtures give the embedded backend only.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +17,8 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +32,15 @@ from app.core.services import Services
 from app.core.settings import Settings
 from app.main import create_app
 from app.server import SwarmServer
+
+pytest_plugins = ("tests.fixtures.services",)
+
+TESTS = Path(__file__).resolve().parent
+BACKENDS = ("embedded", "distributed")
+# the run server's directories: each test in them runs on both backends
+BACKEND_DIRS = ("runs", "e2e", "runtime", "conversations", "agents", "teams", "ws", "security")
+# ... but for these files: a browser against the chat page is not about the backend
+EMBEDDED_FILES = ("e2e/test_chat_page.py",)
 
 # never let a test reach a real provider or pick up a developer's configuration
 _LEAKY = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT")
@@ -46,9 +67,55 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def _on_both_backends(metafunc: pytest.Metafunc) -> bool:
+    path = Path(metafunc.definition.path).resolve()
+    if not path.is_relative_to(TESTS):
+        return False
+    relative = path.relative_to(TESTS).as_posix()
+    return (
+        relative.split("/", 1)[0] in BACKEND_DIRS
+        and relative not in EMBEDDED_FILES
+        and metafunc.definition.get_closest_marker("embedded_only") is None
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and _on_both_backends(metafunc):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's app keeps its state: the settings that select it, on top of the tests' defaults."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def distributed(self) -> bool:
+        return self.name == "distributed"
+
+    def settings(self, tmp_path: Path, **overrides: Any) -> Settings:
+        """``make_settings`` on this backend; every app a test makes with these shares its database."""
+        return make_settings(tmp_path, **{**self.overrides, **overrides})
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """``embedded`` unless parametrised (see ``pytest_generate_tests``) with ``distributed``."""
+    name = getattr(request, "param", "embedded")
+    if name == "embedded":
+        return Backend("embedded")
+    # resolved only for the distributed cases: the embedded ones never touch PostgreSQL or Redis
+    redis_url: str = request.getfixturevalue("redis_url")
+    redis_prefix: str = request.getfixturevalue("redis_prefix")
+    database_url: str = request.getfixturevalue("fresh_postgres_url")
+    return Backend(name, {"database_url": database_url, "redis_url": redis_url, "redis_prefix": redis_prefix})
+
+
+@pytest.fixture
+def settings(backend: Backend, tmp_path: Path) -> Settings:
+    return backend.settings(tmp_path)
 
 
 @pytest.fixture

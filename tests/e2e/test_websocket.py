@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import Backend, LiveServer
 from tests.e2e.sse import collect
 from tests.e2e.test_streaming import assert_well_formed
 from tests.e2e.ws import WsClient, events_of
@@ -108,8 +108,8 @@ async def test_cancel_over_the_socket_ends_the_run_within_a_second(live_server: 
         assert again["type"] == "ack" and again["run"]["status"] == "cancelled"
 
 
-async def test_subscriptions_per_socket_are_bounded(tmp_path: Path) -> None:
-    server = LiveServer(make_settings(tmp_path, ws_max_subscriptions=2)).start()
+async def test_subscriptions_per_socket_are_bounded(backend: Backend, tmp_path: Path) -> None:
+    server = LiveServer(backend.settings(tmp_path, ws_max_subscriptions=2)).start()
     try:
         async with WsClient(server.url) as ws:
             for i in range(2):

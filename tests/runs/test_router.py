@@ -19,7 +19,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.main import create_app
-from tests.conftest import make_settings, wait_for_status
+from tests.conftest import Backend, wait_for_status
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
 from tests.fixtures.specs import agent, run_body, team
@@ -85,9 +85,9 @@ def ts(value: str) -> datetime:
 
 
 @pytest.fixture
-async def limited_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def limited_client(backend: Backend, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A server with small limits: tasks of at most 50 characters, bodies of at most 1024 bytes."""
-    application = create_app(make_settings(tmp_path, max_task_chars=50, max_body_bytes=1024))
+    application = create_app(backend.settings(tmp_path, max_task_chars=50, max_body_bytes=1024))
     async with (
         LifespanManager(application, startup_timeout=30, shutdown_timeout=30),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as c,

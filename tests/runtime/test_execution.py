@@ -10,7 +10,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import Backend
 from tests.fixtures.specs import agent, run_body, team
 
 
@@ -128,8 +128,8 @@ async def test_a_model_that_fails_twice_then_answers_completes_the_run(client: h
     assert run["result"]["text"] == "Here it is."
 
 
-async def test_a_model_that_always_times_out_fails_the_run_with_model_timeout(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, model_timeout_s=0.1, model_max_retries=1)
+async def test_a_model_that_always_times_out_fails_the_run_with_model_timeout(backend: Backend, tmp_path: Path) -> None:
+    settings = backend.settings(tmp_path, model_timeout_s=0.1, model_max_retries=1)
     app = create_app(settings)
     async with (
         LifespanManager(app) as manager,

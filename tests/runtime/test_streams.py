@@ -11,12 +11,14 @@ from asgi_lifespan import LifespanManager
 from app.main import create_app
 from app.runtime.envelope import Envelope
 from app.runtime.streams import StreamLagged, follow
-from tests.conftest import make_settings, services_of
+from tests.conftest import Backend, services_of
 from tests.fixtures.specs import run_body, team
 
 
-async def test_a_watcher_that_falls_behind_is_told_and_catches_up_from_storage(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, watcher_buffer=16))
+async def test_a_watcher_that_falls_behind_is_told_and_catches_up_from_storage(
+    backend: Backend, tmp_path: Path
+) -> None:
+    app = create_app(backend.settings(tmp_path, watcher_buffer=16))
     async with LifespanManager(app) as manager:
         services = services_of(app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:
@@ -40,8 +42,8 @@ async def test_a_watcher_that_falls_behind_is_told_and_catches_up_from_storage(t
             assert seqs[-1] == final["last_seq"]
 
 
-async def test_follow_attaching_at_any_point_gets_the_exact_tail(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path))
+async def test_follow_attaching_at_any_point_gets_the_exact_tail(backend: Backend, tmp_path: Path) -> None:
+    app = create_app(backend.settings(tmp_path))
     async with LifespanManager(app) as manager:
         services = services_of(app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client:

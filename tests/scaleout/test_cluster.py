@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.runs.event_schemas import TypedRunEvent
 from tests.e2e.test_streaming import assert_well_formed
 from tests.faults.stream import collect, read_events
 from tests.fixtures.services import (  # noqa: F401  (fixtures)
@@ -144,6 +145,7 @@ async def test_a_killed_worker_s_run_fails_worker_lost_and_keeps_its_messages(
     assert seqs == sorted(set(seqs)), "in order, no duplicates"
     stored = await collect(http, f"{a.url}/v1/runs/{run['id']}/events")
     assert [e["type"] for e in stored if e["type"] in TERMINAL] == ["run.failed"]
+    assert TypedRunEvent.model_validate(stored[-1]).root.model_dump(mode="json") == stored[-1]
     after = (await http.get(f"{a.url}/v1/conversations/{run['conversation_id']}/messages")).json()["data"]
     assert [m["id"] for m in committed] == [m["id"] for m in after[: len(committed)]], "nothing committed is lost"
     assert len(committed) >= 2  # the task and at least one reply
@@ -167,6 +169,8 @@ async def test_with_retries_a_killed_worker_s_run_finishes_on_another(
     events = await collect(http, f"{a.url}/v1/runs/{run['id']}/events")
     types = [e["type"] for e in events]
     assert types.count("run.requeued") == 1 and types.count("run.started") == 2, types
+    for raw in events:  # as documented: the OpenAPI event union describes them exactly
+        assert TypedRunEvent.model_validate(raw).root.model_dump(mode="json") == raw
     assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
     assert types[-1] == "run.completed"
 

@@ -23,16 +23,16 @@ from app.cli import cli
 from app.core.db import utcnow
 from app.core.settings import Settings
 from app.main import create_app
-from tests.conftest import LiveServer, make_settings, services_of
+from tests.conftest import Backend, LiveServer, make_settings, services_of
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.specs import run_body, team
 
 
 @pytest.fixture
-async def closed_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
+async def closed_app(backend: Backend, tmp_path: Path) -> AsyncIterator[FastAPI]:
     """An app that listens beyond loopback: keys are required before any exists."""
-    app = create_app(make_settings(tmp_path, host="0.0.0.0"))
+    app = create_app(backend.settings(tmp_path, host="0.0.0.0"))
     async with LifespanManager(app):
         yield app
 
@@ -120,14 +120,16 @@ async def test_keys_are_stored_hashed(app: FastAPI) -> None:
     assert hash_key(secret) in dump
 
 
-async def test_start_up_says_whether_the_server_is_open(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_start_up_says_whether_the_server_is_open(
+    backend: Backend, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    async with LifespanManager(create_app(make_settings(tmp_path / "a", log_level="INFO"))):
+    async with LifespanManager(create_app(backend.settings(tmp_path / "a", log_level="INFO"))):
         pass
     out = capfd.readouterr().err
     assert "auth_open" in out and "auth_required" not in out
-    async with LifespanManager(create_app(make_settings(tmp_path / "b", log_level="INFO", host="0.0.0.0"))):
+    async with LifespanManager(create_app(backend.settings(tmp_path / "b", log_level="INFO", host="0.0.0.0"))):
         pass
     out = capfd.readouterr().err
     assert "auth_required" in out and "beyond loopback" in out and "auth_open" not in out
@@ -136,8 +138,8 @@ async def test_start_up_says_whether_the_server_is_open(tmp_path: Path, capfd: p
 # -- the CLI against a running server ------------------------------------------------------------
 
 
-def test_keys_create_list_revoke_with_a_running_server(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_keys_create_list_revoke_with_a_running_server(backend: Backend, tmp_path: Path) -> None:
+    settings = backend.settings(tmp_path)
     created = cli_keys(settings.database_url, "create", "--name", "ci bot")
     assert created.exit_code == 0, created.output
     secret = created.stdout.strip()
@@ -175,8 +177,8 @@ def test_keys_create_list_revoke_with_a_running_server(tmp_path: Path) -> None:
     assert unknown.exit_code == 1 and "No API key" in unknown.stderr
 
 
-def test_keys_create_refuses_a_bad_principal_or_name(tmp_path: Path) -> None:
-    url = make_settings(tmp_path).database_url
+def test_keys_create_refuses_a_bad_principal_or_name(backend: Backend, tmp_path: Path) -> None:
+    url = backend.settings(tmp_path).database_url
     assert cli_keys(url, "create", "--name", "x", "--principal", "a b").exit_code == 2
     assert cli_keys(url, "create", "--name", "  ").exit_code == 2
     assert "No API keys" in cli_keys(url, "list").stderr
@@ -196,9 +198,9 @@ async def _ws_status(url: str, **kwargs: Any) -> int:
 
 
 async def test_the_socket_is_authenticated_before_it_is_accepted(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    backend: Backend, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(tmp_path, host="0.0.0.0", log_level="INFO")
+    settings = backend.settings(tmp_path, host="0.0.0.0", log_level="INFO")
     server = LiveServer(settings).start()
     uvicorn_log = logging.getLogger("uvicorn.error")
     level = uvicorn_log.level

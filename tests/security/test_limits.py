@@ -11,7 +11,7 @@ from asgi_lifespan import LifespanManager
 
 from app.core.limits import RunLimits, TooManyRequests
 from app.main import create_app
-from tests.conftest import LiveServer, make_settings, wait_for_status
+from tests.conftest import Backend, LiveServer, wait_for_status
 from tests.e2e.ws import WsClient
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
@@ -43,8 +43,8 @@ def test_the_start_rate_is_a_sliding_minute_with_an_honest_retry_after() -> None
     limits.check_rate("alice", 3)  # the first start has left the window
 
 
-async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, max_runs_per_minute=2))
+async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(backend: Backend, tmp_path: Path) -> None:
+    app = create_app(backend.settings(tmp_path, max_runs_per_minute=2))
     async with (
         LifespanManager(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
@@ -66,8 +66,8 @@ async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(tmp_pa
         assert (await client.post("/v1/runs", json=run_body(), headers=other)).status_code == 202
 
 
-async def test_429_once_a_principal_has_too_many_live_runs(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, max_live_runs_per_principal=2))
+async def test_429_once_a_principal_has_too_many_live_runs(backend: Backend, tmp_path: Path) -> None:
+    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=2))
     async with (
         LifespanManager(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
@@ -91,8 +91,8 @@ async def test_429_once_a_principal_has_too_many_live_runs(tmp_path: Path) -> No
         await client.post(f"/v1/runs/{first['id']}/cancel")
 
 
-async def test_task_and_body_size_limits_are_clear_problems(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, max_task_chars=100, max_body_bytes=4096))
+async def test_task_and_body_size_limits_are_clear_problems(backend: Backend, tmp_path: Path) -> None:
+    app = create_app(backend.settings(tmp_path, max_task_chars=100, max_body_bytes=4096))
     async with (
         LifespanManager(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
@@ -113,9 +113,10 @@ async def test_task_and_body_size_limits_are_clear_problems(tmp_path: Path) -> N
 
 @pytest.mark.e2e
 async def test_websocket_frames_over_the_limit_and_runs_over_the_rate_are_refused_on_an_open_socket(
+    backend: Backend,
     tmp_path: Path,
 ) -> None:
-    server = LiveServer(make_settings(tmp_path, ws_max_frame_bytes=2048, max_runs_per_minute=1)).start()
+    server = LiveServer(backend.settings(tmp_path, ws_max_frame_bytes=2048, max_runs_per_minute=1)).start()
     try:
         async with WsClient(server.url) as ws:
             # run.start over the socket is held to the same limits as POST /v1/runs
@@ -123,6 +124,7 @@ async def test_websocket_frames_over_the_limit_and_runs_over_the_rate_are_refuse
             assert started["type"] == "ack", started
             refused = await ws.reply_to({"type": "run.start", "id": "2", "subscribe": False, **run_body()})
             assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+            assert 1 <= refused["retry_after_s"] <= 60, "the same wait HTTP gives in Retry-After"
             await ws.send({"type": "ping", "id": "big", "pad": "x" * 4000})
             reply = (await ws.until(lambda f: f["type"] in ("error", "pong")))[-1]
             assert reply["type"] == "error" and reply["code"] == "frame_too_large"  # not parsed, so no id

@@ -13,7 +13,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import Backend
 from tests.faults.provider import SECRET_ECHO, FaultyProvider
 from tests.fixtures.specs import agent, run_body, team
 
@@ -25,20 +25,22 @@ SECRETS = {
 
 
 async def test_no_secret_in_responses_events_exports_errors_or_logs(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    backend: Backend, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    await scan_for_secrets(tmp_path, capfd, echo_credentials=False)
+    await scan_for_secrets(backend, tmp_path, capfd, echo_credentials=False)
 
 
 async def test_no_secret_even_when_a_provider_echoes_it_in_an_error(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    backend: Backend, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    await scan_for_secrets(tmp_path, capfd, echo_credentials=True)
+    await scan_for_secrets(backend, tmp_path, capfd, echo_credentials=True)
 
 
-async def scan_for_secrets(tmp_path: Path, capfd: pytest.CaptureFixture[str], *, echo_credentials: bool) -> None:
+async def scan_for_secrets(
+    backend: Backend, tmp_path: Path, capfd: pytest.CaptureFixture[str], *, echo_credentials: bool
+) -> None:
     async with FaultyProvider(echo_credentials=echo_credentials).running() as provider:
-        settings = make_settings(
+        settings = backend.settings(
             tmp_path,
             log_level="DEBUG",
             openai_base_url=provider.base_url,

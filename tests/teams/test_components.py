@@ -40,7 +40,7 @@ from fastapi import FastAPI
 from app.core.settings import Settings
 from app.main import create_app
 from app.teams.models import Team
-from tests.conftest import make_settings, services_of
+from tests.conftest import Backend, services_of
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
 from tests.fixtures.specs import agent, team
@@ -57,8 +57,8 @@ SERVER_FIELDS = ("id", "object", "created_at", "updated_at", "name")
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(
+def settings(backend: Backend, tmp_path: Path) -> Settings:
+    return backend.settings(
         tmp_path,
         openai_api_key=SERVER_KEY,
         azure_openai_api_key=AZURE_KEY,
@@ -429,9 +429,9 @@ async def test_azure_and_compatible_models_round_trip(client: httpx.AsyncClient)
     assert spec_of(copy_) == spec_of(original)
 
 
-async def test_the_demo_team_round_trips_on_the_fake_model(tmp_path: Path) -> None:
+async def test_the_demo_team_round_trips_on_the_fake_model(backend: Backend, tmp_path: Path) -> None:
     # a fresh install without keys: the demo team's agents use the fake default model
-    application = create_app(make_settings(tmp_path))
+    application = create_app(backend.settings(tmp_path))
     async with (
         LifespanManager(application),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as bare,
@@ -622,8 +622,10 @@ async def test_replayed_replies_become_a_fake_script(client: httpx.AsyncClient) 
     ]
 
 
-async def test_an_unconfigured_provider_is_refused_where_the_component_names_it(tmp_path: Path) -> None:
-    application = create_app(make_settings(tmp_path))  # no keys: only the fake model
+async def test_an_unconfigured_provider_is_refused_where_the_component_names_it(
+    backend: Backend, tmp_path: Path
+) -> None:
+    application = create_app(backend.settings(tmp_path))  # no keys: only the fake model
     async with (
         LifespanManager(application),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as bare,
