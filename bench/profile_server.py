@@ -1,10 +1,11 @@
-"""Where the server's CPU goes under W2 (or W1): py-spy on the running server, summarised.
+"""Where the server's CPU goes under W2 (or W1, or W3): py-spy on the running server, summarised.
 
 ``run.py --profile`` calls this after the measured repeats (py-spy takes CPU
 of its own, so a profiled batch is never one of the table's figures). It
 samples SwarmDirector during one more batch of W2 at the largest N (or five
-W1 runs in a row, ``--profile W1``), keeps the collapsed stacks beside the
-JSON, and summarises them: the share of CPU samples per activity (what the
+W1 runs in a row, ``--profile W1``, or W3's sequential one-token runs,
+``--profile W3``, where "per token" is per run), keeps the collapsed stacks
+beside the JSON, and summarises them: the share of CPU samples per activity (what the
 server was doing), per component (the innermost frame's package) and the
 top functions by own time, the shares also as microseconds of server CPU
 per delivered token.
@@ -64,7 +65,10 @@ ACTIVITIES = (
         ("aiosqlite/", "sqlalchemy/", "recorder.py"),
     ),
     ("team construction (agents, runtime)", ("build_team",)),
-    ("model call: HTTP streaming, chunk parsing (openai, httpx)", ("/openai/", "/httpx/", "/httpcore/")),
+    (
+        "model call: HTTP streaming, chunk parsing (lean stream, openai, httpx)",
+        ("app/engine/openai_stream.py", "app/engine/sse.py", "/openai/", "/httpx/", "/httpcore/", "/h11/"),
+    ),
     ("SSE out (follow, sse-starlette, uvicorn send)", ("/sse_starlette/", "app/runs/sse.py", "app/runtime/streams.py")),
     (
         "HTTP in: requests, admission, middleware",
@@ -149,6 +153,9 @@ def profile(bench: Bench, args: argparse.Namespace, out: Path) -> dict[str, Any]
         raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
     if args.profile == "W1":
         label, batch = "W1 x 5 runs", Batch("fake-t500", replies=4, words=500, rounds=5)
+    elif args.profile == "W3":
+        batch = Batch("fake-t1", replies=1, words=1, rounds=args.w3_runs, timeout_s=30)
+        label = f"W3 x {args.w3_runs} runs"
     else:
         n = max(args.n) if "W2" in args.only else 200
         label, batch = f"W2 N={n}", Batch("fake-t64-d20", replies=2, words=64, concurrency=n)

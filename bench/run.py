@@ -11,7 +11,7 @@ raw figure and the environment to ``bench/results/bench-<time>.json``.
     W2  N concurrent runs, 2 replies x 64 tokens at 20 ms (fake-t64-d20)
     W3  sequential one-token runs (fake-t1): request -> first event / finished
 
-    .venv/bin/python bench/run.py [--only W1,W2] [--repeats 3] [--n 50,200] [--profile [W1|W2]]
+    .venv/bin/python bench/run.py [--only W1,W2] [--repeats 3] [--n 50,200] [--profile [W1|W2|W3]]
 
 Everything listens on 127.0.0.1, every run has a time limit, and every
 process started here is stopped by its pid at the end.
@@ -186,8 +186,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         nargs="?",
         const="W2",
-        choices=("W1", "W2"),
-        help="then profile the server with py-spy under W2 at the largest N (or W1 x 5 runs); needs py-spy",
+        choices=("W1", "W2", "W3"),
+        help="then profile the server with py-spy under W2 at the largest N (or W1 x 5 runs, or W3's runs); "
+        "needs py-spy",
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     parser.add_argument("--out", default=str(BENCH / "results" / f"bench-{stamp}.json"), help="the JSON to write")

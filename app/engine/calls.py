@@ -39,6 +39,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from app.core.secrets import scrub_credentials
 from app.engine.fake import FakeModelError
+from app.engine.interrupts import StallWatch
 
 ErrorCode = Literal["rate_limited", "model_timeout", "model_error"]
 
@@ -258,21 +259,30 @@ class GuardedModelClient(ChatCompletionClient):
         assert stream is not None
         ttft = time.monotonic()
         item: str | CreateResult = first
+        # the stall timeout: one lazily pushed-back timer for the stream, not one armed per token
+        stall = StallWatch(timeout)
         try:
             while True:
                 yield item
                 if isinstance(item, CreateResult):
                     break
+                stall.start()
                 try:
-                    async with asyncio.timeout(timeout):
-                        item = await anext(stream)
+                    item = await anext(stream)
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    if stall.caught():
+                        raise TimeoutError from None
+                    raise
+                finally:
+                    stall.waiting = False
         except Exception as exc:
             failure = self._fail(exc)
             self._report(started, clock, attempts, ttft=ttft, usage=None, error=failure)
             raise failure from exc
         finally:
+            stall.close()
             await stream.aclose()
         self._report(
             started,

@@ -85,7 +85,8 @@ class TeamFactory:
         sink: TextSink | None = None,
     ) -> ChatCompletionClient:
         ref = self.models.parse(model)
-        inner = self.models.build(ref, options, streaming=streaming)
+        # the lean stream reads the provider's events itself; with fast_tokens off everything is AutoGen's stock path
+        inner = self.models.build(ref, options, streaming=streaming, lean=self.fast_tokens)
         return GuardedModelClient(inner, self.policy, agent=agent, model=str(ref), observer=observer, sink=sink)
 
     def build_agent(

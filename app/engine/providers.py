@@ -1,11 +1,15 @@
 """Model providers: parse ``provider/model`` references and build AutoGen model clients.
 
 Keys come from settings only; a built client is used by one agent of one run
-and thrown away with it. Nothing here ever returns or logs a secret.
+and thrown away with it. What a client is built from and holds no state of a
+run is made once per provider and shared: the HTTP client, the openai SDK
+client, the endpoint of the lean stream, the model's info. Nothing here ever
+returns or logs a secret.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,16 +17,27 @@ import httpx
 import openai
 from autogen_core.models import ChatCompletionClient, ModelFamily, ModelInfo
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
+from autogen_ext.models.openai import _model_info as autogen_model_info
 from autogen_ext.models.openai._model_info import get_info
+from autogen_ext.models.openai._openai_client import _azure_openai_client_from_config, _openai_client_from_config
 
 from app.core.settings import Settings
 from app.engine.fake import FakeChatCompletionClient, FakeStats, parse_fake_variant
+from app.engine.openai_stream import ChatEndpoint, LeanOpenAIChatCompletionClient
 
 if TYPE_CHECKING:
     from app.agents.schemas import ModelOptions
 
 ProviderName = Literal["fake", "openai", "azure_openai", "openai_compatible"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "azure_openai", "openai_compatible", "fake")
+# SDK clients kept for lean model clients, one per provider endpoint (Azure: per deployment)
+SDK_CLIENTS_KEPT = 64
+# where AutoGen's OpenAIChatCompletionClient sends these models when no base URL is given
+AUTOGEN_BASE_URLS = {
+    "gemini-": autogen_model_info.GEMINI_OPENAI_BASE_URL,
+    "claude-": autogen_model_info.ANTHROPIC_OPENAI_BASE_URL,
+    "Llama-": autogen_model_info.LLAMA_API_BASE_URL,
+}
 
 
 class ModelConfigError(ValueError):
@@ -53,6 +68,8 @@ class ModelRegistry:
         self._settings = settings
         self.fake_stats = FakeStats()
         self._http: httpx.AsyncClient | None = None
+        self._sdk_clients: OrderedDict[tuple[str, str], tuple[openai.AsyncOpenAI, ChatEndpoint]] = OrderedDict()
+        self._model_infos: dict[tuple[str, str], ModelInfo] = {}
 
     def http_client(self) -> httpx.AsyncClient:
         """One HTTP client for every provider call of this server.
@@ -65,6 +82,8 @@ class ModelRegistry:
         return self._http
 
     async def aclose(self) -> None:
+        # the SDK clients kept here only hold the shared HTTP client: closing it closes them
+        self._sdk_clients.clear()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -121,9 +140,13 @@ class ModelRegistry:
         return True
 
     def build(
-        self, ref: ModelRef, options: ModelOptions | None = None, *, streaming: bool = False
+        self, ref: ModelRef, options: ModelOptions | None = None, *, streaming: bool = False, lean: bool = False
     ) -> ChatCompletionClient:
-        s = self._settings
+        """A fresh client for one agent of one run.
+
+        ``lean``: AutoGen's client with the lean stream (``app/engine/openai_stream.py``), built on the
+        provider's shared SDK client; otherwise AutoGen's stock client, as AutoGen builds it.
+        """
         if ref.provider == "fake":
             script = options.script if options and options.script else ()
             return FakeChatCompletionClient(parse_fake_variant(ref.name), script=script, stats=self.fake_stats)
@@ -136,44 +159,86 @@ class ModelRegistry:
         if streaming:
             # without this, streamed responses report zero tokens
             args["stream_options"] = {"include_usage": True}
-        args["http_client"] = self.http_client()
+        if lean:
+            sdk, endpoint = self._sdk_client(ref)
+            create_args = {"model": ref.name, **args}
+            return LeanOpenAIChatCompletionClient(
+                sdk, endpoint, self.http_client(), create_args=create_args, model_info=self.model_info(ref)
+            )
+        args.update(self._sdk_config(ref))
+        if ref.provider == "azure_openai":
+            return AzureOpenAIChatCompletionClient(model=ref.name, model_info=self.model_info(ref), **args)
+        return OpenAIChatCompletionClient(model=ref.name, model_info=self.model_info(ref), **args)
+
+    def _sdk_config(self, ref: ModelRef) -> dict[str, Any]:
+        """What AutoGen's client passes on to the openai SDK client for ``ref``: endpoint, key, HTTP client."""
+        s = self._settings
         # the guarded client retries (with our backoff and timeout); the SDK's own retries would nest under it
-        args["max_retries"] = 0
+        config: dict[str, Any] = {"http_client": self.http_client(), "max_retries": 0}
         if ref.provider == "openai":
             assert s.openai_api_key is not None
             if s.openai_base_url:
-                args["base_url"] = s.openai_base_url
-            return OpenAIChatCompletionClient(
-                model=ref.name,
-                api_key=s.openai_api_key.get_secret_value(),
-                model_info=known_or_generic_model_info(ref.name),
-                **args,
-            )
-        if ref.provider == "azure_openai":
+                config["base_url"] = s.openai_base_url
+            config["api_key"] = s.openai_api_key.get_secret_value()
+        elif ref.provider == "azure_openai":
             assert s.azure_openai_api_key is not None and s.azure_openai_endpoint
-            return AzureOpenAIChatCompletionClient(
-                model=ref.name,
+            config.update(
                 azure_deployment=ref.name,
                 azure_endpoint=s.azure_openai_endpoint,
                 api_version=s.azure_openai_api_version,
                 api_key=s.azure_openai_api_key.get_secret_value(),
-                model_info=known_or_generic_model_info(ref.name),
-                **args,
             )
-        key = s.openai_compatible_api_key.get_secret_value() if s.openai_compatible_api_key else "not-needed"
-        return OpenAIChatCompletionClient(
-            model=ref.name,
-            api_key=key,
-            base_url=s.openai_compatible_base_url or "",
-            model_info=ModelInfo(
-                vision=False,
-                function_calling=s.openai_compatible_function_calling,
-                json_output=False,
-                family=ModelFamily.UNKNOWN,
-                structured_output=False,
-            ),
-            **args,
-        )
+        else:
+            key = s.openai_compatible_api_key.get_secret_value() if s.openai_compatible_api_key else "not-needed"
+            config.update(api_key=key, base_url=s.openai_compatible_base_url or "")
+        return config
+
+    def _sdk_client(self, ref: ModelRef) -> tuple[openai.AsyncOpenAI, ChatEndpoint]:
+        """The provider's SDK client (built by AutoGen's own helpers, as its clients build theirs) and endpoint.
+
+        An SDK client holds configuration and the shared HTTP client, nothing of a call, so every model
+        client of the provider can use one: that saves building one per agent per run.
+        """
+        config = self._sdk_config(ref)
+        if ref.provider == "openai" and "base_url" not in config:
+            # AutoGen's OpenAIChatCompletionClient sends these families to their own OpenAI-compatible APIs
+            prefix = next((p for p in AUTOGEN_BASE_URLS if ref.name.startswith(p)), None)
+            if prefix is not None:
+                config["base_url"] = AUTOGEN_BASE_URLS[prefix]
+        key = (ref.provider, ref.name if ref.provider == "azure_openai" else str(config.get("base_url")))
+        kept = self._sdk_clients.get(key)
+        if kept is not None:
+            self._sdk_clients.move_to_end(key)
+            return kept
+        sdk: openai.AsyncOpenAI
+        if ref.provider == "azure_openai":
+            sdk = _azure_openai_client_from_config(config)
+            auth = {"api-key": config["api_key"]}
+        else:
+            sdk = _openai_client_from_config(config)
+            auth = sdk.auth_headers
+        kept = self._sdk_clients[key] = (sdk, ChatEndpoint.of(sdk, auth))
+        if len(self._sdk_clients) > SDK_CLIENTS_KEPT:
+            self._sdk_clients.popitem(last=False)
+        return kept
+
+    def model_info(self, ref: ModelRef) -> ModelInfo:
+        key = (ref.provider, ref.name)
+        info = self._model_infos.get(key)
+        if info is None:
+            if ref.provider == "openai_compatible":
+                info = ModelInfo(
+                    vision=False,
+                    function_calling=self._settings.openai_compatible_function_calling,
+                    json_output=False,
+                    family=ModelFamily.UNKNOWN,
+                    structured_output=False,
+                )
+            else:
+                info = known_or_generic_model_info(ref.name)
+            if len(self._model_infos) < SDK_CLIENTS_KEPT * 4:
+                self._model_infos[key] = info
+        return info
 
 
 def known_or_generic_model_info(name: str) -> ModelInfo:

@@ -83,6 +83,23 @@ async def test_a_stream_that_stalls_after_its_first_token_fails_without_a_retry(
     assert len(seen) == 1  # text already out cannot be taken back, so no retry
     assert inner.stats.calls == 1
     assert calls[-1].error_code == "model_timeout" and calls[-1].ttft_ms is not None
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0, "the stall timeout leaves the task as it was"
+
+
+async def test_a_slow_but_steady_stream_is_not_a_stall() -> None:
+    # every gap (20 ms) is well under the timeout (400 ms), the whole answer (800 ms) is not
+    client, calls, _ = guarded([], variant="t40-d20", timeout=0.4)
+    items = await collect(client)
+    assert isinstance(items[-1], CreateResult) and len(items) > 5
+    assert calls[-1].error_code is None
+
+
+async def test_a_slow_consumer_is_not_a_stalled_stream() -> None:
+    client, calls, _ = guarded([], variant="t3", timeout=0.1)
+    async for _ in client.create_stream(MESSAGES):
+        await asyncio.sleep(0.2)  # the time between two reads is the consumer's, not the model's
+    assert calls[-1].error_code is None
 
 
 async def test_cancellation_is_not_a_failure_and_is_not_retried() -> None:

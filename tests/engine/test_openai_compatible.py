@@ -1,15 +1,12 @@
 """The real OpenAI client path (as used for Ollama, vLLM, llama.cpp) against a loopback fake server.
 
-Uses ``shared/bench/fake_llm.py`` beside the repository: an OpenAI-compatible
-server whose replies are numbered words and whose streamed usage is sent only
-when the request asks for it, which is what this test checks.
+Uses ``shared/bench/fake_llm.py`` beside the repository (the ``fake_llm_url`` fixture):
+an OpenAI-compatible server whose replies are numbered words and whose streamed usage
+is sent only when the request asks for it, which is what this test checks.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,29 +15,14 @@ from asgi_lifespan import LifespanManager
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.fixtures.process import free_port
 from tests.fixtures.specs import agent, run_body, team
 
-FAKE_LLM = Path(__file__).resolve().parents[3] / "shared" / "bench" / "fake_llm.py"
 
-
-@pytest.fixture
-def fake_llm_url() -> Iterator[str]:
-    if not FAKE_LLM.exists():
-        pytest.skip(f"the OpenAI-compatible fake server is not at {FAKE_LLM}")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(FAKE_LLM), "--port", str(port)], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()  # it prints its address once it listens
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-async def test_streams_deltas_and_real_usage_through_the_openai_client(tmp_path: Path, fake_llm_url: str) -> None:
-    settings = make_settings(tmp_path, openai_compatible_base_url=fake_llm_url)
+@pytest.mark.parametrize("fast_tokens", [True, False], ids=["lean stream", "autogen's stream"])
+async def test_streams_deltas_and_real_usage_through_the_openai_client(
+    tmp_path: Path, fake_llm_url: str, fast_tokens: bool
+) -> None:
+    settings = make_settings(tmp_path, openai_compatible_base_url=fake_llm_url, fast_tokens=fast_tokens)
     app = create_app(settings)
     async with (
         LifespanManager(app) as manager,
