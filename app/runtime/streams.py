@@ -76,6 +76,17 @@ class _Cursor:
         return out
 
 
+async def _stored(
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: str, cursor: _Cursor, *, below: int | None = None
+) -> AsyncIterator[list[Envelope]]:
+    """The stored events after the cursor (and before ``below``), taken through it, up to a terminal one."""
+    async for page in stored_pages(sessionmaker, run_id, cursor.last, below=below):
+        if out := cursor.take(page):
+            yield out
+        if cursor.done:
+            return
+
+
 async def follow_batches(
     sessionmaker: async_sessionmaker[AsyncSession],
     bus: EventBus,
@@ -94,11 +105,10 @@ async def follow_batches(
         sub, unstored = bus.subscribe(run_id)
         try:
             below = unstored[0].seq if unstored else None
-            async for page in stored_pages(sessionmaker, run_id, cursor.last, below=below):
-                if out := cursor.take(page):
-                    yield out
-                if cursor.done:
-                    return
+            async for out in _stored(sessionmaker, run_id, cursor, below=below):
+                yield out
+            if cursor.done:
+                return
             if out := cursor.take(unstored):
                 yield out
             if cursor.done:
@@ -114,11 +124,8 @@ async def follow_batches(
                     run = await session.get(Run, run_id)
                 if run is None or run.status in TERMINAL_STATUSES:
                     # a terminal run whose terminal event was written after our read
-                    async for page in stored_pages(sessionmaker, run_id, cursor.last):
-                        if out := cursor.take(page):
-                            yield out
-                        if cursor.done:
-                            return
+                    async for out in _stored(sessionmaker, run_id, cursor):
+                        yield out
                     return
                 await asyncio.sleep(poll_s)
                 continue
@@ -176,11 +183,10 @@ async def _follow_remote(
             events = []
             await asyncio.sleep(poll_s)
         if events and events[0].seq > cursor.last + 1:
-            async for page in stored_pages(sessionmaker, run_id, cursor.last, below=events[0].seq):
-                if out := cursor.take(page):
-                    yield out
-                if cursor.done:
-                    return
+            async for out in _stored(sessionmaker, run_id, cursor, below=events[0].seq):
+                yield out
+            if cursor.done:
+                return
         if out := cursor.take(events):
             yield out
         if cursor.done:
@@ -190,11 +196,8 @@ async def _follow_remote(
             async with sessionmaker() as session:
                 run = await session.get(Run, run_id)
             if run is None or run.status in TERMINAL_STATUSES:
-                async for page in stored_pages(sessionmaker, run_id, cursor.last):
-                    if out := cursor.take(page):
-                        yield out
-                    if cursor.done:
-                        return
+                async for out in _stored(sessionmaker, run_id, cursor):
+                    yield out
                 if run is None or cursor.done:
                     return
                 # terminal in the database, its event not there yet (a write in flight): look again
