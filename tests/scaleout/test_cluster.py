@@ -18,13 +18,6 @@ import pytest
 from app.runs.event_schemas import TypedRunEvent
 from tests.e2e.test_streaming import assert_well_formed
 from tests.faults.stream import collect, read_events
-from tests.fixtures.services import (  # noqa: F401  (fixtures)
-    fresh_postgres_url,
-    postgres_template,
-    postgres_user,
-    redis_prefix,
-    redis_url,
-)
 from tests.fixtures.specs import agent, run_body, team
 from tests.scaleout.conftest import LEASE_S, Cluster
 

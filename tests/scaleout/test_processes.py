@@ -12,13 +12,6 @@ import pytest
 
 from tests.e2e.test_streaming import assert_well_formed
 from tests.faults.stream import collect
-from tests.fixtures.services import (  # noqa: F401  (fixtures)
-    fresh_postgres_url,
-    postgres_template,
-    postgres_user,
-    redis_prefix,
-    redis_url,
-)
 from tests.fixtures.specs import run_body, team
 from tests.scaleout.conftest import Cluster
 

@@ -13,20 +13,13 @@ from asgi_lifespan import LifespanManager
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.faults.stream import collect
-from tests.fixtures.services import (  # noqa: F401  (fixtures)
-    fresh_postgres_url,
-    postgres_template,
-    postgres_user,
-    redis_prefix,
-    redis_url,
-)
 from tests.fixtures.specs import run_body, team
 
 
 async def test_a_run_s_stream_holds_its_events_and_expires_after_the_run(
-    fresh_postgres_url: str,  # noqa: F811
-    redis_url: str,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
+    fresh_postgres_url: str,
+    redis_url: str,
+    redis_prefix: str,
     tmp_path: Path,
 ) -> None:
     common = {"database_url": fresh_postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
