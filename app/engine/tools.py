@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autogen_core import CancellationToken
-from autogen_core.tools import BaseTool, FunctionTool
+from autogen_core.tools import BaseTool, FunctionTool, ToolSchema
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,6 +48,14 @@ class TimedTool(FunctionTool):
     def __init__(self, func: Callable[..., Any], *, name: str, description: str, timeout_s: float) -> None:
         super().__init__(func, description=description, name=name)
         self._timeout_s = timeout_s
+        self._schema: ToolSchema | None = None
+
+    @property
+    def schema(self) -> ToolSchema:
+        # AutoGen derives it from the arguments model on every model call; it never changes
+        if self._schema is None:
+            self._schema = super().schema
+        return self._schema
 
     async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
         try:
