@@ -29,6 +29,8 @@ PACKAGES = (
     "sse-starlette",
     "sqlalchemy",
     "aiosqlite",
+    "asyncpg",
+    "redis",
     "swarmdirector",
 )
 
@@ -83,6 +85,33 @@ def notes(result: dict[str, Any]) -> list[str]:
         "the load client, the fake model server and the server under test share these CPUs.",
         "ratio = SwarmDirector / floor; medians over repeats; tokens and errors summed over repeats.",
     ]
+    server = result.get("server", {})
+    if server.get("backend") == "distributed":
+        n = server["processes"]
+        lines.append(
+            f"server: distributed (PostgreSQL {server['database']}, Redis prefix {server['redis_prefix']}), "
+            f"{n} API process{'es on one port' if n > 1 else ''}"
+            + (
+                "; its CPU seconds and RSS are sums over the process tree (peak RSS: each process's own peak)."
+                if n > 1
+                else "."
+            )
+        )
+    store = [
+        (label, r["postgres_cpu_s"], r["redis_cpu_s"], r["cpu_s"])
+        for label, w in result["workloads"].items()
+        for r in w["server"]["repeats"][:1]
+        if "postgres_cpu_s" in r
+    ]
+    if store:
+        lines.append(
+            "outside the server's figures, on the same CPUs: PostgreSQL (this database's backends and its "
+            "shared processes) and redis-server used "
+            + "; ".join(
+                f"{pg:.2f} s and {rd:.2f} s of CPU in {label} (server: {cpu:.2f} s)" for label, pg, rd, cpu in store
+            )
+            + "."
+        )
     idle = result.get("idle_rss_mb", {})
     if idle:
         lines.append(f"idle RSS after a warm-up run: server {idle['server']:.1f} MB, floor {idle['floor']:.1f} MB.")
@@ -96,5 +125,18 @@ def notes(result: dict[str, Any]) -> list[str]:
         fake = max(c[2] for c in client)
         lines.append(
             f"load client CPU: at most {share:.0%} of one core ({label}); fake model server: at most {fake:.0%}."
+        )
+    other = [
+        (max(0.0, r["other_cpu_s"]) / r["batch_wall_s"] / (env["cpu_count"] or 1), label, side)
+        for label, w in result["workloads"].items()
+        for side in ("server", "floor")
+        for r in w[side]["repeats"]
+        if "other_cpu_s" in r and r["batch_wall_s"] > 0
+    ]
+    if other:
+        share, label, side = max(other)
+        lines.append(
+            f"other work on the machine (beyond the processes measured): at most {share:.0%} of its CPUs "
+            f"during a batch ({label}, {side} side)."
         )
     return lines

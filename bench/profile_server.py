@@ -46,6 +46,8 @@ PACKAGES = {
     "pydantic_core": "pydantic",
     "sqlalchemy": "SQLAlchemy",
     "aiosqlite": "aiosqlite",
+    "asyncpg": "asyncpg",
+    "redis": "redis-py",
     "sse_starlette": "sse-starlette",
     "starlette": "starlette/fastapi",
     "fastapi": "starlette/fastapi",
@@ -61,8 +63,13 @@ ACTIVITIES = (
         ("ssl.py", "OpenAIChatCompletionClient.__init__"),
     ),
     (
-        "persistence (recorder, SQLAlchemy, SQLite thread; admission's writes too)",
-        ("aiosqlite/", "sqlalchemy/", "recorder.py"),
+        "distributed: Redis event streams and signals (redis-py, XADD/XREAD)",
+        ("/redis/", "app/runtime/redis_bus.py", "app/runtime/signals.py"),
+    ),
+    ("distributed: run queue (claims, leases, sweeps)", ("app/runtime/queue.py", "app/runtime/cluster.py")),
+    (
+        "persistence (recorder, SQLAlchemy, SQLite thread or asyncpg; admission's writes too)",
+        ("aiosqlite/", "asyncpg/", "sqlalchemy/", "recorder.py"),
     ),
     ("team construction (agents, runtime)", ("build_team",)),
     (

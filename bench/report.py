@@ -106,8 +106,18 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:.1f}"
 
 
-def table(sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]]) -> list[dict[str, str]]:
-    """One row per figure: (workload label, N, server summary, floor summary or None)."""
+# figures of the process doing the work: over a server of several processes, sums over all of them
+PER_PROCESS = {"peak_rss_mb", "kb_per_live_run", "cpu_s", "cpu_us_per_token"}
+
+
+def table(
+    sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]], *, server_processes: int = 1
+) -> list[dict[str, str]]:
+    """One row per figure: (workload label, N, server summary, floor summary or None).
+
+    With ``server_processes`` above 1 the server's CPU and memory figures are sums over its
+    processes (peak RSS: the sum of each one's own peak), and their labels say so.
+    """
     rows: list[dict[str, str]] = []
     for label, n, server, floor in sections:
         workload = label.split()[0]
@@ -119,10 +129,13 @@ def table(sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]]
             if row.check is not None and s is not None:
                 met = "yes" if row.check(s, f) else "NO"
             unit = "" if row.unit in ("n", "%") else f" ({row.unit})"
+            summed = f", sum of {server_processes} processes" if server_processes > 1 else ""
+            if row.key not in PER_PROCESS:
+                summed = ""
             rows.append(
                 {
                     "workload": label,
-                    "figure": row.label + unit,
+                    "figure": row.label + summed + unit,
                     "swarmdirector": fmt(s, row.unit),
                     "floor": fmt(f, row.unit),
                     "ratio": ratio,

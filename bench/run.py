@@ -1,7 +1,9 @@
 """Issue 7's benchmark suite: SwarmDirector's token path against the floor, side by side.
 
 Starts the fake model server (``../shared/bench/fake_llm.py``), SwarmDirector
-(``swarmdirector serve`` on a fresh SQLite file, persistence on), the load
+(``swarmdirector serve`` on a fresh SQLite file, persistence on; or, with
+``--backend distributed``, on a fresh PostgreSQL database and Redis prefix,
+``--processes`` API processes on one port), the load
 client and the floor, then runs each workload's repeats on both sides in
 turn (alternating which goes first), and prints one table: each figure,
 the floor's, their ratio, the target and whether it is met. Writes every
@@ -12,6 +14,10 @@ raw figure and the environment to ``bench/results/bench-<time>.json``.
     W3  sequential one-token runs (fake-t1): request -> first event / finished
 
     .venv/bin/python bench/run.py [--only W1,W2] [--repeats 3] [--n 50,200] [--profile [W1|W2|W3]]
+    .venv/bin/python bench/run.py --only W2 --processes 2      # distributed, SWARM_PROCESSES=2
+
+With several server processes, the server's CPU seconds and resident sets are
+sums over its process tree (the first process and the ones it started).
 
 Everything listens on 127.0.0.1, every run has a time limit, and every
 process started here is stopped by its pid at the end.
@@ -34,18 +40,23 @@ import environment
 import report
 from servers import (
     BENCH,
+    Backend,
     BenchError,
+    DistributedStore,
     Proc,
     Worker,
     cpu_s,
-    fd_count,
-    peak_kb,
-    reset_peak,
-    rss_kb,
+    machine_cpu_s,
+    reset_peaks,
     start_fake_llm,
     start_swarmdirector,
     start_worker,
+    sum_fd_count,
+    sum_peak_kb,
+    sum_rss_kb,
+    tree_pids,
     wait_http,
+    wait_listening,
 )
 from workloads import WARMUP, Batch, Timeline, figures
 
@@ -66,61 +77,109 @@ def batches(args: argparse.Namespace) -> list[tuple[str, Batch, int]]:
 
 
 class Bench:
-    def __init__(self, tmp: Path, log_level: str) -> None:
+    def __init__(self, tmp: Path, log_level: str, backend: Backend | None = None) -> None:
+        self.backend = backend or Backend()
         self.procs: list[Proc] = []
+        try:
+            self._start(tmp, log_level)
+        except BaseException:
+            self.stop()
+            raise
+        self.idle_kb: dict[str, int] = {}
+
+    def _start(self, tmp: Path, log_level: str) -> None:
         self.fake, fake_port = start_fake_llm(tmp)
         self.procs.append(self.fake)
-        self.server, self.port = start_swarmdirector(tmp, fake_port, log_level)
+        self.server, self.port = start_swarmdirector(tmp, fake_port, log_level, self.backend)
         self.procs.append(self.server)
         self.floor = start_worker("floor", "floor.py", ["--base-url", f"http://127.0.0.1:{fake_port}/v1"], tmp)
         self.procs.append(self.floor)
         wait_http(self.fake, f"http://127.0.0.1:{fake_port}/health")
-        wait_http(self.server, f"http://127.0.0.1:{self.port}/healthz")
+        wait_http(self.server, f"http://127.0.0.1:{self.port}/healthz", timeout=90)
+        if self.backend.processes > 1:
+            wait_listening(self.server, self.port, self.backend.processes)
+        self.server_pids = tree_pids(self.server.pid)
+        if len(self.server_pids) < self.backend.processes:
+            raise BenchError(f"the server runs {len(self.server_pids)} processes, not {self.backend.processes}")
         self.load = start_worker("load client", "load.py", ["--port", str(self.port)], tmp)
         self.procs.append(self.load)
         self.floor.wait_ready()
         self.load.wait_ready()
-        self.idle_kb: dict[str, int] = {}
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
 
-    def side(self, name: str) -> tuple[Worker, int]:
-        return (self.load, self.server.pid) if name == "server" else (self.floor, self.floor.pid)
+    def side(self, name: str) -> tuple[Worker, list[int]]:
+        """The worker that drives a side, and the processes doing its work (the server's whole tree)."""
+        if name == "server":
+            pids = tree_pids(self.server.pid)
+            if sorted(pids) != sorted(self.server_pids):
+                raise BenchError(f"the server's processes changed: {self.server_pids} -> {pids}")
+            return self.load, pids
+        return self.floor, [self.floor.pid]
 
     def warm_up(self) -> None:
         warm = Batch(*WARMUP)
         for name in ("server", "floor"):
-            runs = self.side(name)[0].request(asdict(warm), timeout=120)
-            if runs[0]["status"] != "succeeded":
-                raise BenchError(f"the warm-up run on the {name} side failed: {runs[0]}")
+            batch = warm
+            if name == "server" and self.backend.processes > 1:
+                # every process builds a team and calls the model at least once, whichever claims the run
+                batch = Batch(*WARMUP, concurrency=4 * self.backend.processes, rounds=2)
+            runs = self.side(name)[0].request(asdict(batch), timeout=120)
+            failed = [r for r in runs if r["status"] != "succeeded"]
+            if failed:
+                raise BenchError(f"the warm-up run on the {name} side failed: {failed[0]}")
         time.sleep(SETTLE_S)
-        self.idle_kb = {name: rss_kb(self.side(name)[1]) for name in ("server", "floor")}
+        self.idle_kb = {name: sum_rss_kb(self.side(name)[1]) for name in ("server", "floor")}
 
     def measure(self, name: str, batch: Batch) -> dict[str, Any]:
-        """One batch on one side, with the /proc figures of the process that did the work."""
-        worker, pid = self.side(name)
-        pids = {"target": pid, "load": self.load.pid, "fake": self.fake.pid}
-        reset_peak(pid)
-        before = {k: cpu_s(p) for k, p in pids.items()}
+        """One batch on one side, with the /proc figures of the processes that did the work."""
+        worker, target = self.side(name)
+        reset_peaks(target)
+        pids = [*target, self.load.pid, self.fake.pid]
+        store = self.backend.store if name == "server" else None
+        store_before = store.cpu_by_pid() if store is not None else {}
+        before = [cpu_s(p) for p in pids]
+        machine = machine_cpu_s()
         started = time.perf_counter()
         raw = worker.request(asdict(batch), timeout=batch.timeout_s * batch.rounds + 60)
         wall = time.perf_counter() - started
         time.sleep(SETTLE_S)
-        used = {k: cpu_s(p) - before[k] for k, p in pids.items()}
+        used = [cpu_s(p) - b for p, b in zip(pids, before, strict=True)]
+        busy, steal = (b - a for a, b in zip(machine, machine_cpu_s(), strict=True))
+        store_after = store.cpu_by_pid() if store is not None else {}
+        by_process, (load_s, fake_s) = used[: len(target)], used[len(target) :]
+        target_s = sum(by_process)
         fig = figures(batch, [Timeline(**r) for r in raw])
-        peak = peak_kb(pid)
+        peak = sum_peak_kb(target)
         fig.update(
-            cpu_s=used["target"],
-            cpu_us_per_token=used["target"] / fig["tokens"] * 1e6 if fig["tokens"] else None,
+            cpu_s=target_s,
+            cpu_us_per_token=target_s / fig["tokens"] * 1e6 if fig["tokens"] else None,
             peak_rss_mb=peak / 1024,
             kb_per_live_run=(peak - self.idle_kb[name]) / max(1, fig["max_live_runs"]),
-            fake_llm_cpu_share=used["fake"] / wall,
+            fake_llm_cpu_share=fake_s / wall,
             batch_wall_s=wall,
+            # the whole machine (every CPU) over the batch and its settling time: beside the
+            # processes measured here, how busy other work kept the cores
+            machine_busy_s=busy,
+            machine_steal_s=steal,
         )
         if name == "server":
-            fig.update(client_cpu_s=used["load"], client_cpu_share=used["load"] / wall, server_fds=fd_count(pid))
+            fig.update(
+                client_cpu_s=load_s,
+                client_cpu_share=load_s / wall,
+                server_fds=sum_fd_count(target),
+                server_processes=len(target),
+                server_cpu_s_by_process=by_process,
+            )
+        if store_after:
+            # a process that started during the batch counts whole; one that ended is missed
+            for kind, now in store_after.items():
+                was = store_before.get(kind, {})
+                fig[f"{kind}_cpu_s"] = sum(cpu - was.get(pid, 0.0) for pid, cpu in now.items())
+        known = sum(used) + fig.get("postgres_cpu_s", 0.0) + fig.get("redis_cpu_s", 0.0)
+        fig["other_cpu_s"] = busy - known  # other work, the harness, kernel time no process was charged
         return fig
 
 
@@ -131,36 +190,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["config"] = {k: v for k, v in vars(args).items() if k != "out"}
     sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]] = []
     result["workloads"] = {}
-    with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
-        bench = Bench(Path(tmp), args.server_log_level)
-        try:
-            bench.warm_up()
-            result["idle_rss_mb"] = {k: v / 1024 for k, v in bench.idle_kb.items()}
-            for label, batch, repeats in batches(args):
-                per_side: dict[str, list[dict[str, Any]]] = {"server": [], "floor": []}
-                for i in range(repeats):
-                    order = ("server", "floor") if i % 2 == 0 else ("floor", "server")
-                    for name in order:
-                        fig = bench.measure(name, batch)
-                        per_side[name].append(fig)
-                        progress(label, i, repeats, name, fig)
-                summary = {name: report.summarise(figs) for name, figs in per_side.items()}
-                result["workloads"][label] = {
-                    "batch": asdict(batch),
-                    **{k: {"summary": summary[k], "repeats": v} for k, v in per_side.items()},
-                }
-                sections.append((label, batch.concurrency, summary["server"], summary["floor"]))
-            if args.profile:
-                import profile_server
-
-                result["profile"] = profile_server.profile(bench, args, Path(args.out).with_suffix(".pyspy.txt"))
-            result["server_log_tail"] = bench.server.log_tail(5)
-        finally:
-            bench.stop()
+    backend = Backend(args.backend, args.processes)
+    if backend.distributed:
+        backend.store = DistributedStore(args.postgres, args.redis_url)
+        backend.store.create()
+    try:
+        with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
+            run_bench(args, Path(tmp), backend, result, sections)
+    finally:
+        if backend.store is not None:
+            try:
+                result["server_store_removed"] = backend.store.drop()
+            except Exception as exc:  # never hide what stopped the run; say what is left behind
+                left = f"database {backend.store.name}, Redis keys {backend.store.prefix}:*"
+                print(f"bench: could not remove {left}: {exc}", file=sys.stderr)
+                result["server_store_removed"] = {"error": f"{type(exc).__name__}: {exc}"}
     result["environment"]["loadavg_after"] = environment.loadavg()
-    result["table"] = report.table(sections)
+    result["table"] = report.table(sections, server_processes=backend.processes)
     result["duration_s"] = round(time.monotonic() - began, 1)
     return result
+
+
+def run_bench(
+    args: argparse.Namespace,
+    tmp: Path,
+    backend: Backend,
+    result: dict[str, Any],
+    sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]],
+) -> None:
+    bench = Bench(tmp, args.server_log_level, backend)
+    result["server"] = {**backend.describe(), "pids": bench.server_pids}
+    try:
+        bench.warm_up()
+        result["idle_rss_mb"] = {k: v / 1024 for k, v in bench.idle_kb.items()}
+        for label, batch, repeats in batches(args):
+            per_side: dict[str, list[dict[str, Any]]] = {"server": [], "floor": []}
+            for i in range(repeats):
+                order = ("server", "floor") if i % 2 == 0 else ("floor", "server")
+                for name in order:
+                    fig = bench.measure(name, batch)
+                    per_side[name].append(fig)
+                    progress(label, i, repeats, name, fig)
+            summary = {name: report.summarise(figs) for name, figs in per_side.items()}
+            result["workloads"][label] = {
+                "batch": asdict(batch),
+                **{k: {"summary": summary[k], "repeats": v} for k, v in per_side.items()},
+            }
+            sections.append((label, batch.concurrency, summary["server"], summary["floor"]))
+        if args.profile:
+            import profile_server
+
+            result["profile"] = profile_server.profile(bench, args, Path(args.out).with_suffix(".pyspy.txt"))
+        result["server_log_tail"] = bench.server.log_tail(5)
+    finally:
+        bench.stop()
 
 
 def progress(label: str, i: int, repeats: int, name: str, fig: dict[str, Any]) -> None:
@@ -190,14 +273,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="then profile the server with py-spy under W2 at the largest N (or W1 x 5 runs, or W3's runs); "
         "needs py-spy",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("embedded", "distributed"),
+        help="the server's mode: embedded (SQLite, the default) or distributed (PostgreSQL + Redis, "
+        "a fresh database and key prefix, removed at the end); --processes above 1 implies distributed",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="SWARM_PROCESSES: API processes sharing the server's port (default 1); their CPU and memory are summed",
+    )
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="distributed: a maintenance database to create and drop the benchmark's database from",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="distributed: SWARM_REDIS_URL")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     parser.add_argument("--out", default=str(BENCH / "results" / f"bench-{stamp}.json"), help="the JSON to write")
     args = parser.parse_args(argv)
     args.only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     args.n = [int(n) for n in str(args.n).split(",") if n.strip()]
     unknown = set(args.only) - {"W1", "W2", "W3"}
-    if unknown or min(args.repeats, args.w2_repeats, args.w3_runs, *args.n) < 1:
+    if unknown or min(args.repeats, args.w2_repeats, args.w3_runs, args.processes, *args.n) < 1:
         parser.error(f"unknown workloads {sorted(unknown)}" if unknown else "counts must be at least 1")
+    if args.processes > 1:
+        if args.backend == "embedded":
+            parser.error("--processes above 1 needs the distributed backend (embedded servers cannot share)")
+        if args.profile:
+            parser.error("--profile samples one server process: use it with --processes 1")
+    args.backend = args.backend or ("distributed" if args.processes > 1 else "embedded")
     return args
 
 
