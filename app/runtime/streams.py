@@ -114,10 +114,13 @@ async def follow_batches(
             if cursor.done:
                 return
             if sub is None and remote is not None:
-                # distributed mode: the run executes elsewhere (or not yet): follow its Redis stream
+                # distributed mode: the run executes elsewhere (or not yet): follow its Redis stream,
+                # until it ends, or until this process claims it (then the local bus serves it)
                 async for item in _follow_remote(sessionmaker, bus, remote, run_id, cursor, poll_s):
                     yield item
-                return
+                if cursor.done or bus.draining or not bus.is_open(run_id):
+                    return
+                continue
             if sub is None:
                 # not live in this process: finished (all of it is stored) or run elsewhere
                 async with sessionmaker() as session:
@@ -153,7 +156,8 @@ async def _follow_remote(
     cursor: _Cursor,
     poll_s: float,
 ) -> AsyncIterator[list[Envelope] | StreamClosing]:
-    """After the stored events: the run's Redis stream, from the cursor on, until its terminal event.
+    """After the stored events: the run's Redis stream, from the cursor on, until its terminal event
+    (or until the run is live in this process: the caller then re-attaches to the local bus).
 
     The database holds a prefix of the run's events (the recorder writes in order) and the stream holds
     all of them while the run is live, so stored-then-stream misses nothing; seqs drop the overlap. A
@@ -164,6 +168,8 @@ async def _follow_remote(
     while True:
         if bus.draining:
             yield StreamClosing(cursor.last)
+            return
+        if bus.is_open(run_id):
             return
         read = asyncio.ensure_future(remote.read(run_id, cursor.last, block_s=block_s))
         drained = asyncio.ensure_future(bus.drained.wait())
@@ -189,7 +195,7 @@ async def _follow_remote(
                 return
         if out := cursor.take(events):
             yield out
-        if cursor.done:
+        if cursor.done or bus.is_open(run_id):
             return
         if not events:
             # quiet for a while: the run may have ended with its stream gone (or written elsewhere)

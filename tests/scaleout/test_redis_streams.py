@@ -4,6 +4,7 @@ replaying it from Redis and the database alike."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -47,3 +48,44 @@ async def test_a_run_s_stream_holds_its_events_and_expires_after_the_run(
             assert 0 < await client.ttl(key) <= 120
         finally:
             await client.aclose()
+
+
+async def test_a_watcher_moves_to_the_local_bus_once_its_run_is_claimed_here(
+    fresh_postgres_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, database_url=fresh_postgres_url, redis_url=redis_url, redis_prefix=redis_prefix)
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t", timeout=30) as c,
+    ):
+        services = app.state.services
+        first = (await c.post("/v1/runs", json=run_body(team=team(model="fake/t20-d10", max_messages=2)))).json()
+        # queued behind the first: not claimed yet, so its watcher starts on the Redis stream
+        second = (
+            await c.post(
+                "/v1/runs",
+                json=run_body(
+                    team=team(model="fake/t40-d10", max_messages=2),
+                    conversation_id=first["conversation_id"],
+                    if_busy="enqueue",
+                ),
+            )
+        ).json()
+        assert (await c.get(f"/v1/runs/{second['id']}")).json()["status"] == "queued"
+        local_watchers: list[int] = []
+
+        async def watch_the_bus() -> None:
+            while True:
+                if services.runs.is_live(second["id"]):
+                    local_watchers.append(services.bus.live_watchers())
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(watch_the_bus())
+        try:
+            events = await collect(c, f"/v1/runs/{second['id']}/events")
+        finally:
+            sampler.cancel()
+        assert events[-1]["type"] == "run.completed"
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert local_watchers and max(local_watchers) >= 1, "the watcher re-attached to the local bus"
