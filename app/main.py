@@ -119,10 +119,9 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
             fast_tokens=settings.fast_tokens,
         )
         metrics = Metrics()
-        cluster = None
+        cluster: Cluster | None = None
         if settings.distributed:
             cluster = Cluster.build(settings, sessionmaker, execute=worker or settings.execute_runs)
-        if cluster is not None:
             bus.mirror = cluster.streams.append
         deps = RuntimeDeps(
             settings,

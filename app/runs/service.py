@@ -120,8 +120,7 @@ class RunService:
             self.services.limits.record_start(self.principal.id)
         if cluster is not None:
             # queued in the database: an executor (maybe this process) claims it
-            cluster.poke()
-            await cluster.signals.wake()
+            await cluster.announce()
         return run
 
     async def _cancel_anywhere(self, run_id: str, reason: str) -> bool:

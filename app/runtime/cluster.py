@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import AppError
 from app.core.settings import Settings
@@ -58,7 +59,7 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def build(cls, settings: Settings, sessionmaker: Any, *, execute: bool) -> Cluster:
+    def build(cls, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], *, execute: bool) -> Cluster:
         assert settings.redis_url is not None
         redis = Redis.from_url(settings.redis_url, health_check_interval=30)
         streams = RedisStreams(redis, settings.redis_prefix, settings.stream_retention_s)
@@ -109,6 +110,14 @@ class Cluster:
     def poke(self) -> None:
         """A run may be claimable: look now, not at the next poll."""
         self._wakeup.set()
+
+    async def announce(self) -> None:
+        """A run was queued: this process claims it if it can, otherwise every executor is told."""
+        manager = self._manager
+        if self._claiming and manager is not None and manager.live_count < self.settings.worker_concurrency:
+            self.poke()
+        else:
+            await self.signals.wake()
 
     def _on_run_finished(self, run_id: str) -> None:
         # its conversation's turn is free: the next queued run there may start, here or elsewhere

@@ -55,7 +55,7 @@ from app.runs.models import ModelCallRecord, Run
 from app.runs.repository import RunEventRepository, RunRepository
 from app.runtime.bus import EventBus
 from app.runtime.chain import ChainRunner
-from app.runtime.envelope import DELTA, Envelope
+from app.runtime.envelope import DELTA, Envelope, usage_data
 from app.runtime.inputs import NotAwaitingInput, PendingInput
 from app.runtime.outbox import TeamOutbox
 from app.runtime.recorder import Apply, EventRecorder, StorageError, Superseded
@@ -529,11 +529,7 @@ class RunExecution:
         self.settling = True
         finished = utcnow()
         duration_ms = int((time.monotonic() - self.started_at) * 1000) if self.started_at else 0
-        usage = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+        usage = usage_data(self.prompt_tokens, self.completion_tokens)
         data: dict[str, Any] = {"status": outcome.status, "usage": usage, "duration_ms": duration_ms}
         if outcome.status == "succeeded":
             type_ = "run.completed"

@@ -26,7 +26,7 @@ from app.conversations.models import Conversation
 from app.core.db import utcnow
 from app.runs.models import Run, RunEvent
 from app.runs.repository import RunEventRepository, RunQueueRepository
-from app.runtime.envelope import Envelope
+from app.runtime.envelope import Envelope, usage_data
 from app.runtime.redis_bus import RedisStreams
 
 log = structlog.get_logger(__name__)
@@ -103,7 +103,7 @@ class RunQueue:
             data: dict[str, Any] = {
                 "status": "cancelled",
                 "reason": reason,
-                "usage": _usage_data(prompt, completion),
+                "usage": usage_data(prompt, completion),
                 "duration_ms": 0,
             }
             env = Envelope(run_id, seq, "run.cancelled", now, data)
@@ -154,7 +154,7 @@ class RunQueue:
         else:
             messages, prompt, completion = await RunQueueRepository(session).usage(run.id)
             duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
-            data = {"usage": _usage_data(prompt, completion), "duration_ms": duration_ms}
+            data = {"usage": usage_data(prompt, completion), "duration_ms": duration_ms}
             if run.cancel_requested is not None:
                 type_ = "run.cancelled"
                 data.update(status="cancelled", reason=run.cancel_requested)
@@ -176,7 +176,3 @@ class RunQueue:
             log.warning("run_settled_worker_lost", run_id=run.id, lost_worker=lost, status=run.status)
         session.add(RunEvent(run_id=run.id, seq=seq, type=type_, at=now, data=data))
         return Envelope(run.id, seq, type_, now, data)
-
-
-def _usage_data(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

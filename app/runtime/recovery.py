@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.db import utcnow
 from app.runs.models import Run, RunEvent
 from app.runs.repository import RunEventRepository, RunRepository
+from app.runtime.envelope import usage_data
 from app.runtime.manager import RunManager
 
 log = structlog.get_logger(__name__)
@@ -37,11 +38,7 @@ async def recover_runs(sessionmaker: async_sessionmaker[AsyncSession], manager: 
                     "code": "server_restarted",
                     "message": "The server stopped while the run was going.",
                 },
-                "usage": {
-                    "prompt_tokens": run.prompt_tokens,
-                    "completion_tokens": run.completion_tokens,
-                    "total_tokens": run.prompt_tokens + run.completion_tokens,
-                },
+                "usage": usage_data(run.prompt_tokens, run.completion_tokens),
                 "duration_ms": 0,
             }
             session.add(RunEvent(run_id=run.id, seq=last + 1, type="run.failed", at=now, data=data))
