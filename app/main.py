@@ -25,6 +25,7 @@ from app.agents.router import router as agents_router
 from app.analytics.router import router as analytics_router
 from app.auth.service import announce_auth_mode
 from app.conversations.router import router as conversations_router
+from app.core import gc_tuning
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         )
         app.state.services = services
         purger: asyncio.Task[None] | None = None
+        collector: asyncio.Task[None] | None = None
         try:
             if settings.seed_demo and not worker:
                 async with sessionmaker() as session:
@@ -160,6 +162,11 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
             else:
                 await recover_runs(sessionmaker, manager)
             purger = asyncio.create_task(_purge_deltas(services), name="delta-purger")
+            if settings.gc_tuning:
+                gc_tuning.tune()
+                collector = asyncio.create_task(
+                    gc_tuning.collect_when_idle(lambda: manager.live_count > 0), name="gc-idle"
+                )
             log.info(
                 "started",
                 version=__version__,
@@ -176,10 +183,11 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
             await manager.shutdown(settings.shutdown_grace_s)
             if cluster is not None:
                 await cluster.stop()
-            if purger is not None:
-                purger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purger
+            for task in (purger, collector):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await recorder.stop()
             await models.aclose()
             await engine.dispose()

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation, Message
@@ -13,6 +16,21 @@ class ConversationRepository(Repository[Conversation]):
 
     async def for_update(self, id_: str) -> Conversation | None:
         return await self.session.get(Conversation, id_)
+
+    async def end_run(
+        self, id_: str, run_id: str, *, state: dict[str, Any] | None, signature: str | None, at: datetime
+    ) -> None:
+        """A run of the conversation ended: keep its team state (or none), and free the turn it held."""
+        await self.session.execute(
+            update(Conversation)
+            .where(Conversation.id == id_)
+            .values(
+                state=state,
+                state_signature=signature,
+                updated_at=at,
+                active_run_id=case((Conversation.active_run_id == run_id, None), else_=Conversation.active_run_id),
+            )
+        )
 
     async def bump_messages(self, id_: str, by: int) -> None:
         await self.session.execute(

@@ -3,18 +3,26 @@
 SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` transactions (a
 deferred SQLite transaction that reads and then writes fails at once with
 SQLITE_BUSY when another writer got in between; an immediate one waits).
+The process's writers also queue on an asyncio lock before ``BEGIN
+IMMEDIATE``: SQLite's own busy handler waits by sleeping (1, 2, 5, ... 100
+ms), so writers contending for the file idled while it was free, and under a
+burst of new runs that sleeping, not the writes, set the time to first token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -54,9 +62,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+WRITER_WAIT_S = 30.0  # like the busy timeout: how long a write transaction waits for the file
+
+
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # each aiosqlite connection is a thread: keep enough for a burst of requests rather than
+        # opening and closing overflow connections (and threads) around every burst
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
         _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -74,9 +87,38 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    # one writer at a time in this process, woken in turn (other processes still meet the busy timeout)
+    writer = asyncio.Lock()
+    holder: list[Any] = [None]  # the DBAPI connection holding ``writer``
+
+    async def acquire() -> None:
+        try:
+            async with asyncio.timeout(WRITER_WAIT_S):
+                await writer.acquire()
+        except TimeoutError:
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")) from None
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'IMMEDIATE')}")
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        if mode == "IMMEDIATE" and in_greenlet():
+            await_(acquire())
+            holder[0] = conn.connection.dbapi_connection
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    def release(dbapi_connection: Any) -> None:
+        # a transaction ends with its connection back in the pool (or thrown away)
+        if dbapi_connection is not None and dbapi_connection is holder[0]:
+            holder[0] = None
+            writer.release()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        release(dbapi_connection)
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exc: Any) -> None:
+        release(dbapi_connection)
 
 
 def create_sessionmaker(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         default=True,
         description="Stream tokens from the model client straight to watchers, around AutoGen's runtime.",
     )
+    gc_tuning: bool = Field(
+        default=True,
+        description="Freeze startup's objects and make full garbage collections rare and idle-time (see docs).",
+    )
     model_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest wait for a model's first token, or between two tokens."
     )

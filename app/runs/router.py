@@ -103,9 +103,11 @@ async def create_run(
 async def create_run_stream(
     body: RunCreate, session: SessionDep, principal: PrincipalDep, services: ServicesDep
 ) -> EventSourceResponse:
-    run = await RunService(session, principal, services).create(body)
+    runs = RunService(session, principal, services)
+    run = await runs.create(body)
     await session.close()  # never hold a request's session across a stream
-    return event_stream(services, run.id, 0, headers={"Content-Location": f"/v1/runs/{run.id}"})
+    known = [runs.queued] if runs.queued is not None else None
+    return event_stream(services, run.id, 0, headers={"Content-Location": f"/v1/runs/{run.id}"}, known=known)
 
 
 @router.post(

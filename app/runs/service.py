@@ -17,6 +17,7 @@ from app.core.services import Services
 from app.runs.models import Run, RunEvent
 from app.runs.repository import TERMINAL_STATUSES, RunRepository
 from app.runs.schemas import InputCreate, RunCreate
+from app.runtime.envelope import Envelope
 from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
@@ -29,6 +30,7 @@ class RunService:
         self.principal = principal
         self.services = services
         self.runs = RunRepository(session)
+        self.queued: Envelope | None = None  # the run.queued event of the run ``create`` made
 
     async def _resolve_team(self, body: RunCreate) -> tuple[str | None, ResolvedTeamSpec]:
         resolver = TeamResolver(
@@ -105,18 +107,18 @@ class RunService:
                 created_at=utcnow(),
             )
             await self.runs.add(run)
-            self.session.add(
-                RunEvent(
-                    run_id=run.id,
-                    seq=1,
-                    type="run.queued",
-                    at=run.created_at,
-                    data={"conversation_id": conversation.id, "team": spec.name, "task": body.task},
-                )
+            queued = Envelope(
+                run.id,
+                1,
+                "run.queued",
+                run.created_at,
+                {"conversation_id": conversation.id, "team": spec.name, "task": body.task},
             )
+            self.session.add(RunEvent(run_id=run.id, seq=1, type=queued.type, at=queued.at, data=queued.data))
             await self.session.commit()
+            self.queued = queued
             if cluster is None:
-                manager.submit(run, flushed_seq=1)
+                manager.submit(run, flushed_seq=1, new_conversation=body.conversation_id is None)
             self.services.limits.record_start(self.principal.id)
         if cluster is not None:
             # queued in the database: an executor (maybe this process) claims it

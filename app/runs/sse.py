@@ -15,13 +15,18 @@ import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.core.services import Services
+from app.runtime.envelope import Envelope
 from app.runtime.streams import StreamClosing, StreamLagged, follow_batches
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[ServerSentEvent | bytes]:
-    async for item in follow_batches(services.read_sessionmaker, services.bus, run_id, after, remote=services.streams):
+async def _frames(
+    services: Services, run_id: str, after: int, known: list[Envelope] | None = None
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    async for item in follow_batches(
+        services.read_sessionmaker, services.bus, run_id, after, remote=services.streams, known=known
+    ):
         if isinstance(item, list):
             # whatever queued up for this watcher goes out as one write; each frame is encoded once
             # per event, however many watchers it has
@@ -41,11 +46,17 @@ async def _frames(services: Services, run_id: str, after: int) -> AsyncIterator[
 
 
 def event_stream(
-    services: Services, run_id: str, after: int, headers: dict[str, str] | None = None
+    services: Services,
+    run_id: str,
+    after: int,
+    headers: dict[str, str] | None = None,
+    *,
+    known: list[Envelope] | None = None,
 ) -> EventSourceResponse:
+    """The run's events after ``after`` as SSE; ``known``: its first events, already in hand."""
     settings = services.settings
     return EventSourceResponse(
-        _frames(services, run_id, after),
+        _frames(services, run_id, after, known),
         ping=settings.sse_ping_s,
         send_timeout=settings.sse_send_timeout_s,
         headers={**SSE_HEADERS, **(headers or {})},

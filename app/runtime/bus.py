@@ -92,6 +92,11 @@ class EventBus:
     def is_open(self, run_id: str) -> bool:
         return run_id in self._channels
 
+    def flushed_seq(self, run_id: str) -> int:
+        """The last seq the recorder has stored of a run live here (-1 when none is: ask the database)."""
+        channel = self._channels.get(run_id)
+        return channel.flushed_seq if channel is not None else -1
+
     def publish(self, env: Envelope) -> None:
         if self.mirror is not None:
             self.mirror(env)

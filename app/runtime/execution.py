@@ -33,7 +33,7 @@ from autogen_agentchat.messages import (
 from autogen_core import CancellationToken
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.conversations.models import Conversation, Message
+from app.conversations.models import Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.metrics import Metrics
@@ -116,7 +116,9 @@ class _Stream:
 
 
 class RunExecution:
-    def __init__(self, deps: RuntimeDeps, run: Run) -> None:
+    def __init__(self, deps: RuntimeDeps, run: Run, *, known_seq: int | None = None) -> None:
+        """``known_seq``: the run is new in a conversation its request created, and this is its last
+        event's seq, so there is nothing to read before it starts (no earlier events, history or state)."""
         self.deps = deps
         self.run_id = run.id
         self.conversation_id = run.conversation_id
@@ -143,6 +145,7 @@ class RunExecution:
         self.base_position = 0
         self.result: dict[str, Any] | None = None
         self.settling = False
+        self._known_seq = known_seq
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -230,8 +233,11 @@ class RunExecution:
     # -- the run ---------------------------------------------------------------------------------
 
     async def execute(self, turn: asyncio.Lock) -> None:
-        async with self.deps.read_sessionmaker() as session:
-            self.seq = await RunEventRepository(session).max_seq(self.run_id)
+        if self._known_seq is not None:
+            self.seq = self._known_seq
+        else:
+            async with self.deps.read_sessionmaker() as session:
+                self.seq = await RunEventRepository(session).max_seq(self.run_id)
         if self.deps.streams is not None:
             # an earlier attempt's deltas may be in Redis only: continue after them, never under them
             self.seq = max(self.seq, await self.deps.streams.top_seq(self.run_id))
@@ -469,6 +475,8 @@ class RunExecution:
         return None
 
     async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message]]:
+        if self._known_seq is not None:
+            return None, []  # a new conversation: no messages yet, no saved state (base_position stays 0)
         async with self.deps.read_sessionmaker() as session:
             conversation = await ConversationRepository(session).for_update(self.conversation_id)
             assert conversation is not None
@@ -561,15 +569,15 @@ class RunExecution:
             if not settled:
                 # another process settled it first (our lease lapsed): its end stands, ours is dropped
                 raise Superseded(f"run {self.run_id} was settled elsewhere")
-            conversation = await session.get(Conversation, self.conversation_id)
-            if conversation is not None:
-                if conversation.active_run_id == self.run_id:
-                    conversation.active_run_id = None
-                # a team that did not finish cleanly is not trusted to continue from: the next run
-                # rebuilds its context from the stored messages instead
-                conversation.state = outcome.state
-                conversation.state_signature = signature if outcome.state is not None else None
-                conversation.updated_at = finished
+            # a team that did not finish cleanly is not trusted to continue from: the next run
+            # rebuilds its context from the stored messages instead
+            await ConversationRepository(session).end_run(
+                self.conversation_id,
+                self.run_id,
+                state=outcome.state,
+                signature=signature if outcome.state is not None else None,
+                at=finished,
+            )
 
         try:
             await self._emit(type_, data, lambda env: partial(settle, env=env))

@@ -95,24 +95,34 @@ async def follow_batches(
     *,
     remote: RedisStreams | None = None,
     poll_s: float = 0.5,
+    known: list[Envelope] | None = None,
 ) -> AsyncIterator[list[Envelope] | StreamLagged | StreamClosing]:
     """Every event after ``after``, in order, in the batches they come in (a watcher writes a batch at once).
 
     ``remote``: the Redis run streams (distributed mode), for runs that are not live in this process.
+    ``known``: the run's first events, already in hand (the request that created the run wrote them).
     """
     cursor = _Cursor(after)
+    if known and (out := cursor.take(known)):
+        yield out
+        if cursor.done:
+            return
     while True:
         sub, unstored = bus.subscribe(run_id)
         try:
             below = unstored[0].seq if unstored else None
-            async for out in _stored(sessionmaker, run_id, cursor, below=below):
-                yield out
+            # the run was just created here and the watcher has its stored events: nothing to read
+            # (a channel's flushed seq is exact only for a run submitted by its creating request)
+            if not (known and sub is not None and bus.flushed_seq(run_id) <= cursor.last):
+                async for out in _stored(sessionmaker, run_id, cursor, below=below):
+                    yield out
             if cursor.done:
                 return
             if out := cursor.take(unstored):
                 yield out
             if cursor.done:
                 return
+            known = None
             if sub is None and remote is not None:
                 # distributed mode: the run executes elsewhere (or not yet): follow its Redis stream,
                 # until it ends, or until this process claims it (then the local bus serves it)
