@@ -63,10 +63,17 @@ class RunLimits:
     def record_start(self, principal_id: str) -> None:
         self._window(principal_id).append(self._clock())
 
-    async def check_start(self, session: AsyncSession, principal_id: str, settings: Settings) -> None:
-        """Raise ``TooManyRequests`` when ``principal_id`` may not start a run now."""
+    async def check_start(
+        self, session: AsyncSession, principal_id: str, settings: Settings, *, live: int | None = None
+    ) -> None:
+        """Raise ``TooManyRequests`` when ``principal_id`` may not start a run now.
+
+        ``live``: the principal's live runs when the caller knows them (the embedded mode's run
+        manager holds every live run); else they are counted in the database.
+        """
         self.check_rate(principal_id, settings.max_runs_per_minute)
-        live = await RunRepository(session).count_live(principal_id)
+        if live is None:
+            live = await RunRepository(session).count_live(principal_id)
         limit = settings.max_live_runs_per_principal
         if live >= limit:
             raise TooManyRequests(

@@ -12,8 +12,41 @@ stream yields to), and ``caught`` undoes it, as ``asyncio.timeout`` does.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from autogen_core import CancellationToken
+
+
+class RunToken(CancellationToken):
+    """A run's ``CancellationToken``, which forgets a linked future once the future is done.
+
+    AutoGen's ``run_stream`` links every item it takes from the team's output queue to the token
+    (every streamed chunk, on the fast token path too), and the stock token keeps each link, a
+    closure over a finished task that holds the item, until the run ends: about 2 KB a chunk for
+    the run's whole life, all of it old enough to burden every full garbage collection.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._linked: set[asyncio.Future[Any]] = set()
+
+    def link_future(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        if self.is_cancelled():
+            future.cancel()
+        elif not future.done():
+            self._linked.add(future)
+            future.add_done_callback(self._linked.discard)
+        return future
+
+    def cancel(self) -> None:
+        super().cancel()
+        for future in list(self._linked):
+            future.cancel()
+
+    @property
+    def linked(self) -> int:
+        """Futures linked now (not done)."""
+        return len(self._linked)
 
 
 class Interrupt:

@@ -68,7 +68,9 @@ class RunService:
         manager = self.services.runs
         cluster = self.services.cluster
         async with manager.admission:
-            await self.services.limits.check_start(self.session, self.principal.id, settings)
+            # embedded: every live run is this process's; distributed: queued runs are in the database only
+            live = manager.live_for(self.principal.id) if cluster is None else None
+            await self.services.limits.check_start(self.session, self.principal.id, settings, live=live)
             conversations = ConversationRepository(self.session)
             if body.conversation_id is not None:
                 conversation = await conversations.get(self.principal.id, body.conversation_id)

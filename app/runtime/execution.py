@@ -49,6 +49,7 @@ from app.engine.events import (
     translate_event,
 )
 from app.engine.factory import InputFunc, TeamFactory, team_signature
+from app.engine.interrupts import RunToken
 from app.engine.providers import ModelConfigError
 from app.engine.tools import ToolContext
 from app.runs.models import ModelCallRecord, Run
@@ -129,7 +130,7 @@ class RunExecution:
         self.input_timeout_s = run.input_timeout_s
         self.spec = ResolvedTeamSpec.model_validate(run.team_spec)
         self.agent_names = frozenset(m.name for m in self.spec.members)
-        self.token = CancellationToken()
+        self.token = RunToken()
         self.cancel_reason: str | None = None
         self.cancel_event = asyncio.Event()
         self.pending_input: PendingInput | None = None
@@ -145,6 +146,7 @@ class RunExecution:
         self.base_position = 0
         self.result: dict[str, Any] | None = None
         self.settling = False
+        self.ended = False  # its terminal event is stored (or could not be)
         self._known_seq = known_seq
 
     # -- control ---------------------------------------------------------------------------------
@@ -583,6 +585,8 @@ class RunExecution:
             await self._emit(type_, data, lambda env: partial(settle, env=env))
         except StorageError:
             log.error("run_settle_failed", run_id=self.run_id)
+        finally:
+            self.ended = True
         self.deps.metrics.runs_finished.labels(status=outcome.status).inc()
         log.info(
             "run_finished",

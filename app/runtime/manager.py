@@ -36,6 +36,11 @@ class RunManager:
     def live_count(self) -> int:
         return len(self._tasks)
 
+    def live_for(self, principal_id: str) -> int:
+        """Live runs of a principal in this process: queued for their turn, running or awaiting input
+        (a run is no longer live once its end is stored, even while its task winds down)."""
+        return sum(1 for ex in self._executions.values() if ex.principal_id == principal_id and not ex.ended)
+
     def is_live(self, run_id: str) -> bool:
         return run_id in self._tasks
 

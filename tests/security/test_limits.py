@@ -12,6 +12,7 @@ from asgi_lifespan import LifespanManager
 from app.core.limits import RunLimits, TooManyRequests
 from app.main import create_app
 from tests.conftest import Backend, LiveServer, wait_for_status
+from tests.e2e.sse import collect
 from tests.e2e.ws import WsClient
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
@@ -131,3 +132,19 @@ async def test_websocket_frames_over_the_limit_and_runs_over_the_rate_are_refuse
             assert (await ws.reply_to({"type": "ping", "id": "small"}))["type"] == "pong"
     finally:
         server.stop()
+
+
+async def test_a_run_whose_end_was_streamed_no_longer_counts_as_live(backend: Backend, tmp_path: Path) -> None:
+    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=1))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        client.headers.update(await api_key_headers(app, "local"))
+        for _ in range(3):
+            # the moment a client has seen the terminal event, it may start its next run
+            events = await collect(client, "POST", "/v1/runs/stream", json=run_body(team=team(model="fake/t2")))
+            assert events[-1]["type"] == "run.completed"
+            r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))
+            assert r.status_code == 202, r.text
+            await wait_for_status(client, r.json()["id"], {"succeeded"})
