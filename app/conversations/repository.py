@@ -3,11 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation, Message
-from app.core.repository import Page, Repository
+from app.core.repository import Page, Repository, table
 
 
 class ConversationRepository(Repository[Conversation]):
@@ -33,8 +33,11 @@ class ConversationRepository(Repository[Conversation]):
         )
 
     async def bump_messages(self, id_: str, by: int) -> None:
+        conversations = table(Conversation)
         await self.session.execute(
-            update(Conversation).where(Conversation.id == id_).values(message_count=Conversation.message_count + by)
+            update(conversations)
+            .where(conversations.c.id == id_)
+            .values(message_count=conversations.c.message_count + by)
         )
 
 
@@ -44,6 +47,10 @@ class MessageRepository:
 
     def add(self, message: Message) -> None:
         self.session.add(message)
+
+    async def insert(self, **values: Any) -> None:
+        """Store one message (the per-run write path: no ORM object)."""
+        await self.session.execute(insert(table(Message)), [values])
 
     async def history(self, conversation_id: str) -> list[Message]:
         rows = await self.session.scalars(

@@ -11,7 +11,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +19,18 @@ from app.core.db import Base
 from app.core.errors import BadRequest, Conflict, NotFound
 
 M = TypeVar("M", bound=Base)
+
+
+def table(model: type[Base]) -> Table:
+    """A model's table, for the statements on the per-run write path.
+
+    Core statements on the table skip the ORM's unit of work and its statement handling: measured,
+    an ``UPDATE`` costs ~140 us of CPU this way against ~220 us through the entity, and an insert
+    through ``session.add`` more still. Column defaults and types apply all the same.
+    """
+    t = model.__table__
+    assert isinstance(t, Table)
+    return t
 
 
 class Page(Generic[M]):

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.conversations.models import Conversation, Message
-from app.core.repository import Page, Repository
+from app.core.repository import Page, Repository, table
 from app.runs.models import Run, RunEvent
 from app.runtime.envelope import Envelope
 
@@ -58,12 +58,14 @@ class RunRepository(Repository[Run]):
         return list(await self.session.scalars(select(Run).where(Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)))
 
     async def set_fields(self, run_id: str, **values: Any) -> None:
-        await self.session.execute(update(Run).where(Run.id == run_id).values(**values))
+        runs = table(Run)
+        await self.session.execute(update(runs).where(runs.c.id == run_id).values(**values))
 
     async def settle(self, run_id: str, **values: Any) -> bool:
         """Write a run's end, unless it has one already (terminal states never change)."""
+        runs = table(Run)
         result = await self.session.execute(
-            update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE_STATUSES)).values(**values)
+            update(runs).where(runs.c.id == run_id, runs.c.status.in_(ACTIVE_STATUSES)).values(**values)
         )
         return bool(getattr(result, "rowcount", 0))
 

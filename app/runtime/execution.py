@@ -31,12 +31,14 @@ from autogen_agentchat.messages import (
     UserInputRequestedEvent,
 )
 from autogen_core import CancellationToken
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.conversations.models import Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.metrics import Metrics
+from app.core.repository import table
 from app.core.secrets import scrub_credentials
 from app.core.settings import Settings
 from app.engine.calls import ModelCall, TextSink
@@ -393,7 +395,7 @@ class RunExecution:
         self.deps.metrics.observe_call(call)
         if call.error_code is not None:
             self.model_failure = call
-        record = ModelCallRecord(
+        record = dict(
             run_id=self.run_id,
             principal_id=self.principal_id,
             team_name=self.spec.name,
@@ -409,7 +411,7 @@ class RunExecution:
         )
 
         async def write(session: AsyncSession) -> None:
-            session.add(record)
+            await session.execute(insert(table(ModelCallRecord)), [record])
 
         self.deps.recorder.write(write)
 
@@ -513,21 +515,20 @@ class RunExecution:
     def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Apply]:
         def apply_for(env: Envelope) -> Apply:
             async def write(session: AsyncSession) -> None:
-                MessageRepository(session).add(
-                    Message(
-                        id=m.id,
-                        conversation_id=self.conversation_id,
-                        run_id=self.run_id,
-                        principal_id=self.principal_id,
-                        position=position,
-                        seq=env.seq,
-                        agent=m.agent,
-                        type=m.type,
-                        content=m.text,
-                        payload=m.payload,
-                        prompt_tokens=m.prompt_tokens,
-                        completion_tokens=m.completion_tokens,
-                    )
+                await MessageRepository(session).insert(
+                    id=m.id,
+                    conversation_id=self.conversation_id,
+                    run_id=self.run_id,
+                    principal_id=self.principal_id,
+                    position=position,
+                    seq=env.seq,
+                    agent=m.agent,
+                    type=m.type,
+                    content=m.text,
+                    payload=m.payload,
+                    prompt_tokens=m.prompt_tokens,
+                    completion_tokens=m.completion_tokens,
+                    created_at=env.at,
                 )
                 await ConversationRepository(session).bump_messages(self.conversation_id, 1)
 

@@ -38,6 +38,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.repository import table
 from app.runs.models import RunEvent
 from app.runs.repository import MAX_DELTA_SPAN, pack_deltas
 from app.runtime.bus import EventBus
@@ -328,7 +329,7 @@ class EventRecorder:
         rows = [row for item in batch if (row := _rows(item)) is not None]
         async with self._sessionmaker() as session:
             if rows:
-                await session.execute(insert(RunEvent), rows)
+                await session.execute(insert(table(RunEvent)), rows)
             for item in batch:
                 if item.apply is not None:
                     await item.apply(session)
