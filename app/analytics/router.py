@@ -61,7 +61,7 @@ def _floor(value: datetime, bucket: Bucket) -> datetime:
     return start.replace(hour=0) if bucket == "day" else start
 
 
-def analytics_window(
+async def analytics_window(
     since: Annotated[
         datetime | None,
         Query(

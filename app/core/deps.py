@@ -16,7 +16,7 @@ from app.engine.providers import ModelRegistry
 from app.runtime.manager import RunManager
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -24,7 +24,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
@@ -34,11 +34,11 @@ async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[
         yield session
 
 
-def get_run_manager(services: ServicesDep) -> RunManager:
+async def get_run_manager(services: ServicesDep) -> RunManager:
     return services.runs
 
 
-def get_models(services: ServicesDep) -> ModelRegistry:
+async def get_models(services: ServicesDep) -> ModelRegistry:
     return services.models
 
 

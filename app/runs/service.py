@@ -91,7 +91,7 @@ class RunService:
                     title=body.task.strip()[:80],
                     team_id=team_id,
                 )
-                await conversations.add(conversation)
+                self.session.add(conversation)  # written with the run, in one flush
             run = Run(
                 id=new_id("run"),
                 principal_id=self.principal.id,
@@ -108,7 +108,7 @@ class RunService:
                 max_attempts=body.retries + 1,
                 created_at=utcnow(),
             )
-            await self.runs.add(run)
+            self.session.add(run)
             queued = Envelope(
                 run.id,
                 1,
