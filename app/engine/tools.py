@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import copy
 import importlib
 import inspect
 import operator
@@ -56,6 +57,16 @@ class TimedTool(FunctionTool):
         if self._schema is None:
             self._schema = super().schema
         return self._schema
+
+    def for_function(self, func: Callable[..., Any]) -> TimedTool:
+        """This tool calling ``func``, a function of the same code (a per-run builder's, over another context).
+
+        ``FunctionTool`` builds a pydantic model of the arguments from the function's signature, about
+        0.4 ms, on every construction: per tool, per agent, per run. A copy shares the model.
+        """
+        tool = copy.copy(self)
+        tool._func = func
+        return tool
 
     async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
         try:
@@ -127,6 +138,7 @@ def history_search(ctx: ToolContext) -> Callable[..., Any]:
 class ToolRegistry:
     def __init__(self, timeout_s: float = 30.0) -> None:
         self._builders: dict[str, tuple[ToolBuilder, str]] = {}
+        self._built: dict[str, TimedTool] = {}  # per name, the first tool built: its argument model is reused
         self.timeout_s = timeout_s
 
     def register(self, func: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> None:
@@ -147,7 +159,14 @@ class ToolRegistry:
 
     def build(self, name: str, ctx: ToolContext) -> BaseTool[Any, Any]:
         builder, description = self._builders[name]
-        return TimedTool(builder(ctx), name=name, description=description, timeout_s=self.timeout_s)
+        func = builder(ctx)
+        first = self._built.get(name)
+        code = getattr(func, "__code__", None)
+        if first is not None and code is not None and code is getattr(first._func, "__code__", None):
+            return first.for_function(func)  # the same code, so the same signature
+        tool = TimedTool(func, name=name, description=description, timeout_s=self.timeout_s)
+        self._built[name] = tool
+        return tool
 
     def load_entry_points(self, specs: list[str]) -> None:
         """Register ``module:function`` callables named by the operator (settings, never requests)."""

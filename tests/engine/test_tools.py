@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from autogen_core import CancellationToken
 
-from app.engine.tools import ToolRegistry, calculator
+from app.engine.tools import ToolContext, ToolRegistry, calculator
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.fixtures.specs import agent, run_body, team
@@ -76,3 +77,46 @@ def test_bad_entry_points_are_refused_at_start() -> None:
     registry.load_entry_points(["tests.fixtures.tools:shout"])
     with pytest.raises(ValueError, match="registered already"):
         registry.load_entry_points(["tests.fixtures.tools:shout"])
+
+
+async def test_a_tool_built_per_run_shares_its_argument_model_and_calls_its_own_function() -> None:
+    registry = ToolRegistry.with_builtins()
+
+    def whose(ctx: ToolContext) -> Any:
+        async def whose_run(shout: bool = False) -> str:
+            """Which run asks."""
+            return ctx.run_id.upper() if shout else ctx.run_id
+
+        return whose_run
+
+    registry.register_builder(whose, name="whose", description="Which run asks.")
+
+    def ctx(run_id: str) -> ToolContext:
+        return ToolContext(run_id, "conv", "p", None)  # type: ignore[arg-type]
+
+    a, b = registry.build("whose", ctx("run_a")), registry.build("whose", ctx("run_b"))
+    assert a is not b and a.args_type() is b.args_type()  # the model built once, from the first
+    assert a.schema == b.schema
+    token = CancellationToken()
+    assert await a.run_json({"shout": True}, token) == "RUN_A"
+    assert await b.run_json({}, token) == "run_b"
+    # a plain function: the same tool shape for every run as well
+    c, d = registry.build("current_time", ctx("x")), registry.build("current_time", ctx("y"))
+    assert c.args_type() is d.args_type() and c is not d
+
+
+async def test_a_builder_that_returns_another_function_gets_its_own_model() -> None:
+    registry = ToolRegistry()
+
+    def one(a: int) -> int:
+        return a
+
+    def two(a: int, b: int) -> int:
+        return a + b
+
+    funcs = iter([one, two])
+    registry.register_builder(lambda _ctx: next(funcs), name="changing", description="Not the same code twice.")
+    ctx = ToolContext("r", "c", "p", None)  # type: ignore[arg-type]
+    first, second = registry.build("changing", ctx), registry.build("changing", ctx)
+    assert first.args_type() is not second.args_type()
+    assert set(second.args_type().model_fields) == {"a", "b"}
