@@ -3,11 +3,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation, Message
 from app.core.repository import Page, Repository, table
+
+_conversations = table(Conversation)
+_MESSAGE = insert(table(Message))
+_ONE_MORE_MESSAGE = (
+    update(_conversations)
+    .where(_conversations.c.id == bindparam("b_conversation_id"))
+    .values(message_count=_conversations.c.message_count + 1)
+)
+
+
+def message_stored(values: dict[str, Any]) -> tuple[tuple[Any, dict[str, Any]], ...]:
+    """A message and its conversation's count: executions for the recorder (one executemany per batch)."""
+    return (_MESSAGE, values), (_ONE_MORE_MESSAGE, {"b_conversation_id": values["conversation_id"]})
 
 
 class ConversationRepository(Repository[Conversation]):
@@ -47,10 +60,6 @@ class MessageRepository:
 
     def add(self, message: Message) -> None:
         self.session.add(message)
-
-    async def insert(self, **values: Any) -> None:
-        """Store one message (the per-run write path: no ORM object)."""
-        await self.session.execute(insert(table(Message)), [values])
 
     async def history(self, conversation_id: str) -> list[Message]:
         rows = await self.session.scalars(

@@ -3,17 +3,36 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.conversations.models import Conversation, Message
 from app.core.repository import Page, Repository, table
-from app.runs.models import Run, RunEvent
+from app.runs.models import ModelCallRecord, Run, RunEvent
 from app.runtime.envelope import Envelope
 
 ACTIVE_STATUSES = ("queued", "running", "awaiting_input")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
+
+# prepared statements of the per-run write path, for the recorder's ``Rows`` (one executemany per batch)
+_runs = table(Run)
+_RUN_STARTED = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run_id"))
+    .values(status="running", started_at=bindparam("b_started_at"), attempts=bindparam("b_attempts"))
+)
+_MODEL_CALL = insert(table(ModelCallRecord))
+
+
+def run_started(run_id: str, started_at: datetime, attempts: int) -> tuple[Any, dict[str, Any]]:
+    """The run is running (its ``run.started``): an execution for the recorder."""
+    return _RUN_STARTED, {"b_run_id": run_id, "b_started_at": started_at, "b_attempts": attempts}
+
+
+def model_call(values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A model call's record: an execution for the recorder."""
+    return _MODEL_CALL, values
 
 
 class RunRepository(Repository[Run]):

@@ -31,14 +31,12 @@ from autogen_agentchat.messages import (
     UserInputRequestedEvent,
 )
 from autogen_core import CancellationToken
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.conversations.models import Message
-from app.conversations.repository import ConversationRepository, MessageRepository
+from app.conversations.repository import ConversationRepository, MessageRepository, message_stored
 from app.core.db import utcnow
 from app.core.metrics import Metrics
-from app.core.repository import table
 from app.core.secrets import scrub_credentials
 from app.core.settings import Settings
 from app.engine.calls import ModelCall, TextSink
@@ -54,14 +52,14 @@ from app.engine.factory import InputFunc, TeamFactory, team_signature
 from app.engine.interrupts import RunToken
 from app.engine.providers import ModelConfigError
 from app.engine.tools import ToolContext
-from app.runs.models import ModelCallRecord, Run
-from app.runs.repository import RunEventRepository, RunRepository
+from app.runs.models import Run
+from app.runs.repository import RunEventRepository, RunRepository, model_call, run_started
 from app.runtime.bus import EventBus
 from app.runtime.chain import ChainRunner
 from app.runtime.envelope import DELTA, Envelope, usage_data
 from app.runtime.inputs import NotAwaitingInput, PendingInput
 from app.runtime.outbox import TeamOutbox
-from app.runtime.recorder import Apply, EventRecorder, StorageError, Superseded
+from app.runtime.recorder import Apply, Change, EventRecorder, Rows, StorageError, Superseded
 from app.runtime.redis_bus import RedisStreams
 from app.teams.schemas import ResolvedTeamSpec
 
@@ -173,7 +171,7 @@ class RunExecution:
         return Envelope(self.run_id, self.seq, type_, utcnow(), data)
 
     async def _emit(
-        self, type_: str, data: dict[str, Any], apply_for: Callable[[Envelope], Apply] | None = None
+        self, type_: str, data: dict[str, Any], apply_for: Callable[[Envelope], Change] | None = None
     ) -> Envelope:
         """Commit a durable event (and what it changes), then publish it.
 
@@ -312,7 +310,7 @@ class RunExecution:
         await self._emit(
             "run.started",
             {"team": self.spec.name, "agents": sorted(self.agent_names)},
-            self._set_status("running", started_at=utcnow(), attempts=self.attempt),
+            lambda _env: Rows((run_started(self.run_id, utcnow(), self.attempt),)),
         )
         log.info("run_started", run_id=self.run_id, team=self.spec.name)
         if self.spec.kind == "chain":
@@ -410,10 +408,7 @@ class RunExecution:
             error_code=call.error_code,
         )
 
-        async def write(session: AsyncSession) -> None:
-            await session.execute(insert(table(ModelCallRecord)), [record])
-
-        self.deps.recorder.write(write)
+        self.deps.recorder.write(Rows((model_call(record),)))
 
     # -- human in the loop -----------------------------------------------------------------------
 
@@ -512,27 +507,27 @@ class RunExecution:
         if isinstance(message, HandoffMessage):
             await self._emit("handoff", {**handoff_data(message), **(tags or {})})
 
-    def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Apply]:
-        def apply_for(env: Envelope) -> Apply:
-            async def write(session: AsyncSession) -> None:
-                await MessageRepository(session).insert(
-                    id=m.id,
-                    conversation_id=self.conversation_id,
-                    run_id=self.run_id,
-                    principal_id=self.principal_id,
-                    position=position,
-                    seq=env.seq,
-                    agent=m.agent,
-                    type=m.type,
-                    content=m.text,
-                    payload=m.payload,
-                    prompt_tokens=m.prompt_tokens,
-                    completion_tokens=m.completion_tokens,
-                    created_at=env.at,
+    def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Change]:
+        def apply_for(env: Envelope) -> Change:
+            return Rows(
+                message_stored(
+                    {
+                        "id": m.id,
+                        "conversation_id": self.conversation_id,
+                        "run_id": self.run_id,
+                        "principal_id": self.principal_id,
+                        "position": position,
+                        "seq": env.seq,
+                        "agent": m.agent,
+                        "type": m.type,
+                        "content": m.text,
+                        "payload": m.payload,
+                        "prompt_tokens": m.prompt_tokens,
+                        "completion_tokens": m.completion_tokens,
+                        "created_at": env.at,
+                    }
                 )
-                await ConversationRepository(session).bump_messages(self.conversation_id, 1)
-
-            return write
+            )
 
         return apply_for
 

@@ -13,6 +13,11 @@ durable event, or after ``DELTA_FLUSH_S``, whichever comes first. So the
 stored log of a run is always a prefix of its events: a durable event is
 never stored before the deltas that came ahead of it.
 
+What an event changes besides its own row is either a callable on the session (``Apply``) or
+``Rows``: executions of prepared statements. All executions of one statement in a batch go to
+the database as one ``executemany``, so the rows of many runs (a burst's ``run.started``
+updates, the messages of many runs) cost one statement each, not one per run.
+
 When the database cannot be reached, a batch is retried for ``retry_for_s``
 (a restarting database or a failover costs a pause, not a run). Past that the
 recorder is *degraded*: the waiting writers get ``StorageError`` (their runs
@@ -34,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, text
+from sqlalchemy import Executable, insert, text
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,6 +50,18 @@ from app.runtime.bus import EventBus
 from app.runtime.envelope import DELTA, Envelope
 
 Apply = Callable[[AsyncSession], Awaitable[None]]
+Execution = tuple[Executable, dict[str, Any]]  # a prepared statement and one set of its parameters
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Executions of prepared statements, run with the batch's other executions of the same statement
+    (in queue order), before any ``Apply`` of the batch."""
+
+    executions: tuple[Execution, ...]
+
+
+Change = Apply | Rows
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +83,7 @@ class Superseded(StorageError):
 @dataclass(slots=True)
 class _Item:
     env: Envelope | None
-    apply: Apply | None = None
+    apply: Change | None = None
     done: asyncio.Future[None] | None = field(default=None)
     deltas: list[Envelope] | None = None  # consecutive deltas of one message: one row
     flush: bool = False  # a request to write out the buffered deltas
@@ -190,14 +207,14 @@ class EventRecorder:
                 items.append(_Item(None, deltas=group))
         return items
 
-    def write(self, apply: Apply) -> None:
+    def write(self, apply: Change) -> None:
         """Queue a change that is not an event and that nobody waits for (model-call records)."""
         try:
             self._queue.put_nowait(_Item(None, apply))
         except asyncio.QueueFull:
             log.warning("recorder_queue_full")
 
-    async def commit(self, env: Envelope | None, apply: Apply | None = None) -> None:
+    async def commit(self, env: Envelope | None, apply: Change | None = None) -> None:
         """Write the event and apply its changes in one transaction; return once committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Item(env, apply, done))
@@ -327,11 +344,18 @@ class EventRecorder:
 
     async def _write_all(self, batch: list[_Item]) -> None:
         rows = [row for item in batch if (row := _rows(item)) is not None]
+        statements: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}  # by statement, first seen first
+        for item in batch:
+            if isinstance(item.apply, Rows):
+                for stmt, params in item.apply.executions:
+                    statements.setdefault(id(stmt), (stmt, []))[1].append(params)
         async with self._sessionmaker() as session:
             if rows:
                 await session.execute(insert(table(RunEvent)), rows)
+            for stmt, params_list in statements.values():
+                await session.execute(stmt, params_list)
             for item in batch:
-                if item.apply is not None:
+                if item.apply is not None and not isinstance(item.apply, Rows):
                     await item.apply(session)
             await session.commit()
         flushed: dict[str, int] = {}

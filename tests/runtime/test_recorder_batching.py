@@ -1,0 +1,129 @@
+"""The recorder runs a batch's executions of one prepared statement as one ``executemany``: the
+changes of many runs cost one statement each, every row lands, and one row's changes keep their order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.conversations.models import Conversation, Message
+from app.conversations.repository import message_stored
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.migrate import upgrade_head
+from app.runs.models import Run
+from app.runs.repository import run_started
+from app.runtime.bus import EventBus
+from app.runtime.envelope import Envelope
+from app.runtime.recorder import EventRecorder, Rows
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    await upgrade_head(eng)
+    yield eng
+    await eng.dispose()
+
+
+async def seed(maker: async_sessionmaker[AsyncSession], runs: int) -> None:
+    async with maker() as session:
+        session.add(Conversation(id="conv", principal_id="p", title="t"))
+        await session.flush()
+        for n in range(runs):
+            session.add(
+                Run(
+                    id=f"run{n}",
+                    principal_id="p",
+                    conversation_id="conv",
+                    team_name="t",
+                    team_spec={},
+                    task="t",
+                    status="queued",
+                    timeout_s=60,
+                    created_at=utcnow(),
+                )
+            )
+        await session.commit()
+
+
+def message(run: int, seq: int) -> dict[str, Any]:
+    return {
+        "id": f"msg{run}-{seq}",
+        "conversation_id": "conv",
+        "run_id": f"run{run}",
+        "principal_id": "p",
+        "position": run * 10 + seq,
+        "seq": seq,
+        "agent": "a",
+        "type": "text",
+        "content": "hello",
+        "payload": None,
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "created_at": utcnow(),
+    }
+
+
+async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: AsyncEngine) -> None:
+    maker = create_sessionmaker(engine)
+    await seed(maker, 40)
+    recorder = EventRecorder(maker, EventBus(16))
+    executed: list[tuple[str, bool]] = []
+
+    def count(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, executemany: bool) -> None:
+        if statement.startswith(("UPDATE", "INSERT INTO messages")):
+            words = statement.split()  # UPDATE <table> ... | INSERT INTO <table> ...
+            executed.append((f"{words[0]} {words[1] if words[0] == 'UPDATE' else words[2]}", executemany))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    recorder.start()
+    try:
+        started = utcnow()
+        # all queued before the writer runs: one batch
+        await asyncio.gather(
+            *(
+                recorder.commit(
+                    Envelope(f"run{n}", 2, "run.started", started, {}),
+                    Rows((run_started(f"run{n}", started, 1), *message_stored(message(n, 2)))),
+                )
+                for n in range(40)
+            )
+        )
+    finally:
+        await recorder.stop()
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert sorted(executed) == [("INSERT messages", True), ("UPDATE conversations", True), ("UPDATE runs", True)]
+    async with maker() as session:
+        statuses = set((await session.scalars(select(Run.status))).all())
+        attempts = set((await session.scalars(select(Run.attempts))).all())
+        messages = await session.scalar(select(func.count()).select_from(Message))
+        conversation = await session.get(Conversation, "conv")
+    assert statuses == {"running"} and attempts == {1}
+    assert messages == 40
+    assert conversation is not None and conversation.message_count == 40
+
+
+async def test_one_row_s_changes_in_a_batch_keep_their_order(engine: AsyncEngine) -> None:
+    maker = create_sessionmaker(engine)
+    await seed(maker, 1)
+    recorder = EventRecorder(maker, EventBus(16))
+    recorder.start()
+    try:
+        at = utcnow()
+        await asyncio.gather(
+            *(
+                recorder.commit(Envelope("run0", seq, "run.started", at, {}), Rows((run_started("run0", at, seq),)))
+                for seq in range(2, 12)
+            )
+        )
+    finally:
+        await recorder.stop()
+    async with maker() as session:
+        run = await session.get(Run, "run0")
+    assert run is not None and run.attempts == 11  # the last one queued is the last one applied
