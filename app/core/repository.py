@@ -11,7 +11,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Select, Table, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,19 @@ def table(model: type[Base]) -> Table:
     t = model.__table__
     assert isinstance(t, Table)
     return t
+
+
+def row_values(row: Base) -> dict[str, Any]:
+    """A new object's row for a Core insert: every column as set on the object.
+
+    No default is applied here, so every column must have been given; a column left out is an
+    error rather than a silent NULL.
+    """
+    mapper = inspect(type(row))
+    missing = [prop.key for prop in mapper.column_attrs if prop.key not in row.__dict__]
+    if missing:
+        raise ValueError(f"{type(row).__name__} is missing {', '.join(missing)} for a Core insert")
+    return {prop.columns[0].key: row.__dict__[prop.key] for prop in mapper.column_attrs}
 
 
 class Page(Generic[M]):
@@ -81,6 +94,11 @@ class Repository(Generic[M]):
         except IntegrityError as exc:
             raise Conflict(f"The {self.label} conflicts with one that exists.", code="already_exists") from exc
         return row
+
+    async def insert(self, row: M) -> None:
+        """Write a new row with a Core insert, every column given (``row_values``): cheaper than the
+        unit of work of ``add``; the object stays outside the session."""
+        await self.session.execute(insert(table(type(row))), [row_values(row)])
 
     async def delete(self, row: M) -> None:
         await self.session.delete(row)

@@ -122,6 +122,13 @@ class RunEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def insert(self, env: Envelope) -> None:
+        """Store one durable event (a run's first, written with the run)."""
+        await self.session.execute(
+            insert(table(RunEvent)),
+            [{"run_id": env.run_id, "seq": env.seq, "seq_end": None, "type": env.type, "at": env.at, "data": env.data}],
+        )
+
     async def after(
         self, run_id: str, after: int, *, limit: int, below: int | None = None
     ) -> tuple[list[Envelope], bool]:

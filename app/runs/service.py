@@ -14,8 +14,8 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidSpec
 from app.core.ids import new_id
 from app.core.services import Services
-from app.runs.models import Run, RunEvent
-from app.runs.repository import TERMINAL_STATUSES, RunRepository
+from app.runs.models import Run
+from app.runs.repository import TERMINAL_STATUSES, RunEventRepository, RunRepository
 from app.runs.schemas import InputCreate, RunCreate
 from app.runtime.envelope import Envelope
 from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
@@ -68,6 +68,7 @@ class RunService:
         manager = self.services.runs
         cluster = self.services.cluster
         async with manager.admission:
+            now = utcnow()
             # embedded: every live run is this process's; distributed: queued runs are in the database only
             live = manager.live_for(self.principal.id) if cluster is None else None
             await self.services.limits.check_start(self.session, self.principal.id, settings, live=live)
@@ -90,8 +91,15 @@ class RunService:
                     principal_id=self.principal.id,
                     title=body.task.strip()[:80],
                     team_id=team_id,
+                    state=None,
+                    state_signature=None,
+                    message_count=0,
+                    active_run_id=None,
+                    created_at=now,
+                    updated_at=now,
                 )
-                self.session.add(conversation)  # written with the run, in one flush
+                await conversations.insert(conversation)
+            # every column given: the rows are written with Core inserts, not the unit of work
             run = Run(
                 id=new_id("run"),
                 principal_id=self.principal.id,
@@ -105,10 +113,24 @@ class RunService:
                 timeout_s=timeout,
                 input_timeout_s=body.input_timeout_s or settings.input_timeout_s,
                 meta=dict(body.metadata),
+                stop_reason=None,
+                error_code=None,
+                error_message=None,
+                prompt_tokens=0,
+                completion_tokens=0,
+                message_count=0,
+                last_seq=0,
+                result=None,
+                worker_id=None,
+                lease_expires_at=None,
+                attempts=0,
                 max_attempts=body.retries + 1,
-                created_at=utcnow(),
+                cancel_requested=None,
+                created_at=now,
+                started_at=None,
+                finished_at=None,
             )
-            self.session.add(run)
+            await self.runs.insert(run)
             queued = Envelope(
                 run.id,
                 1,
@@ -116,7 +138,7 @@ class RunService:
                 run.created_at,
                 {"conversation_id": conversation.id, "team": spec.name, "task": body.task},
             )
-            self.session.add(RunEvent(run_id=run.id, seq=1, type=queued.type, at=queued.at, data=queued.data))
+            await RunEventRepository(self.session).insert(queued)
             await self.session.commit()
             self.queued = queued
             if cluster is None:
