@@ -22,11 +22,11 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.conversations.models import Conversation
 from app.core.db import utcnow
 from app.runs.models import Run, RunEvent
 from app.runs.repository import RunEventRepository, RunQueueRepository
 from app.runtime.envelope import Envelope, usage_data
+from app.runtime.lost import end_lost_run, forget_state
 from app.runtime.redis_bus import RedisStreams
 
 log = structlog.get_logger(__name__)
@@ -135,44 +135,24 @@ class RunQueue:
 
     async def _settle_lost(self, session: AsyncSession, run: Run, now: datetime) -> Envelope:
         seq = await self._next_seq(session, run.id)
-        conversation = await session.get(Conversation, run.conversation_id, with_for_update=True)
-        if conversation is not None and conversation.active_run_id == run.id:
-            conversation.active_run_id = None
         lost = run.worker_id
-        data: dict[str, Any]
         if run.attempts < run.max_attempts and run.cancel_requested is None:
-            data = {"reason": "worker_lost", "attempt": run.attempts, "max_attempts": run.max_attempts}
-            type_ = "run.requeued"
+            data: dict[str, Any] = {"reason": "worker_lost", "attempt": run.attempts, "max_attempts": run.max_attempts}
             run.status = "queued"
             run.worker_id = None
             run.lease_expires_at = None
-            if conversation is not None:
-                # the lost attempt's saved state is not this run's: the retry continues from the messages
-                conversation.state = None
-                conversation.state_signature = None
+            # the lost attempt's saved state is not this run's: the retry continues from the messages
+            await forget_state(session, run, now)
             log.warning("run_requeued", run_id=run.id, lost_worker=lost, attempt=run.attempts)
-        else:
-            messages, prompt, completion = await RunQueueRepository(session).usage(run.id)
-            duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
-            data = {"usage": usage_data(prompt, completion), "duration_ms": duration_ms}
-            if run.cancel_requested is not None:
-                type_ = "run.cancelled"
-                data.update(status="cancelled", reason=run.cancel_requested)
-                run.status, run.stop_reason = "cancelled", run.cancel_requested
-            else:
-                type_ = "run.failed"
-                message = "The worker executing the run stopped answering; its lease lapsed."
-                data.update(status="failed", error={"code": "worker_lost", "message": message})
-                run.status, run.error_code, run.error_message = "failed", "worker_lost", message
-            run.finished_at = now
-            run.lease_expires_at = None
-            run.last_seq = seq
-            run.message_count = messages
-            run.prompt_tokens, run.completion_tokens = prompt, completion
-            if conversation is not None:
-                conversation.state = None
-                conversation.state_signature = None
-                conversation.updated_at = now
-            log.warning("run_settled_worker_lost", run_id=run.id, lost_worker=lost, status=run.status)
-        session.add(RunEvent(run_id=run.id, seq=seq, type=type_, at=now, data=data))
-        return Envelope(run.id, seq, type_, now, data)
+            session.add(RunEvent(run_id=run.id, seq=seq, type="run.requeued", at=now, data=data))
+            return Envelope(run.id, seq, "run.requeued", now, data)
+        env = await end_lost_run(
+            session,
+            run,
+            seq,
+            now,
+            code="worker_lost",
+            message="The worker executing the run stopped answering; its lease lapsed.",
+        )
+        log.warning("run_settled_worker_lost", run_id=run.id, lost_worker=lost, status=run.status)
+        return env

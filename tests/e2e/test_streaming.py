@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections import defaultdict
@@ -19,6 +20,9 @@ from tests.fixtures.specs import run_body, team
 pytestmark = pytest.mark.e2e
 
 TERMINAL = {"run.completed", "run.failed", "run.cancelled"}
+
+
+REPLY = re.compile(r"^Fake reply (\d+) after (\d+) messages:")
 
 
 def assert_well_formed(events: list[dict[str, Any]]) -> None:
@@ -183,7 +187,13 @@ async def test_a_run_left_running_by_a_killed_process_fails_with_server_restarte
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             await wait_until_up(client, proc)
-            run = await start_run(client, team=team(model="fake/t20-d10", max_messages=50))
+            # a finished run first, so that the conversation has a saved team state
+            first = await client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t2", max_messages=3)))
+            assert first.json()["status"] == "succeeded", first.text
+            conversation_id = first.json()["conversation_id"]
+            run = await start_run(
+                client, team=team(model="fake/t20-d10", max_messages=50), conversation_id=conversation_id
+            )
             async with client.stream("GET", f"/v1/runs/{run['id']}/events") as response:
                 async for event in read_events(response):
                     if event["type"] == "message.completed" and event["data"]["agent"] != "user":
@@ -202,8 +212,26 @@ async def test_a_run_left_running_by_a_killed_process_fails_with_server_restarte
             assert events[-1]["type"] == "run.failed"
             committed = [e["data"]["message_id"] for e in events if e["type"] == "message.completed"]
             messages = (await client.get(f"/v1/conversations/{settled['conversation_id']}/messages")).json()["data"]
+            ours = [m for m in messages if m["run_id"] == run["id"]]
             assert len(committed) >= 2
-            assert [m["id"] for m in messages] == committed
+            assert [m["id"] for m in ours] == committed
+            # its end counts what it stored
+            assert (
+                events[-1]["data"]["usage"]["completion_tokens"]
+                == sum(m["usage"]["completion_tokens"] for m in ours)
+                > 0
+            )
+            assert settled["usage"]["completion_tokens"] == events[-1]["data"]["usage"]["completion_tokens"]
+            # the next run continues from every stored message, the lost run's included (the team state
+            # saved by the first run predates them): the system message, the history and its task
+            after = await client.post(
+                "/v1/runs/wait",
+                json=run_body(team=team(model="fake/t2", max_messages=2), conversation_id=conversation_id),
+            )
+            assert after.json()["status"] == "succeeded", after.text
+            seen = REPLY.match(after.json()["result"]["text"])
+            assert seen is not None
+            assert int(seen.group(2)) == 1 + len(messages) + 1
     finally:
         server.stop()
 

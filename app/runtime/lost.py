@@ -1,0 +1,58 @@
+"""Ending a run whose executor is gone: one way, for both modes.
+
+The embedded mode finds such runs at its next start (``recovery.py``: ``server_restarted``); the
+distributed mode by a lapsed lease (``queue.py``: ``worker_lost``). Either way the run ends
+``failed`` with that code, or ``cancelled`` when a cancel had been asked for; its usage is that of
+the messages it stored; and its conversation's saved team state is dropped. That state is from
+before the lost run, so keeping it would make the next run forget the lost run's stored messages;
+without it, the next run rebuilds its context from all the stored messages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.conversations.models import Conversation
+from app.runs.models import Run, RunEvent
+from app.runs.repository import RunQueueRepository
+from app.runtime.envelope import Envelope, usage_data
+
+
+async def end_lost_run(
+    session: AsyncSession, run: Run, seq: int, now: datetime, *, code: str, message: str
+) -> Envelope:
+    """Write the terminal event (at ``seq``) and the end of ``run``, a row of ``session``; commit is the caller's."""
+    messages, prompt, completion = await RunQueueRepository(session).usage(run.id)
+    duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
+    data: dict[str, Any] = {"usage": usage_data(prompt, completion), "duration_ms": duration_ms}
+    if run.cancel_requested is not None:
+        type_ = "run.cancelled"
+        data.update(status="cancelled", reason=run.cancel_requested)
+        run.status, run.stop_reason = "cancelled", run.cancel_requested
+    else:
+        type_ = "run.failed"
+        data.update(status="failed", error={"code": code, "message": message})
+        run.status, run.error_code, run.error_message = "failed", code, message
+    run.finished_at = now
+    run.lease_expires_at = None
+    run.last_seq = seq
+    run.message_count = messages
+    run.prompt_tokens, run.completion_tokens = prompt, completion
+    await forget_state(session, run, now)
+    session.add(RunEvent(run_id=run.id, seq=seq, type=type_, at=now, data=data))
+    return Envelope(run.id, seq, type_, now, data)
+
+
+async def forget_state(session: AsyncSession, run: Run, now: datetime) -> None:
+    """The lost run's conversation: no saved team state, and its turn free if this run held it."""
+    conversation = await session.get(Conversation, run.conversation_id, with_for_update=True)
+    if conversation is None:
+        return
+    if conversation.active_run_id == run.id:
+        conversation.active_run_id = None
+    conversation.state = None
+    conversation.state_signature = None
+    conversation.updated_at = now
