@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -161,6 +162,30 @@ class RunEventRepository:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+@functools.lru_cache(maxsize=16)
+def _claimable(limit: int) -> Select[Run, Conversation]:
+    """The claim query, built once per limit: building it (an aliased entity) cost ~0.8 ms of CPU per claim."""
+    earlier = aliased(Run)
+    has_earlier = exists().where(
+        earlier.conversation_id == Run.conversation_id,
+        earlier.status == "queued",
+        or_(earlier.created_at < Run.created_at, and_(earlier.created_at == Run.created_at, earlier.id < Run.id)),
+    )
+    return (
+        select(Run, Conversation)
+        .join(Conversation, Conversation.id == Run.conversation_id)
+        .where(
+            Run.status == "queued",
+            Run.worker_id.is_(None),
+            Conversation.active_run_id.is_(None),
+            ~has_earlier,
+        )
+        .order_by(Run.created_at, Run.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=[Run.__table__, Conversation.__table__])
+    )
+
+
 class RunQueueRepository:
     """The queries of the run queue (distributed mode); ``FOR UPDATE SKIP LOCKED`` where PostgreSQL has it
     (SQLite ignores the clause, and its write lock, taken up front, serialises the writers anyway)."""
@@ -170,25 +195,7 @@ class RunQueueRepository:
 
     async def claimable(self, limit: int) -> list[tuple[Run, Conversation]]:
         """Queued runs no one holds, each the oldest of a conversation whose turn is free; locked."""
-        earlier = aliased(Run)
-        has_earlier = exists().where(
-            earlier.conversation_id == Run.conversation_id,
-            earlier.status == "queued",
-            or_(earlier.created_at < Run.created_at, and_(earlier.created_at == Run.created_at, earlier.id < Run.id)),
-        )
-        stmt = (
-            select(Run, Conversation)
-            .join(Conversation, Conversation.id == Run.conversation_id)
-            .where(
-                Run.status == "queued",
-                Run.worker_id.is_(None),
-                Conversation.active_run_id.is_(None),
-                ~has_earlier,
-            )
-            .order_by(Run.created_at, Run.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=[Run.__table__, Conversation.__table__])
-        )
+        stmt = _claimable(limit)
         return [(run, conversation) for run, conversation in (await self.session.execute(stmt)).all()]
 
     async def renew(self, run_ids: list[str], worker_id: str, until: datetime) -> dict[str, str | None]:

@@ -142,7 +142,7 @@ class RunService:
             await self.session.commit()
             self.queued = queued
             if cluster is None:
-                manager.submit(run, flushed_seq=1, new_conversation=body.conversation_id is None)
+                manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=body.conversation_id is None)
             self.services.limits.record_start(self.principal.id)
         if cluster is not None:
             # queued in the database: an executor (maybe this process) claims it

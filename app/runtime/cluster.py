@@ -142,7 +142,8 @@ class Cluster:
                 for run in runs:
                     if not self._claiming:
                         break  # the claim is released by the lease: the sweeper requeues or ends it
-                    manager.submit(run, flushed_seq=0)
+                    # a first attempt has only its run.queued (seq 1), in the database and nowhere else
+                    manager.submit(run, flushed_seq=0, known_seq=1 if run.attempts == 1 else None)
                 claimed = len(runs)
             if claimed and claimed == min(free, CLAIM_BATCH):
                 continue  # there may be more

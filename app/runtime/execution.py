@@ -117,9 +117,12 @@ class _Stream:
 
 
 class RunExecution:
-    def __init__(self, deps: RuntimeDeps, run: Run, *, known_seq: int | None = None) -> None:
-        """``known_seq``: the run is new in a conversation its request created, and this is its last
-        event's seq, so there is nothing to read before it starts (no earlier events, history or state)."""
+    def __init__(
+        self, deps: RuntimeDeps, run: Run, *, known_seq: int | None = None, new_conversation: bool = False
+    ) -> None:
+        """``known_seq``: the run's last event, known to whoever hands it over (a run that never started
+        has only its ``run.queued``), so it is not read back. ``new_conversation``: the run's request
+        created its conversation, so there is no history or saved state to load."""
         self.deps = deps
         self.run_id = run.id
         self.conversation_id = run.conversation_id
@@ -148,6 +151,7 @@ class RunExecution:
         self.settling = False
         self.ended = False  # its terminal event is stored (or could not be)
         self._known_seq = known_seq
+        self._new_conversation = new_conversation
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -240,9 +244,9 @@ class RunExecution:
         else:
             async with self.deps.read_sessionmaker() as session:
                 self.seq = await RunEventRepository(session).max_seq(self.run_id)
-        if self.deps.streams is not None:
-            # an earlier attempt's deltas may be in Redis only: continue after them, never under them
-            self.seq = max(self.seq, await self.deps.streams.top_seq(self.run_id))
+            if self.deps.streams is not None:
+                # an earlier attempt's deltas may be in Redis only: continue after them, never under them
+                self.seq = max(self.seq, await self.deps.streams.top_seq(self.run_id))
         has_turn = False
         try:
             has_turn = await self._wait_turn(turn)
@@ -474,8 +478,8 @@ class RunExecution:
         return None
 
     async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message]]:
-        if self._known_seq is not None:
-            return None, []  # a new conversation: no messages yet, no saved state (base_position stays 0)
+        if self._new_conversation:
+            return None, []  # no messages yet, no saved state (base_position stays 0)
         async with self.deps.read_sessionmaker() as session:
             conversation = await ConversationRepository(session).for_update(self.conversation_id)
             assert conversation is not None

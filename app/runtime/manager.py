@@ -55,13 +55,16 @@ class RunManager:
     def live_in_conversation(self, conversation_id: str) -> list[str]:
         return [rid for rid, ex in self._executions.items() if ex.conversation_id == conversation_id]
 
-    def submit(self, run: Run, flushed_seq: int, *, new_conversation: bool = False) -> None:
-        """Start ``run``'s task. ``flushed_seq``: its last stored event. ``new_conversation``: the run's
-        request created its conversation, so the run starts with no history and no saved state."""
+    def submit(
+        self, run: Run, flushed_seq: int, *, known_seq: int | None = None, new_conversation: bool = False
+    ) -> None:
+        """Start ``run``'s task. ``flushed_seq``: what the channel may take as stored. ``known_seq``: the
+        run's last event, when the caller knows it. ``new_conversation``: the run's request created its
+        conversation (no history, no saved state)."""
         if self._closing:
             raise RuntimeError("the run manager is shutting down")
         self.deps.bus.open(run.id, flushed_seq)
-        execution = RunExecution(self.deps, run, known_seq=flushed_seq if new_conversation else None)
+        execution = RunExecution(self.deps, run, known_seq=known_seq, new_conversation=new_conversation)
         if run.cancel_requested is not None:
             execution.request_cancel(run.cancel_requested)  # asked for while it waited in the queue
         turn = self._turns.setdefault(run.conversation_id, asyncio.Lock())

@@ -1,5 +1,6 @@
 """A run that starts a new conversation reads nothing before it starts, and its stream reads nothing
-before its first event; a run in an existing conversation still loads the conversation's context.
+before its first event; a run in an existing conversation still loads the conversation's context
+(but not its own events: a new run has only its ``run.queued``).
 
 Counted on the statements the server sends to the database (the embedded mode: in the distributed
 mode a run is claimed from the database, so the executor reads it there by design).
@@ -66,4 +67,5 @@ async def test_a_run_in_an_existing_conversation_loads_its_context(app: FastAPI,
     assert second.status_code == 200, second.text
     assert second.json()["status"] == "succeeded"
     assert reads_of(seen, "conversations")  # its saved state, read when the run starts
-    assert reads_of(seen, "run_events")  # where its events continue
+    assert reads_of(seen, "messages") == []  # the team state fits: no history to replay
+    assert reads_of(seen, "run_events") == []  # a new run's last event is its run.queued, known
