@@ -34,32 +34,22 @@ class ConversationRepository(Repository[Conversation]):
         self, id_: str, run_id: str, *, state: dict[str, Any] | None, signature: str | None, at: datetime
     ) -> None:
         """A run of the conversation ended: keep its team state (or none), and free the turn it held."""
+        c = _conversations.c
         await self.session.execute(
-            update(Conversation)
-            .where(Conversation.id == id_)
+            update(_conversations)
+            .where(c.id == id_)
             .values(
                 state=state,
                 state_signature=signature,
                 updated_at=at,
-                active_run_id=case((Conversation.active_run_id == run_id, None), else_=Conversation.active_run_id),
+                active_run_id=case((c.active_run_id == run_id, None), else_=c.active_run_id),
             )
-        )
-
-    async def bump_messages(self, id_: str, by: int) -> None:
-        conversations = table(Conversation)
-        await self.session.execute(
-            update(conversations)
-            .where(conversations.c.id == id_)
-            .values(message_count=conversations.c.message_count + by)
         )
 
 
 class MessageRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    def add(self, message: Message) -> None:
-        self.session.add(message)
 
     async def history(self, conversation_id: str) -> list[Message]:
         rows = await self.session.scalars(

@@ -26,6 +26,11 @@ _RUN_STARTED = (
 _MODEL_CALL = insert(table(ModelCallRecord))
 
 
+def event_row(env: Envelope) -> dict[str, Any]:
+    """The ``run_events`` row of one event."""
+    return {"run_id": env.run_id, "seq": env.seq, "seq_end": None, "type": env.type, "at": env.at, "data": env.data}
+
+
 def run_started(run_id: str, started_at: datetime, attempts: int) -> tuple[Any, dict[str, Any]]:
     """The run is running (its ``run.started``): an execution for the recorder."""
     return _RUN_STARTED, {"b_run_id": run_id, "b_started_at": started_at, "b_attempts": attempts}
@@ -125,10 +130,7 @@ class RunEventRepository:
 
     async def insert(self, env: Envelope) -> None:
         """Store one durable event (a run's first, written with the run)."""
-        await self.session.execute(
-            insert(table(RunEvent)),
-            [{"run_id": env.run_id, "seq": env.seq, "seq_end": None, "type": env.type, "at": env.at, "data": env.data}],
-        )
+        await self.session.execute(insert(table(RunEvent)), [event_row(env)])
 
     async def after(
         self, run_id: str, after: int, *, limit: int, below: int | None = None

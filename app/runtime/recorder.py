@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.repository import table
 from app.runs.models import RunEvent
-from app.runs.repository import MAX_DELTA_SPAN, pack_deltas
+from app.runs.repository import MAX_DELTA_SPAN, event_row, pack_deltas
 from app.runtime.bus import EventBus
 from app.runtime.envelope import DELTA, Envelope
 
@@ -93,14 +93,7 @@ def _rows(item: _Item) -> dict[str, Any] | None:
     if item.deltas:
         first, last = item.deltas[0], item.deltas[-1]
         if len(item.deltas) == 1:
-            return {
-                "run_id": first.run_id,
-                "seq": first.seq,
-                "seq_end": None,
-                "type": DELTA,
-                "at": first.at,
-                "data": first.data,
-            }
+            return event_row(first)
         return {
             "run_id": first.run_id,
             "seq": first.seq,
@@ -109,10 +102,7 @@ def _rows(item: _Item) -> dict[str, Any] | None:
             "at": first.at,
             "data": pack_deltas(item.deltas),
         }
-    env = item.env
-    if env is None:
-        return None
-    return {"run_id": env.run_id, "seq": env.seq, "seq_end": None, "type": env.type, "at": env.at, "data": env.data}
+    return event_row(item.env) if item.env is not None else None
 
 
 def _permanent(exc: BaseException) -> bool:

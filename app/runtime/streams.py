@@ -111,8 +111,10 @@ async def follow_batches(
         sub, unstored = bus.subscribe(run_id)
         try:
             below = unstored[0].seq if unstored else None
-            # the run was just created here and the watcher has its stored events: nothing to read
-            # (a channel's flushed seq is exact only for a run submitted by its creating request)
+            # a run this request just created, live here, with nothing stored past what the watcher
+            # has: storage holds only the known events, the rest is in `unstored` or still to come
+            # (a channel's flushed seq alone is only a lower bound: a claimed retry's earlier events
+            # are stored, so this holds only on the first pass, with `known`)
             if not (known and sub is not None and bus.flushed_seq(run_id) <= cursor.last):
                 async for out in _stored(sessionmaker, run_id, cursor, below=below):
                     yield out
