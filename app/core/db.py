@@ -24,6 +24,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
+from app.core import sqlite_driver
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -69,7 +71,9 @@ def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         # SQLAlchemy's default pool (5 + 10 overflow): each aiosqlite connection is a thread with its
         # own page cache, and a pool of 20 kept for bursts cost ~70 KB more per live run in W2
-        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=5, max_overflow=10)
+        engine = create_async_engine(
+            url, module=sqlite_driver.dbapi(), connect_args={"timeout": 30}, pool_size=5, max_overflow=10
+        )
         _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
