@@ -2,7 +2,7 @@
 
 Keys come from settings only; a built client is used by one agent of one run
 and thrown away with it. What a client is built from and holds no state of a
-run is made once per provider and shared: the HTTP client, the openai SDK
+run is made once per provider and shared: the HTTP clients, the openai SDK
 client, the endpoint of the lean stream, the model's info. Nothing here ever
 returns or logs a secret.
 """
@@ -23,7 +23,7 @@ from autogen_ext.models.openai._openai_client import _azure_openai_client_from_c
 
 from app.core.settings import Settings
 from app.engine.fake import FakeChatCompletionClient, FakeStats, parse_fake_variant
-from app.engine.openai_stream import ChatEndpoint, LeanOpenAIChatCompletionClient
+from app.engine.openai_stream import ChatEndpoint, LeanOpenAIChatCompletionClient, StreamTransport
 
 if TYPE_CHECKING:
     from app.agents.schemas import ModelOptions
@@ -68,11 +68,13 @@ class ModelRegistry:
         self._settings = settings
         self.fake_stats = FakeStats()
         self._http: httpx.AsyncClient | None = None
+        # the lean streams' HTTP client (aiohttp); the SDK's calls keep the httpx one
+        self.stream_transport = StreamTransport()
         self._sdk_clients: OrderedDict[tuple[str, str], tuple[openai.AsyncOpenAI, ChatEndpoint]] = OrderedDict()
         self._model_infos: dict[tuple[str, str], ModelInfo] = {}
 
     def http_client(self) -> httpx.AsyncClient:
-        """One HTTP client for every provider call of this server.
+        """One httpx client for every SDK call of this server (the lean streams use ``stream_transport``).
 
         Each OpenAI client would otherwise build its own, with a new SSL context (about 16 ms of CPU
         and 800 KB apiece) for every agent of every run, and no connection would ever be reused.
@@ -84,6 +86,7 @@ class ModelRegistry:
     async def aclose(self) -> None:
         # the SDK clients kept here only hold the shared HTTP client: closing it closes them
         self._sdk_clients.clear()
+        await self.stream_transport.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -163,7 +166,7 @@ class ModelRegistry:
             sdk, endpoint = self._sdk_client(ref)
             create_args = {"model": ref.name, **args}
             return LeanOpenAIChatCompletionClient(
-                sdk, endpoint, self.http_client(), create_args=create_args, model_info=self.model_info(ref)
+                sdk, endpoint, self.stream_transport, create_args=create_args, model_info=self.model_info(ref)
             )
         args.update(self._sdk_config(ref))
         if ref.provider == "azure_openai":
@@ -217,7 +220,7 @@ class ModelRegistry:
         else:
             sdk = _openai_client_from_config(config)
             auth = sdk.auth_headers
-        kept = self._sdk_clients[key] = (sdk, ChatEndpoint.of(sdk, auth))
+        kept = self._sdk_clients[key] = (sdk, ChatEndpoint.of(sdk, auth, self.http_client()))
         if len(self._sdk_clients) > SDK_CLIENTS_KEPT:
             self._sdk_clients.popitem(last=False)
         return kept

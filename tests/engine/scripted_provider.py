@@ -5,13 +5,15 @@ to hold the lean stream and AutoGen's stock client to the same results: tool cal
 with text beside them), reasoning, logprobs, empty chunks, odd line endings and keep-alives, an
 error event inside a 200 stream. It records every request (path, query, headers, JSON body) so the
 two clients' requests can be compared too. Models named ``flaky<N>-<scenario>`` answer 429 to
-their first N requests.
+their first N requests; ``gzip429`` answers 429 with a gzipped body; ``cookie-<scenario>`` sets a
+cookie with its answer. It counts the connections it accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import re
 from collections.abc import AsyncIterator
@@ -125,6 +127,7 @@ def _http_chunk(data: bytes) -> bytes:
 class ScriptedProvider:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.connections = 0
         self._served: dict[str, int] = {}
         self._server: asyncio.Server | None = None
 
@@ -138,6 +141,7 @@ class ScriptedProvider:
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
@@ -168,6 +172,18 @@ class ScriptedProvider:
                 )
                 await writer.drain()
                 return
+        if model == "gzip429":
+            payload = gzip.compress(json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode())
+            writer.write(
+                b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+            return
+        cookie = b""
+        if model.startswith("cookie-"):
+            model, cookie = model.removeprefix("cookie-"), b"Set-Cookie: session=s3cret; Path=/\r\n"
         events = [dict(e) for e in SCENARIOS[model]]
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
@@ -178,7 +194,9 @@ class ScriptedProvider:
                 events.append(
                     {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [], "usage": usage}
                 )
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n" + cookie + b"\r\n"
+        )
         for event in events:
             for part in _encode(event, model):
                 writer.write(_http_chunk(part))

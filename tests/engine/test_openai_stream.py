@@ -394,23 +394,66 @@ async def test_the_cancellation_token_stops_a_waiting_stream(
     await models.aclose()
 
 
-async def test_a_lean_client_shares_the_providers_sdk_and_http_clients(tmp_path: Path) -> None:
-    models = registry(tmp_path, openai_compatible_base_url="http://127.0.0.1:9/v1")
-    ref = models.parse("openai_compatible/some-model")
+async def test_a_lean_client_shares_the_providers_sdk_client_and_transport(
+    tmp_path: Path, scripted: ScriptedProvider
+) -> None:
+    models = registry(tmp_path, openai_compatible_base_url=scripted.base_url)
+    ref = models.parse("openai_compatible/text")
     first, second = models.build(ref, streaming=True, lean=True), models.build(ref, lean=True)
     assert isinstance(first, LeanOpenAIChatCompletionClient) and isinstance(second, LeanOpenAIChatCompletionClient)
-    assert first._client is second._client and first._http is second._http is models.http_client()
+    assert first._client is second._client and first._transport is second._transport is models.stream_transport
     assert not isinstance(models.build(ref), LeanOpenAIChatCompletionClient)
+    for client in (first, second, first):
+        await stream(client)
+    # every stream was read to its end, so its connection went back to the pool for the next call
+    assert scripted.connections == 1
+    session = models.stream_transport.session()
     await first.close()  # a model client never closes what the registry shares
-    assert not models.http_client().is_closed
+    assert not session.closed
+    await models.aclose()
+    assert session.closed and models.stream_transport.closed
+
+
+async def test_a_providers_cookie_is_never_sent_back(tmp_path: Path, scripted: ScriptedProvider) -> None:
+    """One session serves every principal's runs: what a provider sets during one is not sent with the next."""
+    # by name: cookie jars take no cookie from an IP address
+    models = registry(tmp_path, openai_compatible_base_url=scripted.base_url.replace("127.0.0.1", "localhost"))
+    ref = models.parse("openai_compatible/cookie-text")
+    for _ in range(2):
+        assert (await stream(models.build(ref, streaming=True, lean=True)))[0][:4] == ["Hello", ", ", "world", "."]
+    assert [r.headers.get("cookie") for r in scripted.requests] == [None, None]
     await models.aclose()
 
 
-async def test_read_timeout_of_the_http_client_is_the_sdks(tmp_path: Path) -> None:
-    models = registry(tmp_path, openai_compatible_base_url="http://127.0.0.1:9/v1")
+async def test_a_gzipped_refusal_is_read_as_the_sdk_reads_it(tmp_path: Path, scripted: ScriptedProvider) -> None:
+    models = registry(tmp_path, openai_compatible_base_url=scripted.base_url)
+    stock, lean = pair(models, "openai_compatible/gzip429")
+    expected, got = await failure(stock), await failure(lean)
+    assert isinstance(got, openai.RateLimitError) and isinstance(expected, openai.RateLimitError)
+    assert (got.message, got.body) == (expected.message, expected.body)
+    assert got.body == {"message": "slow down", "type": "rate_limit"}
+    await models.aclose()
+
+
+async def test_the_sdks_timeouts_apply_to_the_lean_stream(tmp_path: Path, faulty: FaultyProvider) -> None:
+    models = registry(tmp_path, openai_compatible_base_url=faulty.base_url)
     _, lean = pair(models, "openai_compatible/m")
     assert isinstance(lean, LeanOpenAIChatCompletionClient)
     params = lean._process_create_args(HELLO, [], "auto", None, {})
-    request = lean._request(params)
-    assert request.extensions["timeout"] == httpx.Timeout(lean._client.timeout).as_dict()
+    sdk = httpx.Timeout(lean._client.timeout)
+    _, timeout = lean._request(params)
+    assert (timeout.sock_read, timeout.sock_connect, timeout.connect, timeout.total) == (
+        sdk.read,
+        sdk.connect,
+        sdk.pool,
+        None,
+    )
+    # a call's own timeout, unguarded: no headers in time, then a stream that stops, fail alike
+    for fault, kind in (("hang", openai.APITimeoutError), ("stall", httpx.ReadTimeout)):
+        stock, lean = pair(models, f"openai_compatible/{fault}")
+        started = time.monotonic()
+        expected = await failure(stock, extra_create_args={"timeout": 0.3})
+        got = await failure(lean, extra_create_args={"timeout": 0.3})
+        assert type(got) is type(expected) is kind and time.monotonic() - started < 5
+        assert error_code(got) == error_code(expected) and is_retryable(got) == is_retryable(expected)
     await models.aclose()
