@@ -45,6 +45,7 @@ class _Message:
     kind: Literal["item", "done", "failed"]
     label: str
     payload: Any
+    outbox: TeamOutbox | None = None  # an item's: told once the item is handled
 
 
 class ChainRunner:
@@ -92,7 +93,10 @@ class ChainRunner:
         for b in running:
             x.token.add_callback(b.token.cancel)
         queue: asyncio.Queue[_Message] = asyncio.Queue(QUEUE_SIZE)
-        tasks = [asyncio.create_task(self._work(b, task, queue), name=f"chain:{x.run_id}:{b.label}") for b in running]
+        tasks = [
+            asyncio.create_task(self._work(number, b, task, queue), name=f"chain:{x.run_id}:{b.label}")
+            for b in running
+        ]
         outputs: dict[str, str] = {}
         failed: dict[str, tuple[str, str]] = {}
         first_failure: tuple[str, str, str] | None = None
@@ -102,6 +106,8 @@ class ChainRunner:
                 message = await queue.get()
                 if message.kind == "item":
                     await self._emit_item(number, message.label, message.payload)
+                    assert message.outbox is not None
+                    message.outbox.handled()
                     continue
                 left -= 1
                 if message.kind == "done":
@@ -136,7 +142,7 @@ class ChainRunner:
         await x._emit("step.completed", {"step": number, "outputs": outputs})
         return outputs
 
-    async def _work(self, branch: _Branch, task: str, queue: asyncio.Queue[_Message]) -> None:
+    async def _work(self, number: int, branch: _Branch, task: str, queue: asyncio.Queue[_Message]) -> None:
         from app.runtime.execution import classify_error, public_error_text
 
         x = self.x
@@ -146,7 +152,8 @@ class ChainRunner:
             if call.error_code is not None:
                 branch.failure = call
 
-        outbox = TeamOutbox()
+        # a chunk skips the queues only when this branch's earlier items are all handled by _step
+        outbox = TeamOutbox(self.agents, {"step": number, "branch": branch.label})
         try:
             team = x.deps.factory.build_team(
                 branch.spec,
@@ -162,7 +169,8 @@ class ChainRunner:
                     replies = [m for m in item.messages if isinstance(m, BaseChatMessage) and m.source != "user"]
                     output = message_text(replies[-1]) if replies else ""
                 else:
-                    await queue.put(_Message("item", branch.label, item))
+                    await queue.put(_Message("item", branch.label, item, outbox))
+            outbox.reset()
             await queue.put(_Message("done", branch.label, output))
         except asyncio.CancelledError:
             current = asyncio.current_task()

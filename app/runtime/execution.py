@@ -211,19 +211,24 @@ class RunExecution:
     def sink_for(self, agent: str, outbox: TeamOutbox) -> TextSink:
         """Where an agent's model client puts each streamed chunk (the fast token path).
 
-        The chunk goes straight onto the team's own output queue, so the consumer loop meets it in
-        stream order, but without AutoGen's routing of every chunk as a message through its runtime.
+        The chunk becomes a delta at once when nothing the team put out before it is still on its
+        way through the consumer loop (the outbox is idle); otherwise it goes onto the team's own
+        output queue, where the loop meets it in stream order. Either way it skips AutoGen's routing
+        of every chunk as a message through its runtime.
         """
 
         streams = self._streams.setdefault(agent, deque())
+        shown, tags = agent in outbox.shown, outbox.tags
 
         def sink(message_id: str, text: str) -> None:
             if not streams or streams[-1].message_id != message_id:
                 streams.append(_Stream(message_id))
             streams[-1].parts.append(text)
-            outbox.put(
-                ModelClientStreamingChunkEvent.model_construct(content=text, source=agent, full_message_id=message_id)
-            )
+            if outbox.idle and self.cancel_reason is None:
+                if shown:
+                    self._delta({"message_id": message_id, "agent": agent, "text": text, **tags})
+            else:
+                outbox.put(ModelClientStreamingChunkEvent(content=text, source=agent, full_message_id=message_id))
 
         return sink
 
@@ -325,7 +330,7 @@ class RunExecution:
             prior = [TextMessage(content=m.content, source=m.agent) for m in history if m.content]
             replayed = {m.id for m in prior}
             task = [*prior, TextMessage(content=self.task_text, source="user")]
-        outbox = TeamOutbox()
+        outbox = TeamOutbox(self.agent_names)
         try:
             team = self.deps.factory.build_team(
                 self.spec,
@@ -352,7 +357,9 @@ class RunExecution:
                         last = item.messages[-1] if item.messages else None
                         if isinstance(last, HandoffMessage) and last.target == "user":
                             to_user = last
-                    elif is_stored_message(item):
+                        continue
+                    # every other item came off the team's output queue
+                    if is_stored_message(item):
                         assert isinstance(item, BaseChatMessage)
                         if item.id not in replayed:
                             await self._store_message(item)
@@ -364,6 +371,8 @@ class RunExecution:
                                 self._delta(data)
                             else:
                                 await self._emit(type_, data)
+                    outbox.handled()
+                outbox.reset()
                 if to_user is None:
                     break
                 # a swarm agent handed off to the person: ask, then hand their answer back
