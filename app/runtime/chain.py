@@ -94,8 +94,7 @@ class ChainRunner:
             x.token.add_callback(b.token.cancel)
         queue: asyncio.Queue[_Message] = asyncio.Queue(QUEUE_SIZE)
         tasks = [
-            asyncio.create_task(self._work(number, b, task, queue), name=f"chain:{x.run_id}:{b.label}")
-            for b in running
+            asyncio.create_task(self._work(number, b, task, queue), name=f"chain:{x.run_id}:{b.label}") for b in running
         ]
         outputs: dict[str, str] = {}
         failed: dict[str, tuple[str, str]] = {}
