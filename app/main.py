@@ -26,7 +26,7 @@ from app.analytics.router import router as analytics_router
 from app.auth.service import announce_auth_mode
 from app.conversations.router import router as conversations_router
 from app.core import gc_tuning
-from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.db import Database, utcnow
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
@@ -96,11 +96,12 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         configure_logging(settings.log_level, settings.log_json)
         # AutoGen's per-message tracing costs ~20% of its CPU and we export no traces
         os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
-        engine = create_engine(settings.database_url)
+        database = Database.open(settings.database_url)
+        engine = database.engine
         if settings.auto_migrate:
             await upgrade_head(engine)
-        sessionmaker = create_sessionmaker(engine)
-        read_sessionmaker = create_sessionmaker(engine, read_only=True)
+        sessionmaker = database.sessionmaker()
+        read_sessionmaker = database.read_sessionmaker()
         models = ModelRegistry(settings)
         tools = ToolRegistry.with_builtins(settings.tool_timeout_s)
         tools.load_entry_points(settings.tools)
@@ -138,7 +139,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         metrics.bind_live(lambda: manager.live_count, bus.live_watchers)
         services = Services(
             settings,
-            engine,
+            database,
             sessionmaker,
             read_sessionmaker,
             models,
@@ -190,7 +191,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
                         await task
             await recorder.stop()
             await models.aclose()
-            await engine.dispose()
+            await database.dispose()
             log.info("stopped")
 
     app = FastAPI(

@@ -1,28 +1,36 @@
 """The database engine, session factory and declarative base.
 
-SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` transactions (a
-deferred SQLite transaction that reads and then writes fails at once with
-SQLITE_BUSY when another writer got in between; an immediate one waits).
-The process's writers also queue on an asyncio lock before ``BEGIN
-IMMEDIATE``: SQLite's own busy handler waits by sleeping (1, 2, 5, ... 100
-ms), so writers contending for the file idled while it was free, and under a
-burst of new runs that sleeping, not the writes, set the time to first token.
+SQLite gets WAL, a busy timeout, and two engines on the one file (``Database``):
+
+- writes go through a pool of one connection, in ``BEGIN IMMEDIATE`` transactions (a deferred
+  SQLite transaction that reads and then writes fails at once with SQLITE_BUSY when another writer
+  got in between; an immediate one waits). The process's writers queue for that connection, woken
+  in turn: SQLite's own busy handler waits by sleeping (1, 2, 5, ... 100 ms), so writers contending
+  for the file idled while it was free, and under a burst of new runs that sleeping, not the writes,
+  set the time to first token. Queueing for the connection, not for a lock taken once a connection
+  is in hand, also means a burst of writers opens no connections that could only wait (each is a
+  thread with its own page cache);
+- reads go through a pool of their own (``BEGIN DEFERRED``, ``query_only``), so a reader never
+  queues behind writers.
+
+PostgreSQL has one engine for both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from app.core import sqlite_driver
 
@@ -65,21 +73,41 @@ def utcnow() -> datetime:
 
 
 WRITER_WAIT_S = 30.0  # like the busy timeout: how long a write transaction waits for the file
+# SQLite readers: SQLAlchemy's default was 5 + 10 shared with the writers; each connection is a thread
+# with its own page cache
+READ_POOL_SIZE = 4
+READ_MAX_OVERFLOW = 6
 
 
-def create_engine(url: str) -> AsyncEngine:
+class _WriterPool(AsyncAdaptedQueuePool):
+    """SQLite's one write connection; a writer that waits for it too long fails as SQLite would."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except sa_exc.TimeoutError:
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")) from None
+
+
+def create_engine(url: str, *, readers: bool = False) -> AsyncEngine:
+    """An engine for writes (and any work that may write), or with ``readers`` for reads only.
+
+    On SQLite the two differ (see the module's docstring); on PostgreSQL they are alike, and one
+    engine can serve both.
+    """
     if url.startswith("sqlite"):
-        # SQLAlchemy's default pool (5 + 10 overflow): each aiosqlite connection is a thread with its
-        # own page cache, and a pool of 20 kept for bursts cost ~70 KB more per live run in W2
-        engine = create_async_engine(
-            url, module=sqlite_driver.dbapi(), connect_args={"timeout": 30}, pool_size=5, max_overflow=10
+        pool: dict[str, Any] = (
+            {"pool_size": READ_POOL_SIZE, "max_overflow": READ_MAX_OVERFLOW}
+            if readers
+            else {"poolclass": _WriterPool, "pool_size": 1, "max_overflow": 0, "pool_timeout": WRITER_WAIT_S}
         )
-        _configure_sqlite(engine.sync_engine)
+        engine = create_async_engine(url, module=sqlite_driver.dbapi(), connect_args={"timeout": 30}, **pool)
+        _configure_sqlite(engine.sync_engine, "DEFERRED" if readers else "IMMEDIATE")
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, begin: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # take transaction control away from the driver so that BEGIN IMMEDIATE is ours
@@ -89,43 +117,39 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if begin == "DEFERRED":
+            # a reader that tried to write would go around the writers' queue: it fails instead
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
-
-    # one writer at a time in this process, woken in turn (other processes still meet the busy timeout)
-    writer = asyncio.Lock()
-    holder: list[Any] = [None]  # the DBAPI connection holding ``writer``
-
-    async def acquire() -> None:
-        try:
-            async with asyncio.timeout(WRITER_WAIT_S):
-                await writer.acquire()
-        except TimeoutError:
-            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")) from None
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        if mode == "IMMEDIATE" and in_greenlet():
-            await_(acquire())
-            holder[0] = conn.connection.dbapi_connection
-        conn.exec_driver_sql(f"BEGIN {mode}")
-
-    def release(dbapi_connection: Any) -> None:
-        # a transaction ends with its connection back in the pool (or thrown away)
-        if dbapi_connection is not None and dbapi_connection is holder[0]:
-            holder[0] = None
-            writer.release()
-
-    @event.listens_for(engine, "checkin")
-    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
-        release(dbapi_connection)
-
-    @event.listens_for(engine, "invalidate")
-    def _on_invalidate(dbapi_connection: Any, _record: Any, _exc: Any) -> None:
-        release(dbapi_connection)
+        conn.exec_driver_sql(f"BEGIN {begin}")
 
 
-def create_sessionmaker(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
-    """Sessions that write take SQLite's write lock up front; read-only ones never take it."""
-    bind = engine.execution_options(sqlite_begin="DEFERRED") if read_only else engine
-    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False)
+@dataclass(frozen=True, slots=True)
+class Database:
+    """One database's engines: ``engine`` for writes, ``read_engine`` for reads (the same on PostgreSQL)."""
+
+    engine: AsyncEngine
+    read_engine: AsyncEngine
+
+    @classmethod
+    def open(cls, url: str) -> Database:
+        engine = create_engine(url)
+        return cls(engine, create_engine(url, readers=True) if url.startswith("sqlite") else engine)
+
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return create_sessionmaker(self.engine)
+
+    def read_sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return create_sessionmaker(self.read_engine)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

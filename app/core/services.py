@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.service import Authenticator
+from app.core.db import Database
 from app.core.limits import RunLimits
 from app.core.metrics import Metrics
 from app.core.settings import Settings
@@ -22,7 +23,7 @@ from app.runtime.redis_bus import RedisStreams
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    engine: AsyncEngine
+    database: Database
     sessionmaker: async_sessionmaker[AsyncSession]
     read_sessionmaker: async_sessionmaker[AsyncSession]
     models: ModelRegistry

@@ -149,7 +149,7 @@ async def test_an_open_transaction_is_still_ended(tmp_path: Path, trips: Counter
             await session.execute(insert(items).values(name="dropped", n=1))
             # closed without a commit: its BEGIN IMMEDIATE transaction is rolled back for real
         assert trips["rollback"] == 1
-        async with create_sessionmaker(engine, read_only=True)() as session:
+        async with create_sessionmaker(engine)() as session:
             assert (await session.execute(select(items.c.name))).scalars().all() == ["kept"]
         trips.clear()
         async with engine.connect() as conn:  # no transaction begun: nothing to roll back on return

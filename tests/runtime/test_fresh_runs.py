@@ -27,16 +27,19 @@ pytestmark = pytest.mark.embedded_only
 @contextmanager
 def statements(app: FastAPI) -> Iterator[list[str]]:
     seen: list[str] = []
-    engine = services_of(app).engine.sync_engine
+    database = services_of(app).database
+    engines = {database.engine.sync_engine, database.read_engine.sync_engine}  # writes, reads
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(" ".join(statement.split()))
 
-    event.listen(engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def reads_of(seen: list[str], table: str) -> list[str]:
