@@ -12,9 +12,10 @@ hand-overs, not the SQL, were most of the database's share of start-up.
 
 Here a statement is one trip: the cursor is made, executed, read to the end
 and closed in the connection's thread, and the adapter keeps what SQLAlchemy
-asks of it afterwards (rows, description, rowcount, last row id). A rollback
-or commit with no transaction open (the pool's reset after a commit, for
-one) is not sent at all. Everything else is SQLAlchemy's aiosqlite dialect.
+asks of it afterwards (rows, description, rowcount, last row id). A ``BEGIN``
+waits to go with the transaction's first statement, in its trip. A rollback
+or commit with no transaction open (the pool's reset after a commit, or the
+end of a transaction that sent nothing) is not sent at all. Everything else is SQLAlchemy's aiosqlite dialect.
 Server-side cursors (``stream_results``) keep SQLAlchemy's own adapter.
 
 ``aiosqlite.Connection._execute`` (run a function in the connection's thread)
@@ -65,6 +66,17 @@ def _executemany(conn: sqlite3.Connection, operation: str, seq_of_parameters: An
         cursor.close()
 
 
+def _begin_then(conn: sqlite3.Connection, begin: str, fn: Any, operation: str, parameters: Any) -> Result:
+    """A transaction's ``BEGIN`` and its first statement, in one trip."""
+    conn.execute(begin).close()
+    result: Result = fn(conn, operation, parameters)
+    return result
+
+
+def _is_begin(operation: Any, parameters: Any) -> bool:
+    return isinstance(operation, str) and not parameters and operation.lstrip()[:5].upper() == "BEGIN"
+
+
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose statement is one trip to the connection's thread."""
 
@@ -102,10 +114,15 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         pass
 
     def _run(self, fn: Any, operation: str, parameters: Any) -> Any:
+        adapt: Any = self._adapt_connection
+        begin, adapt._begin = adapt._begin, None
         try:
             conn: Any = self._connection
             # aiosqlite's own entry to its thread (``Connection._execute``): the statement in one trip
-            result = await_(conn._execute(fn, conn._conn, operation, parameters))
+            if begin is None:
+                result = await_(conn._execute(fn, conn._conn, operation, parameters))
+            else:
+                result = await_(conn._execute(_begin_then, conn._conn, begin, fn, operation, parameters))
             description, rows, self._rowcount, self._lastrowid = result
         except Exception as error:
             self._adapt_connection._handle_exception(error)
@@ -113,6 +130,12 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._rows = collections.deque(rows) if rows else collections.deque()
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
+        if _is_begin(operation, parameters):
+            # sent with the next statement; a transaction that sends none never began
+            self._adapt_connection._begin = operation  # type: ignore[attr-defined]
+            self._description, self._rowcount, self._lastrowid = None, -1, None
+            self._rows = collections.deque()
+            return
         self._run(_execute, operation, parameters)
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
@@ -131,10 +154,15 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """SQLAlchemy's aiosqlite connection with one-trip cursors, and no trip to end no transaction."""
 
-    __slots__ = ()
+    __slots__ = ("_begin",)
     _cursor_cls = OneTripCursor
 
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None  # a BEGIN waiting for the transaction's first statement
+
     def _open_transaction(self) -> bool:
+        self._begin = None  # the transaction ends: a BEGIN still waiting never began one
         # sqlite3 reads this flag from any thread; the connection is idle whenever SQLAlchemy asks
         conn = self._connection._connection
         return conn is not None and conn.in_transaction
@@ -146,6 +174,10 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     def commit(self) -> None:
         if self._open_transaction():
             super().commit()
+
+    def close(self) -> None:
+        self._begin = None
+        super().close()
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):

@@ -1,6 +1,6 @@
 """The one-trip aiosqlite adapter (``app.core.sqlite_driver``): the same results and errors as
-SQLAlchemy's own adapter, one trip to the connection's thread per statement, and none to end a
-transaction that is not open."""
+SQLAlchemy's own adapter, one trip to the connection's thread per statement (a transaction's
+``BEGIN`` goes with its first), and none to end a transaction that is not open."""
 
 from __future__ import annotations
 
@@ -155,6 +155,38 @@ async def test_an_open_transaction_is_still_ended(tmp_path: Path, trips: Counter
         async with engine.connect() as conn:  # no transaction begun: nothing to roll back on return
             pass
         assert trips["rollback"] == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_begin_goes_with_the_first_statement_and_really_begins(tmp_path: Path, trips: Counter[str]) -> None:
+    path = tmp_path / "app.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")  # every transaction: BEGIN IMMEDIATE
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        trips.clear()
+        async with engine.begin() as conn:
+            await conn.execute(insert(items).values(name="a", n=1))
+            # the write lock is held from the first statement on: another connection cannot write
+            other = sqlite3.connect(path, timeout=0)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.close()
+            await conn.execute(select(items))
+        assert trips == Counter({"_begin_then": 1, "_execute": 1, "commit": 1})
+        trips.clear()
+        async with engine.begin() as conn:
+            pass  # a transaction that sends nothing sends no BEGIN either, nor its end
+        assert sum(trips.values()) == 0
+        # a first statement that fails: the transaction it began is rolled back, the next one is fresh
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(insert(items).values(name="a", n=2))
+        async with engine.begin() as conn:
+            await conn.execute(insert(items).values(name="b", n=3))
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(items.c.name).order_by(items.c.name))).scalars().all() == ["a", "b"]
     finally:
         await engine.dispose()
 
