@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import ApiKey
 from app.auth.repository import ApiKeyRepository
+from app.core.coalesce import Coalesced
 from app.core.errors import AppError
 from app.core.ids import new_id
 from app.core.settings import Settings
@@ -105,19 +106,38 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None
 
 
+Sessions = async_sessionmaker[AsyncSession]
+
+
 class Authenticator:
-    """Turns a request's token (or its absence) into a principal, per the rules above."""
+    """Turns a request's token (or its absence) into a principal, per the rules above.
+
+    Requests that arrive together share their reads (``app/core/coalesce.py``): one "does any key
+    exist?" for all of them, one lookup per key, each read after every request it answers arrived.
+    """
 
     def __init__(self) -> None:
         # latched: once a key has been seen the server never goes back to open
         self._closed = False
+        self._keys_exist: Coalesced[Sessions, bool] = Coalesced(self._any_key)
+        self._principals: Coalesced[tuple[Sessions, str], Principal | None] = Coalesced(self._key_principal)
 
-    async def is_open(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
+    @staticmethod
+    async def _any_key(sessionmaker: Sessions) -> bool:
+        async with sessionmaker() as session:
+            return await ApiKeyRepository(session).any_exists()
+
+    @staticmethod
+    async def _key_principal(key: tuple[Sessions, str]) -> Principal | None:
+        sessionmaker, secret = key
+        async with sessionmaker() as session:
+            return await principal_for_key(session, secret)
+
+    async def is_open(self, settings: Settings, sessionmaker: Sessions) -> bool:
         if self._closed or why_auth_required(settings) is not None:
             return False
-        async with sessionmaker() as session:
-            if await ApiKeyRepository(session).any_exists():
-                self._closed = True
+        if await self._keys_exist(sessionmaker):
+            self._closed = True
         return not self._closed
 
     async def principal(
@@ -130,8 +150,7 @@ class Authenticator:
     ) -> Principal:
         """The caller; raises ``Unauthorized``. ``malformed``: credentials were sent but unreadable."""
         if token is not None:
-            async with sessionmaker() as session:
-                principal = await principal_for_key(session, token)
+            principal = await self._principals((sessionmaker, token))
             if principal is None:
                 raise Unauthorized("The API key is not valid: it is unknown or has been revoked.")
             self._closed = True

@@ -14,7 +14,7 @@ import pytest
 import websockets
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 from typer.testing import CliRunner
 
 from app.auth.models import ApiKey
@@ -79,6 +79,31 @@ async def test_open_on_loopback_until_a_key_exists_then_closed_for_good(
         await session.commit()
     assert_problem(await client.get("/v1/runs", headers=alice), 401, "unauthorized")
     assert_problem(await client.get("/v1/runs"), 401, "unauthorized")
+
+
+async def test_requests_that_arrive_together_share_their_key_reads(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """A burst does not make one read per request (see app/core/coalesce.py for why it stays exact)."""
+    reads: list[str] = []
+    database = services_of(app).database
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM api_keys" in statement:
+            reads.append(statement)
+
+    event.listen(database.read_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        burst = await asyncio.gather(*(client.get("/v1/runs") for _ in range(40)))
+        assert [r.status_code for r in burst] == [200] * 40
+        assert 1 <= len(reads) <= 5, f"{len(reads)} reads of api_keys for 40 requests"
+        alice = await api_key_headers(app, "alice")
+        reads.clear()
+        burst = await asyncio.gather(*(client.get("/v1/runs", headers=alice) for _ in range(40)))
+        assert [r.status_code for r in burst] == [200] * 40
+        assert 1 <= len(reads) <= 5, f"{len(reads)} reads of api_keys for 40 requests"
+        # and a request after the key exists is never answered by a read from before
+        assert_problem(await client.get("/v1/runs"), 401, "unauthorized")
+    finally:
+        event.remove(database.read_engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_beyond_loopback_every_v1_route_needs_a_key_and_ops_routes_do_not(closed_app: FastAPI) -> None:
