@@ -25,6 +25,7 @@ from autogen_core.models import ChatCompletionClient
 from app.agents.schemas import AgentSpec, ModelOptions
 from app.engine.calls import CallPolicy, GuardedModelClient, Observer, TextSink
 from app.engine.graphs import build_graph
+from app.engine.handlers import cache_handler_discovery
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolContext, ToolRegistry
 from app.teams.schemas import ResolvedTeamSpec
@@ -34,6 +35,8 @@ InputFunc = Callable[[str, CancellationToken | None], Awaitable[str]]
 InputProvider = Callable[[str], InputFunc]
 # (agent name) -> where that agent's streamed text goes on the fast token path
 SinkProvider = Callable[[str], TextSink]
+
+cache_handler_discovery()
 
 
 def default_agent_description(name: str) -> str:
