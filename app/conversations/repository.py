@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation, Message
 from app.core.repository import Page, Repository, table
+from app.core.sqlite_driver import DEFER_WRITE
 
 _conversations = table(Conversation)
 _MESSAGE = insert(table(Message))
@@ -33,7 +34,9 @@ class ConversationRepository(Repository[Conversation]):
     async def end_run(
         self, id_: str, run_id: str, *, state: dict[str, Any] | None, signature: str | None, at: datetime
     ) -> None:
-        """A run of the conversation ended: keep its team state (or none), and free the turn it held."""
+        """A run of the conversation ended: keep its team state (or none), and free the turn it held.
+
+        On SQLite the update goes with the transaction's commit (``DEFER_WRITE``)."""
         c = _conversations.c
         await self.session.execute(
             update(_conversations)
@@ -43,7 +46,8 @@ class ConversationRepository(Repository[Conversation]):
                 state_signature=signature,
                 updated_at=at,
                 active_run_id=case((c.active_run_id == run_id, None), else_=c.active_run_id),
-            )
+            ),
+            execution_options=DEFER_WRITE,
         )
 
 

@@ -103,6 +103,7 @@ def create_engine(url: str, *, readers: bool = False) -> AsyncEngine:
         )
         engine = create_async_engine(url, module=sqlite_driver.dbapi(), connect_args={"timeout": 30}, **pool)
         _configure_sqlite(engine.sync_engine, "DEFERRED" if readers else "IMMEDIATE")
+        sqlite_driver.configure(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 

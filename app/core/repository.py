@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import Base
 from app.core.errors import BadRequest, Conflict, NotFound
+from app.core.sqlite_driver import DEFER_WRITE
 
 M = TypeVar("M", bound=Base)
 
@@ -97,8 +98,10 @@ class Repository(Generic[M]):
 
     async def insert(self, row: M) -> None:
         """Write a new row with a Core insert, every column given (``row_values``): cheaper than the
-        unit of work of ``add``; the object stays outside the session."""
-        await self.session.execute(insert(table(type(row))), [row_values(row)])
+        unit of work of ``add``; the object stays outside the session. On SQLite the insert goes
+        with the transaction's next statement or its commit (``DEFER_WRITE``), and so does a
+        conflict's error."""
+        await self.session.execute(insert(table(type(row))), [row_values(row)], execution_options=DEFER_WRITE)
 
     async def delete(self, row: M) -> None:
         await self.session.delete(row)

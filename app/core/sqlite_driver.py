@@ -18,6 +18,15 @@ or commit with no transaction open (the pool's reset after a commit, or the
 end of a transaction that sent nothing) is not sent at all. Everything else is SQLAlchemy's aiosqlite dialect.
 Server-side cursors (``stream_results``) keep SQLAlchemy's own adapter.
 
+A write whose caller needs no answer from it can go further: executed with
+the ``DEFER_WRITE`` execution options (the event recorder's event rows and the
+rows they change), it waits, and goes in one trip with the transaction's next
+statement or its commit. A batch of events and the rows they change is then
+one trip, its ``BEGIN`` and ``COMMIT`` included. Such a write reports no row
+count (-1) and no last row id, and a failing one says so at the next trip, at
+the latest the commit, which fails and rolls the whole transaction back as
+before. A rollback drops what was never sent. Other dialects ignore the option.
+
 ``aiosqlite.Connection._execute`` (run a function in the connection's thread)
 is private: aiosqlite is pinned, and ``tests/core/test_sqlite_driver.py``
 holds this adapter to the same results as SQLAlchemy's.
@@ -30,6 +39,7 @@ import sqlite3
 from typing import Any
 
 import aiosqlite
+from sqlalchemy import Engine, event
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
@@ -66,15 +76,61 @@ def _executemany(conn: sqlite3.Connection, operation: str, seq_of_parameters: An
         cursor.close()
 
 
-def _begin_then(conn: sqlite3.Connection, begin: str, fn: Any, operation: str, parameters: Any) -> Result:
-    """A transaction's ``BEGIN`` and its first statement, in one trip."""
-    conn.execute(begin).close()
-    result: Result = fn(conn, operation, parameters)
-    return result
+Step = tuple[Any, str, Any]  # (_execute or _executemany, operation, parameters)
+
+
+def _steps(conn: sqlite3.Connection, begin: str | None, steps: list[Step], commit: bool) -> list[Result]:
+    """In the connection's thread: a ``BEGIN`` if one waits, statements in order, then a commit if asked."""
+    if begin is not None:
+        conn.execute(begin).close()
+    try:
+        results = [fn(conn, operation, parameters) for fn, operation, parameters in steps]
+        if commit:
+            conn.commit()
+    except BaseException:
+        # a commit that fails ends its transaction (SQLAlchemy then sends no rollback): undo it here
+        if commit and conn.in_transaction:
+            conn.rollback()
+        raise
+    return results
 
 
 def _is_begin(operation: Any, parameters: Any) -> bool:
     return isinstance(operation, str) and not parameters and operation.lstrip()[:5].upper() == "BEGIN"
+
+
+DEFER_WRITE = {"defer_write": True}  # execution options: the write may wait for the next trip
+
+
+def _deferrable(cursor: Any, context: Any) -> bool:
+    """Executed with ``DEFER_WRITE``, and an INSERT, UPDATE or DELETE with nothing to read back."""
+    return (
+        context.execution_options.get("defer_write", False)
+        and isinstance(cursor, OneTripCursor)
+        and context.is_crud
+        and not getattr(context.compiled, "effective_returning", None)
+    )
+
+
+def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """SQLAlchemy's ``do_execute`` event: a write executed with ``DEFER_WRITE`` waits."""
+    if _deferrable(cursor, context):
+        cursor.defer(_execute, statement, parameters)
+        return True
+    return False
+
+
+def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    if _deferrable(cursor, context):
+        cursor.defer(_executemany, statement, parameters)
+        return True
+    return False
+
+
+def configure(engine: Engine) -> None:
+    """Let writes executed with ``DEFER_WRITE`` wait on ``engine`` (a sync engine of this adapter)."""
+    event.listen(engine, "do_execute", _do_execute)
+    event.listen(engine, "do_executemany", _do_executemany)
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -114,18 +170,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         pass
 
     def _run(self, fn: Any, operation: str, parameters: Any) -> Any:
-        adapt: Any = self._adapt_connection
-        begin, adapt._begin = adapt._begin, None
-        try:
-            conn: Any = self._connection
-            # aiosqlite's own entry to its thread (``Connection._execute``): the statement in one trip
-            if begin is None:
-                result = await_(conn._execute(fn, conn._conn, operation, parameters))
-            else:
-                result = await_(conn._execute(_begin_then, conn._conn, begin, fn, operation, parameters))
-            description, rows, self._rowcount, self._lastrowid = result
-        except Exception as error:
-            self._adapt_connection._handle_exception(error)
+        adapt: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        result = adapt._trip((fn, operation, parameters))
+        assert result is not None
+        description, rows, self._rowcount, self._lastrowid = result
         self._description = description
         self._rows = collections.deque(rows) if rows else collections.deque()
 
@@ -141,6 +189,12 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
         self._run(_executemany, operation, seq_of_parameters)
 
+    def defer(self, fn: Any, operation: str, parameters: Any) -> None:
+        """Send this write with the transaction's next trip; it reports no counts."""
+        self._adapt_connection._deferred.append((fn, operation, parameters))  # type: ignore[attr-defined]
+        self._description, self._rowcount, self._lastrowid = None, -1, None
+        self._rows = collections.deque()
+
     def close(self) -> None:
         self._rows.clear()
 
@@ -154,29 +208,52 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """SQLAlchemy's aiosqlite connection with one-trip cursors, and no trip to end no transaction."""
 
-    __slots__ = ("_begin",)
+    __slots__ = ("_begin", "_deferred")
     _cursor_cls = OneTripCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._begin: str | None = None  # a BEGIN waiting for the transaction's first statement
+        self._deferred: list[Step] = []  # writes waiting for the next trip (``DEFER_WRITE``)
 
-    def _open_transaction(self) -> bool:
-        self._begin = None  # the transaction ends: a BEGIN still waiting never began one
+    def _trip(self, last: Step | None, *, commit: bool = False) -> Result | None:
+        """One trip to the thread: the waiting ``BEGIN``, the deferred writes, ``last``, a commit."""
+        begin, self._begin = self._begin, None
+        deferred, self._deferred = self._deferred, []
+        conn: Any = self._connection
+        try:
+            # aiosqlite's own entry to its thread (``Connection._execute``)
+            if begin is None and not deferred and not commit:
+                assert last is not None
+                result: Result = await_(conn._execute(last[0], conn._conn, last[1], last[2]))
+                return result
+            steps = [*deferred, last] if last is not None else deferred
+            results = await_(conn._execute(_steps, conn._conn, begin, steps, commit))
+        except Exception as error:
+            self._handle_exception(error)
+        return results[-1] if last is not None else None
+
+    def _end(self) -> bool:
+        """The transaction ends: True when the connection has one open in SQLite."""
+        self._begin = None  # a BEGIN still waiting never began one
+        self._deferred = []  # writes never sent: nothing to undo
         # sqlite3 reads this flag from any thread; the connection is idle whenever SQLAlchemy asks
         conn = self._connection._connection
         return conn is not None and conn.in_transaction
 
     def rollback(self) -> None:
-        if self._open_transaction():
+        if self._end():
             super().rollback()
 
     def commit(self) -> None:
-        if self._open_transaction():
+        if self._deferred:
+            self._trip(None, commit=True)  # the writes and their commit in one trip
+        elif self._end():
             super().commit()
+        self._end()
 
     def close(self) -> None:
-        self._begin = None
+        self._end()
         super().close()
 
 
@@ -192,4 +269,4 @@ def dbapi() -> OneTripDbapi:
     return OneTripDbapi(aiosqlite, sqlite3)
 
 
-__all__ = ["OneTripConnection", "OneTripCursor", "OneTripDbapi", "dbapi"]
+__all__ = ["DEFER_WRITE", "OneTripConnection", "OneTripCursor", "OneTripDbapi", "configure", "dbapi"]

@@ -10,6 +10,7 @@ from sqlalchemy.orm import aliased
 
 from app.conversations.models import Conversation, Message
 from app.core.repository import Page, Repository, table
+from app.core.sqlite_driver import DEFER_WRITE
 from app.runs.models import ModelCallRecord, Run, RunEvent
 from app.runtime.envelope import Envelope
 
@@ -129,8 +130,8 @@ class RunEventRepository:
         self.session = session
 
     async def insert(self, env: Envelope) -> None:
-        """Store one durable event (a run's first, written with the run)."""
-        await self.session.execute(insert(table(RunEvent)), [event_row(env)])
+        """Store one durable event (a run's first, written with the run; on SQLite with the commit)."""
+        await self.session.execute(insert(table(RunEvent)), [event_row(env)], execution_options=DEFER_WRITE)
 
     async def after(
         self, run_id: str, after: int, *, limit: int, below: int | None = None

@@ -44,6 +44,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.repository import table
+from app.core.sqlite_driver import DEFER_WRITE
 from app.runs.models import RunEvent
 from app.runs.repository import MAX_DELTA_SPAN, event_row, pack_deltas
 from app.runtime.bus import EventBus
@@ -339,11 +340,12 @@ class EventRecorder:
             if isinstance(item.apply, Rows):
                 for stmt, params in item.apply.executions:
                     statements.setdefault(id(stmt), (stmt, []))[1].append(params)
+        # on SQLite the rows wait for the batch's next statement or its commit: one trip, BEGIN to COMMIT
         async with self._sessionmaker() as session:
             if rows:
-                await session.execute(insert(table(RunEvent)), rows)
+                await session.execute(insert(table(RunEvent)), rows, execution_options=DEFER_WRITE)
             for stmt, params_list in statements.values():
-                await session.execute(stmt, params_list)
+                await session.execute(stmt, params_list, execution_options=DEFER_WRITE)
             for item in batch:
                 if item.apply is not None and not isinstance(item.apply, Rows):
                     await item.apply(session)

@@ -1,6 +1,7 @@
 """The one-trip aiosqlite adapter (``app.core.sqlite_driver``): the same results and errors as
 SQLAlchemy's own adapter, one trip to the connection's thread per statement (a transaction's
-``BEGIN`` goes with its first), and none to end a transaction that is not open."""
+``BEGIN`` goes with its first), and none to end a transaction that is not open; a transaction
+that defers its writes sends them with its next trip."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ items = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String, nullable=False, unique=True),
+    Column("n", Integer, nullable=False),
+)
+marks = Table(  # no autoincrement key: SQLAlchemy asks for no last row id after an insert
+    "marks",
+    metadata,
+    Column("key", String, primary_key=True),
     Column("n", Integer, nullable=False),
 )
 
@@ -174,7 +181,7 @@ async def test_begin_goes_with_the_first_statement_and_really_begins(tmp_path: P
                 other.execute("BEGIN IMMEDIATE")
             other.close()
             await conn.execute(select(items))
-        assert trips == Counter({"_begin_then": 1, "_execute": 1, "commit": 1})
+        assert trips == Counter({"_steps": 1, "_execute": 1, "commit": 1})
         trips.clear()
         async with engine.begin() as conn:
             pass  # a transaction that sends nothing sends no BEGIN either, nor its end
@@ -194,3 +201,116 @@ async def test_begin_goes_with_the_first_statement_and_really_begins(tmp_path: P
 def test_the_server_uses_it(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     assert isinstance(engine.dialect.dbapi, sqlite_driver.OneTripDbapi)
+
+
+@pytest.fixture
+async def writer(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")  # the server's write engine
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+async def _marks(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        return {key: n for key, n in (await conn.execute(select(marks.c.key, marks.c.n))).all()}
+
+
+DEFER = sqlite_driver.DEFER_WRITE
+
+
+async def test_deferred_writes_go_with_the_commit_in_one_trip(writer: AsyncEngine, trips: Counter[str]) -> None:
+    trips.clear()
+    async with create_sessionmaker(writer)() as session:
+        await session.execute(insert(marks), [{"key": "a", "n": 1}, {"key": "b", "n": 2}], execution_options=DEFER)
+        await session.execute(insert(marks), [{"key": "c", "n": 3}], execution_options=DEFER)
+        await session.execute(update(marks).where(marks.c.key == "a").values(n=10), execution_options=DEFER)
+        assert sum(trips.values()) == 0  # nothing sent yet
+        await session.commit()
+    # BEGIN IMMEDIATE, three writes and the commit: one trip
+    assert trips == Counter({"_steps": 1})
+    assert await _marks(writer) == {"a": 10, "b": 2, "c": 3}
+
+
+async def test_the_next_statement_takes_the_deferred_writes_with_it(writer: AsyncEngine, trips: Counter[str]) -> None:
+    async with create_sessionmaker(writer)() as session:
+        await session.execute(insert(marks), [{"key": "a", "n": 1}, {"key": "b", "n": 1}], execution_options=DEFER)
+        trips.clear()
+        # a read sees the writes before it: they go first, in its trip
+        assert (await session.execute(select(marks.c.key).order_by(marks.c.key))).scalars().all() == ["a", "b"]
+        assert trips == Counter({"_steps": 1})
+        await session.execute(update(marks).values(n=2), execution_options=DEFER)
+        trips.clear()
+        # a write without the option is sent at once, the waiting one ahead of it; its count is its own
+        result = await session.execute(update(marks).where(marks.c.key == "a").values(n=3))
+        assert trips == Counter({"_steps": 1})
+        assert result.rowcount == 1
+        await session.commit()
+    assert await _marks(writer) == {"a": 3, "b": 2}
+
+
+async def test_a_deferred_write_reports_no_count(writer: AsyncEngine) -> None:
+    async with create_sessionmaker(writer)() as session:
+        result = await session.execute(insert(marks), [{"key": "a", "n": 1}], execution_options=DEFER)
+        assert result.rowcount == -1  # not known: the write has not been sent
+        await session.commit()
+    assert await _marks(writer) == {"a": 1}
+
+
+async def test_only_writes_that_read_nothing_back_wait(writer: AsyncEngine) -> None:
+    async with create_sessionmaker(writer)() as session:
+        await session.execute(insert(marks).values(key="z", n=0))
+        # a read, and a write with RETURNING, asked to wait: they are sent at once, with their rows
+        assert (await session.execute(select(marks.c.key), execution_options=DEFER)).scalars().all() == ["z"]
+        stmt = insert(marks).values(key="a", n=1).returning(marks.c.n)
+        returned = await session.execute(stmt, execution_options=DEFER)
+        assert returned.scalar_one() == 1
+        await session.commit()
+    assert await _marks(writer) == {"a": 1, "z": 0}
+
+
+async def test_a_failing_deferred_write_fails_the_commit_and_stores_nothing(writer: AsyncEngine) -> None:
+    async with writer.begin() as conn:
+        await conn.execute(insert(marks).values(key="a", n=1))
+    async with create_sessionmaker(writer)() as session:
+        await session.execute(insert(marks), [{"key": "b", "n": 2}], execution_options=DEFER)
+        await session.execute(insert(marks), [{"key": "a", "n": 3}], execution_options=DEFER)  # the key is taken
+        with pytest.raises(IntegrityError, match="UNIQUE"):
+            await session.commit()
+        await session.rollback()  # the session's own state; SQLAlchemy sends SQLite no rollback after a
+        # failed commit (it takes the transaction for ended): the adapter rolled it back in the same trip
+        await session.execute(insert(marks), [{"key": "c", "n": 4}], execution_options=DEFER)
+        await session.commit()
+    assert await _marks(writer) == {"a": 1, "c": 4}
+
+
+async def test_a_failing_deferred_write_fails_the_next_statement(writer: AsyncEngine) -> None:
+    async with writer.begin() as conn:
+        await conn.execute(insert(marks).values(key="a", n=1))
+    async with create_sessionmaker(writer)() as session:
+        await session.execute(insert(marks), [{"key": "a", "n": 3}], execution_options=DEFER)
+        with pytest.raises(IntegrityError, match="UNIQUE"):
+            await session.execute(update(marks).values(n=5))
+        await session.rollback()
+    assert await _marks(writer) == {"a": 1}
+
+
+async def test_a_rollback_drops_what_was_never_sent(writer: AsyncEngine, trips: Counter[str]) -> None:
+    trips.clear()
+    async with create_sessionmaker(writer)() as session:
+        await session.execute(insert(marks), [{"key": "a", "n": 1}], execution_options=DEFER)
+        await session.rollback()
+        assert sum(trips.values()) == 0
+        await session.execute(insert(marks), [{"key": "b", "n": 1}], execution_options=DEFER)
+        await session.commit()
+    assert await _marks(writer) == {"b": 1}
+
+
+async def test_the_option_changes_nothing_on_other_adapters(pair: tuple[AsyncEngine, AsyncEngine]) -> None:
+    _ours, stock = pair  # SQLAlchemy's own adapter, as PostgreSQL's: the option is ignored
+    async with create_sessionmaker(stock)() as session:
+        result = await session.execute(insert(marks), [{"key": "a", "n": 1}], execution_options=DEFER)
+        assert result.rowcount == 1
+        await session.commit()
+    assert await _marks(stock) == {"a": 1}

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -20,7 +21,7 @@ from app.runs.models import Run
 from app.runs.repository import run_started
 from app.runtime.bus import EventBus
 from app.runtime.envelope import Envelope
-from app.runtime.recorder import EventRecorder, Rows
+from app.runtime.recorder import EventRecorder, Rows, Superseded
 
 
 @pytest.fixture
@@ -127,3 +128,70 @@ async def test_one_row_s_changes_in_a_batch_keep_their_order(engine: AsyncEngine
     async with maker() as session:
         run = await session.get(Run, "run0")
     assert run is not None and run.attempts == 11  # the last one queued is the last one applied
+
+
+async def test_a_batch_is_one_trip_to_the_database_thread(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    maker = create_sessionmaker(engine)
+    await seed(maker, 3)
+    recorder = EventRecorder(maker, EventBus(16))
+    trips: list[str] = []
+    original: Any = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    recorder.start()
+    try:
+        at = utcnow()
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        # the events, the runs' updates and their messages, with BEGIN IMMEDIATE and COMMIT
+        await asyncio.gather(
+            *(
+                recorder.commit(
+                    Envelope(f"run{n}", 2, "run.started", at, {}),
+                    Rows((run_started(f"run{n}", at, 1), *message_stored(message(n, 2)))),
+                )
+                for n in range(3)
+            )
+        )
+        assert trips == ["_steps"]
+        monkeypatch.undo()
+    finally:
+        await recorder.stop()
+    async with maker() as session:
+        stored = (await session.scalars(select(Message.id).order_by(Message.id))).all()
+        statuses = set((await session.scalars(select(Run.status))).all())
+    assert stored == ["msg0-2", "msg1-2", "msg2-2"] and statuses == {"running"}
+
+
+async def test_a_row_that_conflicts_fails_alone_and_the_writer_goes_on(engine: AsyncEngine) -> None:
+    maker = create_sessionmaker(engine)
+    await seed(maker, 3)
+    recorder = EventRecorder(maker, EventBus(16))
+    recorder.start()
+    try:
+        at = utcnow()
+        await recorder.commit(Envelope("run1", 2, "run.started", at, {}))
+        # one batch: run1's seq 2 is taken, so its item fails at the commit; the others are stored
+        results = await asyncio.gather(
+            *(
+                recorder.commit(
+                    Envelope(f"run{n}", 2, "run.started", at, {}),
+                    Rows((run_started(f"run{n}", at, 1), *message_stored(message(n, 2)))),
+                )
+                for n in range(3)
+            ),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], Superseded)
+        # and the writer is whole: the next batch lands
+        await recorder.commit(Envelope("run1", 3, "run.started", at, {}), Rows((run_started("run1", at, 2),)))
+    finally:
+        await recorder.stop()
+    async with maker() as session:
+        stored = (await session.scalars(select(Message.id).order_by(Message.id))).all()
+        attempts = dict((await session.execute(select(Run.id, Run.attempts))).all())
+    assert stored == ["msg0-2", "msg2-2"]  # run1's message went with its failed event: not stored
+    assert attempts == {"run0": 1, "run1": 2, "run2": 1}
