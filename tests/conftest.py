@@ -17,11 +17,13 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import httpx
 import pytest
 import uvicorn
@@ -51,6 +53,20 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if (name.startswith("SWARM_") and name != "SWARM_TEST_REQUIRE_SERVICES") or name in _LEAKY:
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every trip to an aiosqlite connection's thread, by the function sent there."""
+    seen: Counter[str] = Counter()
+    original: Any = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        seen[getattr(fn, "__name__", repr(fn))] += 1
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return seen
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -34,20 +33,6 @@ marks = Table(  # no autoincrement key: SQLAlchemy asks for no last row id after
     Column("key", String, primary_key=True),
     Column("n", Integer, nullable=False),
 )
-
-
-@pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Every trip to an aiosqlite connection's thread, by the function sent there."""
-    seen: Counter[str] = Counter()
-    original: Any = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        seen[getattr(fn, "__name__", repr(fn))] += 1
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    return seen
 
 
 async def engines(tmp_path: Path) -> tuple[AsyncEngine, AsyncEngine]:

@@ -3,11 +3,10 @@ in one trip to the connection's thread; a conflict among them fails the commit a
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -86,18 +85,10 @@ async def create(engine: AsyncEngine, n: int) -> None:
         await session.commit()
 
 
-async def test_a_new_run_s_rows_are_one_trip(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    trips: list[str] = []
-    original: Any = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+async def test_a_new_run_s_rows_are_one_trip(engine: AsyncEngine, trips: Counter[str]) -> None:
+    trips.clear()
     await create(engine, 1)
-    monkeypatch.undo()
-    assert trips == ["_steps"]  # BEGIN IMMEDIATE, three inserts, COMMIT
+    assert trips == Counter({"_steps": 1})  # BEGIN IMMEDIATE, three inserts, COMMIT
     async with create_sessionmaker(engine)() as session:
         assert await session.scalar(select(Run.conversation_id).where(Run.id == "run1")) == "conv1"
         assert await session.scalar(select(RunEvent.type).where(RunEvent.run_id == "run1")) == "run.queued"
