@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,21 @@ def message(run: int, seq: int) -> dict[str, Any]:
     }
 
 
+def start_with_message(recorder: EventRecorder, runs: int, at: datetime) -> Awaitable[list[Any]]:
+    """Each run's ``run.started`` with its update and a message, all queued at once (one batch);
+    what each ``commit`` returned or raised, in run order."""
+    return asyncio.gather(
+        *(
+            recorder.commit(
+                Envelope(f"run{n}", 2, "run.started", at, {}),
+                Rows((run_started(f"run{n}", at, 1), *message_stored(message(n, 2)))),
+            )
+            for n in range(runs)
+        ),
+        return_exceptions=True,
+    )
+
+
 async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: AsyncEngine) -> None:
     maker = create_sessionmaker(engine)
     await seed(maker, 40)
@@ -85,17 +101,7 @@ async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: Asyn
     event.listen(engine.sync_engine, "before_cursor_execute", count)
     recorder.start()
     try:
-        started = utcnow()
-        # all queued before the writer runs: one batch
-        await asyncio.gather(
-            *(
-                recorder.commit(
-                    Envelope(f"run{n}", 2, "run.started", started, {}),
-                    Rows((run_started(f"run{n}", started, 1), *message_stored(message(n, 2)))),
-                )
-                for n in range(40)
-            )
-        )
+        assert await start_with_message(recorder, 40, utcnow()) == [None] * 40
     finally:
         await recorder.stop()
         event.remove(engine.sync_engine, "before_cursor_execute", count)
@@ -139,15 +145,7 @@ async def test_a_batch_is_one_trip_to_the_database_thread(engine: AsyncEngine, t
         at = utcnow()
         trips.clear()
         # the events, the runs' updates and their messages, with BEGIN IMMEDIATE and COMMIT
-        await asyncio.gather(
-            *(
-                recorder.commit(
-                    Envelope(f"run{n}", 2, "run.started", at, {}),
-                    Rows((run_started(f"run{n}", at, 1), *message_stored(message(n, 2)))),
-                )
-                for n in range(3)
-            )
-        )
+        assert await start_with_message(recorder, 3, at) == [None] * 3
         assert trips == Counter({"_steps": 1})
     finally:
         await recorder.stop()
@@ -166,16 +164,7 @@ async def test_a_row_that_conflicts_fails_alone_and_the_writer_goes_on(engine: A
         at = utcnow()
         await recorder.commit(Envelope("run1", 2, "run.started", at, {}))
         # one batch: run1's seq 2 is taken, so its item fails at the commit; the others are stored
-        results = await asyncio.gather(
-            *(
-                recorder.commit(
-                    Envelope(f"run{n}", 2, "run.started", at, {}),
-                    Rows((run_started(f"run{n}", at, 1), *message_stored(message(n, 2)))),
-                )
-                for n in range(3)
-            ),
-            return_exceptions=True,
-        )
+        results = await start_with_message(recorder, 3, at)
         assert results[0] is None and results[2] is None
         assert isinstance(results[1], Superseded)
         # and the writer is whole: the next batch lands
