@@ -54,6 +54,7 @@ from autogen_core.tools import Tool, ToolSchema
 from autogen_ext.models._utils.normalize_stop_reason import normalize_stop_reason
 from autogen_ext.models._utils.parse_r1_content import parse_r1_content
 from autogen_ext.models.openai._openai_client import BaseOpenAIChatCompletionClient, CreateParams
+from httpx._utils import URLPattern, get_environment_proxies  # httpx pinned: its reading of the proxies
 from pydantic import BaseModel
 from yarl import URL
 
@@ -78,9 +79,11 @@ class StreamTransport:
     """The lean stream's HTTP client: one aiohttp session for every provider of the server.
 
     Made on first use, inside the running loop, and as the SDK's httpx client is made: httpx's SSL
-    context (the same trust store, ``SSL_CERT_FILE`` honoured), proxies from the environment, up
-    to 1,000 connections, an idle one kept 5 s, redirects followed. Unlike it, no cookie is kept:
-    a provider's cookies set during one principal's run are never sent with another's.
+    context (the same trust store, ``SSL_CERT_FILE`` honoured), up to 1,000 connections, an idle one
+    kept 5 s, redirects followed. Unlike it, no cookie is kept: a provider's cookies set during one
+    principal's run are never sent with another's. The environment's proxies are not looked up here
+    (aiohttp's ``trust_env`` would read them, and ``~/.netrc``, in a thread on every request): each
+    endpoint carries the proxy httpx would use for it (``env_proxy``).
     """
 
     def __init__(self) -> None:
@@ -92,7 +95,7 @@ class StreamTransport:
                 limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_S, ssl=httpx.create_ssl_context()
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True, timeout=client_timeout(None)
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, timeout=client_timeout(None)
             )
         return self._session
 
@@ -112,13 +115,31 @@ def client_timeout(timeout: float | httpx.Timeout | None) -> aiohttp.ClientTimeo
     return aiohttp.ClientTimeout(total=None, connect=t.pool, sock_connect=t.connect, sock_read=t.read)
 
 
+def env_proxy(url: httpx.URL) -> URL | None:
+    """The proxy httpx (the SDK's client, ``trust_env``) sends a request for ``url`` through, if any.
+
+    From the environment as httpx reads it: ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``ALL_PROXY``, the
+    most specific first, and ``NO_PROXY`` (hosts, domains, addresses, ``*``). Credentials in the
+    proxy's URL stay in it: aiohttp sends them as ``Proxy-Authorization``, as httpx does.
+    """
+    mounts = sorted(((URLPattern(k), v) for k, v in get_environment_proxies().items()), key=lambda m: m[0])
+    for pattern, proxy in mounts:
+        if pattern.matches(url):
+            if proxy is None:
+                return None
+            return URL(proxy if "://" in proxy else f"http://{proxy}")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ChatEndpoint:
-    """Where a provider's chat completions are POSTed, and with which headers: built once per provider."""
+    """Where a provider's chat completions are POSTed, with which headers and through which proxy:
+    built once per provider (the environment's proxies are read then)."""
 
     url: httpx.URL
     headers: Mapping[str, str]
     target: URL  # ``url`` for aiohttp
+    proxy: URL | None = None
 
     @classmethod
     def of(cls, sdk: openai.AsyncOpenAI, auth: Mapping[str, str], http: httpx.AsyncClient) -> ChatEndpoint:
@@ -134,7 +155,8 @@ class ChatEndpoint:
         headers["accept-encoding"] = ", ".join(e for e in encodings if e in DECODABLE)
         headers.update({k.lower(): v for k, v in sdk.default_headers.items() if isinstance(v, str)})
         headers.update({k.lower(): v for k, v in auth.items()})
-        return cls(url, headers, URL(str(url), encoded=True))
+        proxy = env_proxy(url) if http.trust_env else None
+        return cls(url, headers, URL(str(url), encoded=True), proxy)
 
 
 def _stream_error(data: Any, request: httpx.Request) -> openai.APIError:
@@ -282,7 +304,11 @@ class LeanOpenAIChatCompletionClient(BaseOpenAIChatCompletionClient):
             session = self._transport.session()
             try:
                 response = await session.post(
-                    self._endpoint.target, data=body, headers=self._endpoint.headers, timeout=limits
+                    self._endpoint.target,
+                    data=body,
+                    headers=self._endpoint.headers,
+                    timeout=limits,
+                    proxy=self._endpoint.proxy,
                 )
             except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
                 raise openai.APITimeoutError(request=self._httpx_request(body)) from exc

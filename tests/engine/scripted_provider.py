@@ -6,7 +6,8 @@ with text beside them), reasoning, logprobs, empty chunks, odd line endings and 
 error event inside a 200 stream. It records every request (path, query, headers, JSON body) so the
 two clients' requests can be compared too. Models named ``flaky<N>-<scenario>`` answer 429 to
 their first N requests; ``gzip429`` answers 429 with a gzipped body; ``cookie-<scenario>`` sets a
-cookie with its answer. It counts the connections it accepted.
+cookie with its answer. It counts the connections it accepted. It answers a proxy's requests too
+(an absolute target), as the provider behind it would: the proxy tests use it so.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: dict[str, Any]
+    target: str = ""  # the request line's target as sent: absolute (``http://host/...``) through a proxy
 
 
 def _encode(event: dict[str, Any], scenario: str) -> list[bytes]:
@@ -149,7 +151,7 @@ class ScriptedProvider:
                 headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in head[1:] if ": " in line)}
                 body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
                 url = urlsplit(target)
-                self.requests.append(Recorded(method, url.path, dict(parse_qsl(url.query)), headers, body))
+                self.requests.append(Recorded(method, url.path, dict(parse_qsl(url.query)), headers, body, target))
                 await self._answer(body, writer)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
