@@ -123,9 +123,16 @@ def _configure_sqlite(engine: Engine, begin: str) -> None:
             cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
+    statement = f"BEGIN {begin}"
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(f"BEGIN {begin}")
+        dbapi_connection = conn.connection.dbapi_connection
+        if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
+            # it goes with the transaction's first statement: no statement of SQLAlchemy's to run for it
+            dbapi_connection.begin_with_next(statement)
+        else:
+            conn.exec_driver_sql(statement)
 
 
 @dataclass(frozen=True, slots=True)

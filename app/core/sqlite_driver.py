@@ -216,6 +216,10 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._begin: str | None = None  # a BEGIN waiting for the transaction's first statement
         self._deferred: list[Step] = []  # writes waiting for the next trip (``DEFER_WRITE``)
 
+    def begin_with_next(self, statement: str) -> None:
+        """Begin a transaction with ``statement`` (a ``BEGIN``), sent with the transaction's first trip."""
+        self._begin = statement
+
     def _trip(self, last: Step | None, *, commit: bool = False) -> Result | None:
         """One trip to the thread: the waiting ``BEGIN``, the deferred writes, ``last``, a commit."""
         begin, self._begin = self._begin, None
