@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         tools = ToolRegistry.with_builtins(settings.tool_timeout_s)
         tools.load_entry_points(settings.tools)
         bus = EventBus(settings.watcher_buffer)
-        recorder = EventRecorder(sessionmaker, bus, retry_for_s=settings.storage_retry_s)
+        recorder = EventRecorder(engine, bus, retry_for_s=settings.storage_retry_s)
         recorder.start()
         policy = CallPolicy(
             timeout_s=settings.model_timeout_s,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import Connection, bindparam, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation, Message
@@ -24,31 +24,32 @@ def message_stored(values: dict[str, Any]) -> tuple[tuple[Any, dict[str, Any]], 
     return (_MESSAGE, values), (_ONE_MORE_MESSAGE, {"b_conversation_id": values["conversation_id"]})
 
 
+def end_run(
+    conn: Connection, id_: str, run_id: str, *, state: dict[str, Any] | None, signature: str | None, at: datetime
+) -> None:
+    """A run of the conversation ended: keep its team state (or none), and free the turn it held.
+
+    In the recorder's transaction (``Apply``); on SQLite the update goes with its commit (``DEFER_WRITE``)."""
+    c = _conversations.c
+    conn.execute(
+        update(_conversations)
+        .where(c.id == id_)
+        .values(
+            state=state,
+            state_signature=signature,
+            updated_at=at,
+            active_run_id=case((c.active_run_id == run_id, None), else_=c.active_run_id),
+        ),
+        execution_options=DEFER_WRITE,
+    )
+
+
 class ConversationRepository(Repository[Conversation]):
     model = Conversation
     label = "conversation"
 
     async def for_update(self, id_: str) -> Conversation | None:
         return await self.session.get(Conversation, id_)
-
-    async def end_run(
-        self, id_: str, run_id: str, *, state: dict[str, Any] | None, signature: str | None, at: datetime
-    ) -> None:
-        """A run of the conversation ended: keep its team state (or none), and free the turn it held.
-
-        On SQLite the update goes with the transaction's commit (``DEFER_WRITE``)."""
-        c = _conversations.c
-        await self.session.execute(
-            update(_conversations)
-            .where(c.id == id_)
-            .values(
-                state=state,
-                state_signature=signature,
-                updated_at=at,
-                active_run_id=case((c.active_run_id == run_id, None), else_=c.active_run_id),
-            ),
-            execution_options=DEFER_WRITE,
-        )
 
 
 class MessageRepository:

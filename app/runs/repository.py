@@ -4,7 +4,7 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -40,6 +40,21 @@ def run_started(run_id: str, started_at: datetime, attempts: int) -> tuple[Any, 
 def model_call(values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """A model call's record: an execution for the recorder."""
     return _MODEL_CALL, values
+
+
+# in the recorder's transaction (``Apply``: a synchronous connection)
+
+
+def set_run_fields(conn: Connection, run_id: str, **values: Any) -> None:
+    conn.execute(update(_runs).where(_runs.c.id == run_id).values(**values))
+
+
+def settle_run(conn: Connection, run_id: str, **values: Any) -> bool:
+    """Write a run's end, unless it has one already (terminal states never change)."""
+    result = conn.execute(
+        update(_runs).where(_runs.c.id == run_id, _runs.c.status.in_(ACTIVE_STATUSES)).values(**values)
+    )
+    return bool(result.rowcount)
 
 
 class RunRepository(Repository[Run]):
@@ -82,18 +97,6 @@ class RunRepository(Repository[Run]):
 
     async def unfinished(self) -> list[Run]:
         return list(await self.session.scalars(select(Run).where(Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)))
-
-    async def set_fields(self, run_id: str, **values: Any) -> None:
-        runs = table(Run)
-        await self.session.execute(update(runs).where(runs.c.id == run_id).values(**values))
-
-    async def settle(self, run_id: str, **values: Any) -> bool:
-        """Write a run's end, unless it has one already (terminal states never change)."""
-        runs = table(Run)
-        result = await self.session.execute(
-            update(runs).where(runs.c.id == run_id, runs.c.status.in_(ACTIVE_STATUSES)).values(**values)
-        )
-        return bool(getattr(result, "rowcount", 0))
 
 
 MAX_DELTA_SPAN = 256  # the most deltas one stored row holds

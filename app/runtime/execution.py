@@ -31,10 +31,11 @@ from autogen_agentchat.messages import (
     UserInputRequestedEvent,
 )
 from autogen_core import CancellationToken
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.conversations.models import Message
-from app.conversations.repository import ConversationRepository, MessageRepository, message_stored
+from app.conversations.repository import ConversationRepository, MessageRepository, end_run, message_stored
 from app.core.db import utcnow
 from app.core.metrics import Metrics
 from app.core.secrets import scrub_credentials
@@ -53,7 +54,7 @@ from app.engine.interrupts import RunToken
 from app.engine.providers import ModelConfigError
 from app.engine.tools import ToolContext
 from app.runs.models import Run
-from app.runs.repository import RunEventRepository, RunRepository, model_call, run_started
+from app.runs.repository import RunEventRepository, model_call, run_started, set_run_fields, settle_run
 from app.runtime.bus import EventBus
 from app.runtime.chain import ChainRunner
 from app.runtime.envelope import DELTA, Envelope, usage_data
@@ -234,10 +235,7 @@ class RunExecution:
 
     def _set_status(self, status: str, **fields: Any) -> Callable[[Envelope], Apply]:
         def apply_for(_env: Envelope) -> Apply:
-            async def apply(session: AsyncSession) -> None:
-                await RunRepository(session).set_fields(self.run_id, status=status, **fields)
-
-            return apply
+            return partial(set_run_fields, run_id=self.run_id, status=status, **fields)
 
         return apply_for
 
@@ -562,8 +560,9 @@ class RunExecution:
             data["error"] = {"code": outcome.error_code, "message": outcome.error_message}
         signature = team_signature(self.spec)
 
-        async def settle(session: AsyncSession, env: Envelope) -> None:
-            settled = await RunRepository(session).settle(
+        def settle(conn: Connection, env: Envelope) -> None:
+            settled = settle_run(
+                conn,
                 self.run_id,
                 status=outcome.status,
                 finished_at=finished,
@@ -582,7 +581,8 @@ class RunExecution:
                 raise Superseded(f"run {self.run_id} was settled elsewhere")
             # a team that did not finish cleanly is not trusted to continue from: the next run
             # rebuilds its context from the stored messages instead
-            await ConversationRepository(session).end_run(
+            end_run(
+                conn,
                 self.conversation_id,
                 self.run_id,
                 state=outcome.state,

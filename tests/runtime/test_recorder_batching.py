@@ -90,7 +90,7 @@ def start_with_message(recorder: EventRecorder, runs: int, at: datetime) -> Awai
 async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: AsyncEngine) -> None:
     maker = create_sessionmaker(engine)
     await seed(maker, 40)
-    recorder = EventRecorder(maker, EventBus(16))
+    recorder = EventRecorder(engine, EventBus(16))
     executed: list[tuple[str, bool]] = []
 
     def count(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, executemany: bool) -> None:
@@ -119,7 +119,7 @@ async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: Asyn
 async def test_one_row_s_changes_in_a_batch_keep_their_order(engine: AsyncEngine) -> None:
     maker = create_sessionmaker(engine)
     await seed(maker, 1)
-    recorder = EventRecorder(maker, EventBus(16))
+    recorder = EventRecorder(engine, EventBus(16))
     recorder.start()
     try:
         at = utcnow()
@@ -139,7 +139,7 @@ async def test_one_row_s_changes_in_a_batch_keep_their_order(engine: AsyncEngine
 async def test_a_batch_is_one_trip_to_the_database_thread(engine: AsyncEngine, trips: Counter[str]) -> None:
     maker = create_sessionmaker(engine)
     await seed(maker, 3)
-    recorder = EventRecorder(maker, EventBus(16))
+    recorder = EventRecorder(engine, EventBus(16))
     recorder.start()
     try:
         at = utcnow()
@@ -158,7 +158,7 @@ async def test_a_batch_is_one_trip_to_the_database_thread(engine: AsyncEngine, t
 async def test_a_row_that_conflicts_fails_alone_and_the_writer_goes_on(engine: AsyncEngine) -> None:
     maker = create_sessionmaker(engine)
     await seed(maker, 3)
-    recorder = EventRecorder(maker, EventBus(16))
+    recorder = EventRecorder(engine, EventBus(16))
     recorder.start()
     try:
         at = utcnow()
