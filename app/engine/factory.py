@@ -28,6 +28,7 @@ from app.engine.graphs import build_graph
 from app.engine.handlers import cache_handler_discovery
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolContext, ToolRegistry
+from app.engine.untraced import skip_unread_telemetry
 from app.teams.schemas import ResolvedTeamSpec
 
 # what a user proxy calls for its turn: (agent name) -> async (prompt, cancellation token) -> answer
@@ -37,6 +38,7 @@ InputProvider = Callable[[str], InputFunc]
 SinkProvider = Callable[[str], TextSink]
 
 cache_handler_discovery()
+skip_unread_telemetry()
 
 
 def default_agent_description(name: str) -> str:
