@@ -19,6 +19,19 @@ _ONE_MORE_MESSAGE = (
 )
 
 
+_c = _conversations.c
+_RUN_ENDED = (
+    update(_conversations)
+    .where(_c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        state_signature=bindparam("b_signature"),
+        updated_at=bindparam("b_at"),
+        active_run_id=case((_c.active_run_id == bindparam("b_run_id"), None), else_=_c.active_run_id),
+    )
+)
+
+
 def message_stored(values: dict[str, Any]) -> tuple[tuple[Any, dict[str, Any]], ...]:
     """A message and its conversation's count: executions for the recorder (one executemany per batch)."""
     return (_MESSAGE, values), (_ONE_MORE_MESSAGE, {"b_conversation_id": values["conversation_id"]})
@@ -30,16 +43,9 @@ def end_run(
     """A run of the conversation ended: keep its team state (or none), and free the turn it held.
 
     In the recorder's transaction (``Apply``); on SQLite the update goes with its commit (``DEFER_WRITE``)."""
-    c = _conversations.c
     conn.execute(
-        update(_conversations)
-        .where(c.id == id_)
-        .values(
-            state=state,
-            state_signature=signature,
-            updated_at=at,
-            active_run_id=case((c.active_run_id == run_id, None), else_=c.active_run_id),
-        ),
+        _RUN_ENDED,
+        {"b_id": id_, "b_run_id": run_id, "b_state": state, "b_signature": signature, "b_at": at},
         execution_options=DEFER_WRITE,
     )
 

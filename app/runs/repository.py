@@ -49,11 +49,31 @@ def set_run_fields(conn: Connection, run_id: str, **values: Any) -> None:
     conn.execute(update(_runs).where(_runs.c.id == run_id).values(**values))
 
 
+SETTLED = (
+    "status",
+    "finished_at",
+    "stop_reason",
+    "error_code",
+    "error_message",
+    "prompt_tokens",
+    "completion_tokens",
+    "message_count",
+    "last_seq",
+    "result",
+    "lease_expires_at",
+)
+_SETTLE = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("b_run_id"), _runs.c.status.in_(ACTIVE_STATUSES))
+    .values({name: bindparam(f"b_{name}") for name in SETTLED})
+)
+
+
 def settle_run(conn: Connection, run_id: str, **values: Any) -> bool:
-    """Write a run's end, unless it has one already (terminal states never change)."""
-    result = conn.execute(
-        update(_runs).where(_runs.c.id == run_id, _runs.c.status.in_(ACTIVE_STATUSES)).values(**values)
-    )
+    """Write a run's end (every column of ``SETTLED``), unless it has one already (terminal states never change)."""
+    if values.keys() != set(SETTLED):
+        raise TypeError(f"a run's end sets {', '.join(SETTLED)}; got {', '.join(sorted(values))}")
+    result = conn.execute(_SETTLE, {"b_run_id": run_id, **{f"b_{k}": v for k, v in values.items()}})
     return bool(result.rowcount)
 
 
