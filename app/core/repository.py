@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Select, Table, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.core.db import Base
 from app.core.errors import BadRequest, Conflict, NotFound
@@ -45,6 +46,27 @@ def row_values(row: Base) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{type(row).__name__} is missing {', '.join(missing)} for a Core insert")
     return {prop.columns[0].key: row.__dict__[prop.key] for prop in mapper.column_attrs}
+
+
+Execution = tuple[Any, dict[str, Any]]  # a Core statement and one row of its parameters
+
+
+def new_row(row: Base) -> Execution:
+    """A new object's Core insert (``row_values``), for ``commit_inserts``."""
+    return insert(table(type(row))), row_values(row)
+
+
+async def commit_inserts(session: AsyncSession, inserts: Sequence[Execution]) -> None:
+    """Insert the rows and commit the session's transaction in one pass through SQLAlchemy's
+    synchronous side (one greenlet, not one per statement). On SQLite the inserts go with the
+    commit, in its one trip (``DEFER_WRITE``); a conflict fails the commit, and nothing is written."""
+
+    def write(sync: Session) -> None:
+        for stmt, values in inserts:
+            sync.execute(stmt, [values], execution_options=DEFER_WRITE)
+        sync.commit()
+
+    await session.run_sync(write)
 
 
 class Page(Generic[M]):
@@ -95,13 +117,6 @@ class Repository(Generic[M]):
         except IntegrityError as exc:
             raise Conflict(f"The {self.label} conflicts with one that exists.", code="already_exists") from exc
         return row
-
-    async def insert(self, row: M) -> None:
-        """Write a new row with a Core insert, every column given (``row_values``): cheaper than the
-        unit of work of ``add``; the object stays outside the session. On SQLite the insert goes
-        with the transaction's next statement or its commit (``DEFER_WRITE``), and so does a
-        conflict's error."""
-        await self.session.execute(insert(table(type(row))), [row_values(row)], execution_options=DEFER_WRITE)
 
     async def delete(self, row: M) -> None:
         await self.session.delete(row)

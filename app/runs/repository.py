@@ -10,7 +10,6 @@ from sqlalchemy.orm import aliased
 
 from app.conversations.models import Conversation, Message
 from app.core.repository import Page, Repository, table
-from app.core.sqlite_driver import DEFER_WRITE
 from app.runs.models import ModelCallRecord, Run, RunEvent
 from app.runtime.envelope import Envelope
 
@@ -30,6 +29,14 @@ _MODEL_CALL = insert(table(ModelCallRecord))
 def event_row(env: Envelope) -> dict[str, Any]:
     """The ``run_events`` row of one event."""
     return {"run_id": env.run_id, "seq": env.seq, "seq_end": None, "type": env.type, "at": env.at, "data": env.data}
+
+
+EVENT_INSERT = insert(table(RunEvent))
+
+
+def event_insert(env: Envelope) -> tuple[Any, dict[str, Any]]:
+    """A durable event's row: an insert for ``commit_inserts`` (a run's ``run.queued``, written with the run)."""
+    return EVENT_INSERT, event_row(env)
 
 
 def run_started(run_id: str, started_at: datetime, attempts: int) -> tuple[Any, dict[str, Any]]:
@@ -151,10 +158,6 @@ def expand(row: RunEvent) -> list[Envelope]:
 class RunEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def insert(self, env: Envelope) -> None:
-        """Store one durable event (a run's first, written with the run; on SQLite with the commit)."""
-        await self.session.execute(insert(table(RunEvent)), [event_row(env)], execution_options=DEFER_WRITE)
 
     async def after(
         self, run_id: str, after: int, *, limit: int, below: int | None = None

@@ -13,9 +13,10 @@ from app.conversations.repository import ConversationRepository
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidSpec
 from app.core.ids import new_id
+from app.core.repository import Execution, commit_inserts, new_row
 from app.core.services import Services
 from app.runs.models import Run
-from app.runs.repository import TERMINAL_STATUSES, RunEventRepository, RunRepository
+from app.runs.repository import TERMINAL_STATUSES, RunRepository, event_insert
 from app.runs.schemas import InputCreate, RunCreate
 from app.runtime.envelope import Envelope
 from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
@@ -73,6 +74,7 @@ class RunService:
             live = manager.live_for(self.principal.id) if cluster is None else None
             await self.services.limits.check_start(self.session, self.principal.id, settings, live=live)
             conversations = ConversationRepository(self.session)
+            inserts: list[Execution] = []  # the conversation (when new), the run, its run.queued
             if body.conversation_id is not None:
                 conversation = await conversations.get(self.principal.id, body.conversation_id)
                 active = await self.runs.active_in_conversation(conversation.id)
@@ -98,7 +100,7 @@ class RunService:
                     created_at=now,
                     updated_at=now,
                 )
-                await conversations.insert(conversation)
+                inserts.append(new_row(conversation))
             # every column given: the rows are written with Core inserts, not the unit of work
             run = Run(
                 id=new_id("run"),
@@ -130,7 +132,7 @@ class RunService:
                 started_at=None,
                 finished_at=None,
             )
-            await self.runs.insert(run)
+            inserts.append(new_row(run))
             queued = Envelope(
                 run.id,
                 1,
@@ -138,8 +140,8 @@ class RunService:
                 run.created_at,
                 {"conversation_id": conversation.id, "team": spec.name, "task": body.task},
             )
-            await RunEventRepository(self.session).insert(queued)
-            await self.session.commit()
+            inserts.append(event_insert(queued))
+            await commit_inserts(self.session, inserts)
             self.queued = queued
             if cluster is None:
                 manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=body.conversation_id is None)

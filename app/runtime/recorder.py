@@ -44,14 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Executable, insert, text
+from sqlalchemy import Connection, Executable, text
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.repository import table
 from app.core.sqlite_driver import DEFER_WRITE
-from app.runs.models import RunEvent
-from app.runs.repository import MAX_DELTA_SPAN, event_row, pack_deltas
+from app.runs.repository import EVENT_INSERT, MAX_DELTA_SPAN, event_row, pack_deltas
 from app.runtime.bus import EventBus
 from app.runtime.envelope import DELTA, Envelope
 
@@ -76,9 +74,6 @@ MAX_BACKOFF_S = 1.0
 DELTA_FLUSH_S = 0.2  # the longest a delta waits for its row
 FLUSH_AT = 4096  # buffered deltas that trigger a write at once
 MAX_BUFFERED = 200_000  # beyond this (the database far behind) deltas are dropped: replay detail only
-
-
-_EVENT = insert(table(RunEvent))
 
 
 class StorageError(RuntimeError):
@@ -353,7 +348,7 @@ class EventRecorder:
         def write(conn: Connection) -> None:
             # on SQLite the rows wait for the batch's next statement or its commit: one trip, BEGIN to COMMIT
             if rows:
-                conn.execute(_EVENT, rows, execution_options=DEFER_WRITE)
+                conn.execute(EVENT_INSERT, rows, execution_options=DEFER_WRITE)
             for stmt, params_list in statements.values():
                 conn.execute(stmt, params_list, execution_options=DEFER_WRITE)
             for apply in applies:
