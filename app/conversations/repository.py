@@ -7,7 +7,7 @@ from sqlalchemy import Connection, bindparam, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation, Message
-from app.core.repository import Page, Repository, table
+from app.core.repository import Execution, Page, Repository, table
 from app.core.sqlite_driver import DEFER_WRITE
 
 _conversations = table(Conversation)
@@ -32,7 +32,7 @@ _RUN_ENDED = (
 )
 
 
-def message_stored(values: dict[str, Any]) -> tuple[tuple[Any, dict[str, Any]], ...]:
+def message_stored(values: dict[str, Any]) -> tuple[Execution, ...]:
     """A message and its conversation's count: executions for the recorder (one executemany per batch)."""
     return (_MESSAGE, values), (_ONE_MORE_MESSAGE, {"b_conversation_id": values["conversation_id"]})
 

@@ -11,7 +11,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, insert, inspect, select
+from sqlalchemy import Executable, Select, Table, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -48,7 +48,7 @@ def row_values(row: Base) -> dict[str, Any]:
     return {prop.columns[0].key: row.__dict__[prop.key] for prop in mapper.column_attrs}
 
 
-Execution = tuple[Any, dict[str, Any]]  # a Core statement and one row of its parameters
+Execution = tuple[Executable, dict[str, Any]]  # a prepared Core statement and one set of its parameters
 
 
 def new_row(row: Base) -> Execution:

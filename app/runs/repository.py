@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.conversations.models import Conversation, Message
-from app.core.repository import Page, Repository, table
+from app.core.repository import Execution, Page, Repository, table
 from app.runs.models import ModelCallRecord, Run, RunEvent
 from app.runtime.envelope import Envelope
 
@@ -34,17 +34,17 @@ def event_row(env: Envelope) -> dict[str, Any]:
 EVENT_INSERT = insert(table(RunEvent))
 
 
-def event_insert(env: Envelope) -> tuple[Any, dict[str, Any]]:
+def event_insert(env: Envelope) -> Execution:
     """A durable event's row: an insert for ``commit_inserts`` (a run's ``run.queued``, written with the run)."""
     return EVENT_INSERT, event_row(env)
 
 
-def run_started(run_id: str, started_at: datetime, attempts: int) -> tuple[Any, dict[str, Any]]:
+def run_started(run_id: str, started_at: datetime, attempts: int) -> Execution:
     """The run is running (its ``run.started``): an execution for the recorder."""
     return _RUN_STARTED, {"b_run_id": run_id, "b_started_at": started_at, "b_attempts": attempts}
 
 
-def model_call(values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def model_call(values: dict[str, Any]) -> Execution:
     """A model call's record: an execution for the recorder."""
     return _MODEL_CALL, values
 

@@ -4,6 +4,7 @@ changes of many runs cost one statement each, every row lands, and one row's cha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
@@ -54,6 +55,19 @@ async def seed(maker: async_sessionmaker[AsyncSession], runs: int) -> None:
         await session.commit()
 
 
+@contextlib.asynccontextmanager
+async def recording(engine: AsyncEngine, runs: int) -> AsyncIterator[EventRecorder]:
+    """A recorder writing to ``engine``, whose database has ``runs`` queued runs of one conversation;
+    stopped (everything queued written) on the way out."""
+    await seed(create_sessionmaker(engine), runs)
+    recorder = EventRecorder(engine, EventBus(16))
+    recorder.start()
+    try:
+        yield recorder
+    finally:
+        await recorder.stop()
+
+
 def message(run: int, seq: int) -> dict[str, Any]:
     return {
         "id": f"msg{run}-{seq}",
@@ -89,8 +103,6 @@ def start_with_message(recorder: EventRecorder, runs: int, at: datetime) -> Awai
 
 async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: AsyncEngine) -> None:
     maker = create_sessionmaker(engine)
-    await seed(maker, 40)
-    recorder = EventRecorder(engine, EventBus(16))
     executed: list[tuple[str, bool]] = []
 
     def count(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, executemany: bool) -> None:
@@ -99,11 +111,11 @@ async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: Asyn
             executed.append((f"{words[0]} {words[1] if words[0] == 'UPDATE' else words[2]}", executemany))
 
     event.listen(engine.sync_engine, "before_cursor_execute", count)
-    recorder.start()
     try:
-        assert await start_with_message(recorder, 40, utcnow()) == [None] * 40
+        async with recording(engine, 40) as recorder:
+            executed.clear()  # the seed's statements
+            assert await start_with_message(recorder, 40, utcnow()) == [None] * 40
     finally:
-        await recorder.stop()
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert sorted(executed) == [("INSERT messages", True), ("UPDATE conversations", True), ("UPDATE runs", True)]
     async with maker() as session:
@@ -117,11 +129,7 @@ async def test_a_burst_of_runs_changes_costs_one_statement_per_kind(engine: Asyn
 
 
 async def test_one_row_s_changes_in_a_batch_keep_their_order(engine: AsyncEngine) -> None:
-    maker = create_sessionmaker(engine)
-    await seed(maker, 1)
-    recorder = EventRecorder(engine, EventBus(16))
-    recorder.start()
-    try:
+    async with recording(engine, 1) as recorder:
         at = utcnow()
         await asyncio.gather(
             *(
@@ -129,38 +137,25 @@ async def test_one_row_s_changes_in_a_batch_keep_their_order(engine: AsyncEngine
                 for seq in range(2, 12)
             )
         )
-    finally:
-        await recorder.stop()
-    async with maker() as session:
+    async with create_sessionmaker(engine)() as session:
         run = await session.get(Run, "run0")
     assert run is not None and run.attempts == 11  # the last one queued is the last one applied
 
 
 async def test_a_batch_is_one_trip_to_the_database_thread(engine: AsyncEngine, trips: Counter[str]) -> None:
-    maker = create_sessionmaker(engine)
-    await seed(maker, 3)
-    recorder = EventRecorder(engine, EventBus(16))
-    recorder.start()
-    try:
-        at = utcnow()
+    async with recording(engine, 3) as recorder:
         trips.clear()
         # the events, the runs' updates and their messages, with BEGIN IMMEDIATE and COMMIT
-        assert await start_with_message(recorder, 3, at) == [None] * 3
+        assert await start_with_message(recorder, 3, utcnow()) == [None] * 3
         assert trips == Counter({"_steps": 1})
-    finally:
-        await recorder.stop()
-    async with maker() as session:
+    async with create_sessionmaker(engine)() as session:
         stored = (await session.scalars(select(Message.id).order_by(Message.id))).all()
         statuses = set((await session.scalars(select(Run.status))).all())
     assert stored == ["msg0-2", "msg1-2", "msg2-2"] and statuses == {"running"}
 
 
 async def test_a_row_that_conflicts_fails_alone_and_the_writer_goes_on(engine: AsyncEngine) -> None:
-    maker = create_sessionmaker(engine)
-    await seed(maker, 3)
-    recorder = EventRecorder(engine, EventBus(16))
-    recorder.start()
-    try:
+    async with recording(engine, 3) as recorder:
         at = utcnow()
         await recorder.commit(Envelope("run1", 2, "run.started", at, {}))
         # one batch: run1's seq 2 is taken, so its item fails at the commit; the others are stored
@@ -169,9 +164,7 @@ async def test_a_row_that_conflicts_fails_alone_and_the_writer_goes_on(engine: A
         assert isinstance(results[1], Superseded)
         # and the writer is whole: the next batch lands
         await recorder.commit(Envelope("run1", 3, "run.started", at, {}), Rows((run_started("run1", at, 2),)))
-    finally:
-        await recorder.stop()
-    async with maker() as session:
+    async with create_sessionmaker(engine)() as session:
         stored = (await session.scalars(select(Message.id).order_by(Message.id))).all()
         attempts = dict((await session.execute(select(Run.id, Run.attempts))).all())
     assert stored == ["msg0-2", "msg2-2"]  # run1's message went with its failed event: not stored
