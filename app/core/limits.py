@@ -5,7 +5,8 @@ database (queued, running and awaiting-input runs), so it holds across
 restarts and replicas; the start rate is a sliding 60-second window kept in
 this process (with N replicas a principal may start up to N times as many).
 Checked under the run manager's admission lock, so two requests cannot both
-take the last slot.
+take the last slot. In the embedded mode a new conversation's rows are written
+after the lock; its start counts as pending until its run is live.
 """
 
 from __future__ import annotations
@@ -63,13 +64,20 @@ class RunLimits:
     def record_start(self, principal_id: str) -> None:
         self._window(principal_id).append(self._clock())
 
+    def forget_start(self, principal_id: str) -> None:
+        """Take back the latest start recorded for ``principal_id`` (its rows could not be written)."""
+        starts = self._starts.get(principal_id)
+        if starts:
+            starts.pop()
+
     async def check_start(
         self, session: AsyncSession, principal_id: str, settings: Settings, *, live: int | None = None
     ) -> None:
         """Raise ``TooManyRequests`` when ``principal_id`` may not start a run now.
 
         ``live``: the principal's live runs when the caller knows them (the embedded mode's run
-        manager holds every live run); else they are counted in the database.
+        manager holds every live run, and the starts it admitted whose rows are still being written);
+        else they are counted in the database.
         """
         self.check_rate(principal_id, settings.max_runs_per_minute)
         if live is None:

@@ -68,11 +68,17 @@ class RunService:
         team_id, spec = await self._resolve_team(body)
         manager = self.services.runs
         cluster = self.services.cluster
+        limits = self.services.limits
+        principal_id = self.principal.id
+        new_conversation = body.conversation_id is None
+        # embedded, a new conversation's rows are written after the lock (below)
+        write_after = new_conversation and cluster is None
         async with manager.admission:
             now = utcnow()
-            # embedded: every live run is this process's; distributed: queued runs are in the database only
-            live = manager.live_for(self.principal.id) if cluster is None else None
-            await self.services.limits.check_start(self.session, self.principal.id, settings, live=live)
+            # embedded: every live run is this process's, or pending (admitted, rows being written);
+            # distributed: queued runs are in the database only
+            live = manager.live_for(principal_id) + manager.pending[principal_id] if cluster is None else None
+            await limits.check_start(self.session, principal_id, settings, live=live)
             conversations = ConversationRepository(self.session)
             inserts: list[Execution] = []  # the conversation (when new), the run, its run.queued
             if body.conversation_id is not None:
@@ -141,11 +147,29 @@ class RunService:
                 {"conversation_id": conversation.id, "team": spec.name, "task": body.task},
             )
             inserts.append(event_insert(queued))
-            await commit_inserts(self.session, inserts)
-            self.queued = queued
-            if cluster is None:
-                manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=body.conversation_id is None)
-            self.services.limits.record_start(self.principal.id)
+            if not write_after:
+                # in an existing conversation the next request's busy check must see this run, and the
+                # conversation's runs start in the order they were asked; distributed, the live count
+                # is read from the database, so the rows are written before the next request reads it
+                await commit_inserts(self.session, inserts)
+                if cluster is None:
+                    manager.submit(run, flushed_seq=1, known_seq=1)
+            limits.record_start(principal_id)
+            if write_after:
+                manager.pending[principal_id] += 1
+        if write_after:
+            # nobody else can name a conversation that is being created: its rows are written after the
+            # lock, the start holding its slot as pending, so a burst of new runs does not commit in turn
+            try:
+                await commit_inserts(self.session, inserts)
+            except BaseException:
+                limits.forget_start(principal_id)
+                raise
+            finally:
+                manager.release_pending(principal_id)
+            # no await since the slot was released: the run is live at once
+            manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=True)
+        self.queued = queued
         if cluster is not None:
             # queued in the database: an executor (maybe this process) claims it
             await cluster.announce()

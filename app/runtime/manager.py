@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable
 
 import structlog
@@ -28,6 +29,8 @@ class RunManager:
         self._turns: dict[str, asyncio.Lock] = {}
         # makes "is this conversation busy?" and "start a run in it" one step
         self.admission = asyncio.Lock()
+        # per principal, starts admitted under the lock whose rows are still being written
+        self.pending: Counter[str] = Counter()
         self._closing = False
         # told when a run's task is over (distributed mode: its conversation's turn is free)
         self.on_finished: Callable[[str], None] | None = None
@@ -40,6 +43,12 @@ class RunManager:
         """Live runs of a principal in this process: queued for their turn, running or awaiting input
         (a run is no longer live once its end is stored, even while its task winds down)."""
         return sum(1 for ex in self._executions.values() if ex.principal_id == principal_id and not ex.ended)
+
+    def release_pending(self, principal_id: str) -> None:
+        """A pending start's rows are written (the run is about to be submitted) or failed to be."""
+        self.pending[principal_id] -= 1
+        if self.pending[principal_id] <= 0:
+            del self.pending[principal_id]
 
     def is_live(self, run_id: str) -> bool:
         return run_id in self._tasks

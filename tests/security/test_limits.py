@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy.exc import OperationalError
 
+import app.runs.service as service_module
 from app.core.limits import RunLimits, TooManyRequests
 from app.main import create_app
 from tests.conftest import Backend, LiveServer, wait_for_status
@@ -90,6 +94,60 @@ async def test_429_once_a_principal_has_too_many_live_runs(backend: Backend, tmp
         await wait_for_status(client, queued.json()["id"], {"cancelled"})
         assert (await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))).status_code == 202
         await client.post(f"/v1/runs/{first['id']}/cancel")
+
+
+async def test_a_burst_of_new_runs_takes_exactly_the_live_slots_left(backend: Backend, tmp_path: Path) -> None:
+    # embedded, a new conversation's rows are written after the admission lock: the starts still being
+    # written must hold their slots, or every request of a burst would find the principal idle
+    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=3))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        client.headers.update(await api_key_headers(app, "local"))
+        slow = run_body(team=team(model="fake/t5000-d20"))
+        answers = await asyncio.gather(*(client.post("/v1/runs", json=slow) for _ in range(7)))
+        assert sorted(r.status_code for r in answers) == [202] * 3 + [429] * 4
+        for refused in (r for r in answers if r.status_code == 429):
+            assert_problem(refused, 429, "too_many_live_runs")
+        started = [r.json()["id"] for r in answers if r.status_code == 202]
+        listed = (await client.get("/v1/runs", params={"limit": 50})).json()["data"]
+        assert sorted(run["id"] for run in listed) == sorted(started)  # refused starts wrote nothing
+        for run_id in started:
+            await client.post(f"/v1/runs/{run_id}/cancel")
+        for run_id in started:
+            await wait_for_status(client, run_id, {"cancelled"})
+
+
+@pytest.mark.embedded_only
+async def test_a_start_whose_rows_cannot_be_written_gives_back_its_slot(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=1, max_runs_per_minute=1))
+    real = service_module.commit_inserts
+    failures = iter([OperationalError("INSERT", {}, Exception("disk I/O error"))])
+
+    async def failing_once(session: Any, inserts: Any) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        await real(session, inserts)
+
+    monkeypatch.setattr(service_module, "commit_inserts", failing_once)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
+        ) as client,
+    ):
+        body = run_body(team=team(model="fake/t2"))
+        assert (await client.post("/v1/runs", json=body)).status_code == 500
+        assert (await client.get("/v1/runs")).json()["data"] == []
+        # neither the live slot nor the one start a minute was used up by the failed request
+        r = await client.post("/v1/runs", json=body)
+        assert r.status_code == 202, r.text
+        await wait_for_status(client, r.json()["id"], {"succeeded"})
+        assert_problem(await client.post("/v1/runs", json=body), 429, "rate_limited")
 
 
 async def test_task_and_body_size_limits_are_clear_problems(backend: Backend, tmp_path: Path) -> None:
