@@ -127,6 +127,7 @@ _HTTP_CODES = {
     413: ("payload_too_large", "Payload too large"),
     415: ("unsupported_media_type", "Unsupported media type"),
     429: ("rate_limited", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
 }
 
 

@@ -8,10 +8,11 @@ see another's (a miss is a ``NotFound``, never a hint that the row exists).
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Executable, Select, Table, insert, inspect, select
+from sqlalchemy import Executable, Insert, Select, Table, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -51,9 +52,17 @@ def row_values(row: Base) -> dict[str, Any]:
 Execution = tuple[Executable, dict[str, Any]]  # a prepared Core statement and one set of its parameters
 
 
+@functools.cache
+def _insert_into(model: type[Base]) -> Insert:
+    return insert(table(model))
+
+
 def new_row(row: Base) -> Execution:
-    """A new object's Core insert (``row_values``), for ``commit_inserts``."""
-    return insert(table(type(row))), row_values(row)
+    """A new object's Core insert (``row_values``), for ``commit_inserts`` or the event recorder's ``Rows``.
+
+    One statement object per table, so that the recorder sends the rows of many runs started together
+    as one ``executemany``."""
+    return _insert_into(type(row)), row_values(row)
 
 
 async def commit_inserts(session: AsyncSession, inserts: Sequence[Execution]) -> None:

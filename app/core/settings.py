@@ -169,7 +169,10 @@ class Settings(BaseSettings):
     storage_retry_s: float = Field(
         default=5.0,
         ge=0,
-        description="How long a write rides out an unreachable database before the run fails `storage_error`.",
+        description=(
+            "How long a write rides out an unreachable database before the run fails `storage_error` "
+            "(or, for a run being started, the request is refused `503 storage_unavailable` and nothing is written)."
+        ),
     )
     readyz_timeout_s: float = Field(default=2.0, gt=0, description="How long `/readyz` waits for the database.")
 

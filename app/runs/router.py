@@ -83,7 +83,7 @@ async def _fresh(services: Services, principal: Principal, run_id: str) -> Run:
     name="create_run",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a run in the background",
-    responses=problem_responses(400, 404, 409, 413, 422, 429),
+    responses=problem_responses(400, 404, 409, 413, 422, 429, 503),
 )
 async def create_run(
     body: RunCreate, response: Response, session: SessionDep, principal: PrincipalDep, services: ServicesDep
@@ -98,7 +98,7 @@ async def create_run(
     name="create_run_stream",
     summary="Start a run and stream its events (SSE)",
     response_class=EventSourceResponse,
-    responses={**SSE_RESPONSE, **problem_responses(400, 404, 409, 413, 422, 429)},
+    responses={**SSE_RESPONSE, **problem_responses(400, 404, 409, 413, 422, 429, 503)},
 )
 async def create_run_stream(
     body: RunCreate, session: SessionDep, principal: PrincipalDep, services: ServicesDep
@@ -114,7 +114,7 @@ async def create_run_stream(
     "/wait",
     name="create_run_wait",
     summary="Start a run and wait until it finishes",
-    responses=problem_responses(400, 404, 409, 413, 422, 429),
+    responses=problem_responses(400, 404, 409, 413, 422, 429, 503),
 )
 async def create_run_wait(
     body: RunCreate, session: SessionDep, principal: PrincipalDep, services: ServicesDep

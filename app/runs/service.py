@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.repository import AgentRepository
@@ -11,7 +12,7 @@ from app.auth.service import Principal
 from app.conversations.models import Conversation
 from app.conversations.repository import ConversationRepository
 from app.core.db import utcnow
-from app.core.errors import Conflict, InvalidSpec
+from app.core.errors import Conflict, InvalidSpec, Unavailable
 from app.core.ids import new_id
 from app.core.repository import Execution, commit_inserts, new_row
 from app.core.services import Services
@@ -20,6 +21,7 @@ from app.runs.repository import TERMINAL_STATUSES, RunRepository, event_insert
 from app.runs.schemas import InputCreate, RunCreate
 from app.runtime.envelope import Envelope
 from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
+from app.runtime.recorder import Rows, StorageError
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
 from app.teams.service import SpecValidator, TeamResolver
@@ -151,7 +153,7 @@ class RunService:
                 # in an existing conversation the next request's busy check must see this run, and the
                 # conversation's runs start in the order they were asked; distributed, the live count
                 # is read from the database, so the rows are written before the next request reads it
-                await commit_inserts(self.session, inserts)
+                await self._write(inserts)
                 if cluster is None:
                     manager.submit(run, flushed_seq=1, known_seq=1)
             limits.record_start(principal_id)
@@ -161,7 +163,7 @@ class RunService:
             # nobody else can name a conversation that is being created: its rows are written after the
             # lock, the start holding its slot as pending, so a burst of new runs does not commit in turn
             try:
-                await commit_inserts(self.session, inserts)
+                await self._write(inserts)
             except BaseException:
                 limits.forget_start(principal_id)
                 raise
@@ -174,6 +176,29 @@ class RunService:
             # queued in the database: an executor (maybe this process) claims it
             await cluster.announce()
         return run
+
+    async def _write(self, inserts: list[Execution]) -> None:
+        """Write a new run's rows in one transaction, or raise ``Unavailable`` (nothing written).
+
+        Embedded, they go through the event recorder, SQLite's one writer: the rows of runs started
+        together are written in its next transaction, one ``executemany`` per table (``Rows`` are
+        executed statement by statement in the order first seen, so the conversation comes before its
+        run and the run before its event). Distributed, the request's session writes them.
+        """
+        try:
+            if self.services.cluster is None:
+                if self.session.in_transaction():
+                    # it read the conversation on SQLite's one write connection, which the recorder needs
+                    await self.session.rollback()
+                await self.services.recorder.commit(None, Rows(tuple(inserts)))
+            else:
+                await commit_inserts(self.session, inserts)
+        except (StorageError, OperationalError) as exc:
+            raise Unavailable(
+                "The database could not store the run, so it was not started; try again.",
+                code="storage_unavailable",
+                headers={"Retry-After": "1"},
+            ) from exc
 
     async def _cancel_anywhere(self, run_id: str, reason: str) -> bool:
         """Ask a run to stop wherever it executes; True when it is live in this process."""

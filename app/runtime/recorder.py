@@ -60,7 +60,9 @@ Apply = Callable[[Connection], None]  # run in the batch's transaction, on its (
 @dataclass(frozen=True, slots=True)
 class Rows:
     """Executions of prepared statements, run with the batch's other executions of the same statement
-    (in queue order), before any ``Apply`` of the batch."""
+    (in queue order), before any ``Apply`` of the batch. The batch's statements run in the order it
+    first meets them, so rows that refer to each other are listed parents first (a conversation, its
+    run, the run's event)."""
 
     executions: tuple[Execution, ...]
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-import app.runs.service as service_module
 from app.core.limits import RunLimits, TooManyRequests
 from app.main import create_app
+from app.runtime.recorder import EventRecorder, Rows
 from tests.conftest import Backend, LiveServer, wait_for_status
 from tests.e2e.sse import collect
 from tests.e2e.ws import WsClient
@@ -119,35 +120,72 @@ async def test_a_burst_of_new_runs_takes_exactly_the_live_slots_left(backend: Ba
             await wait_for_status(client, run_id, {"cancelled"})
 
 
+@dataclass
+class FailingWrites:
+    """The event recorder's transactions fail while ``on`` and they would write a run of ``task``."""
+
+    task: str
+    error: Exception
+    on: bool = True
+    failures: int = 0
+
+
+def fail_writes(task: str, error: Exception, monkeypatch: pytest.MonkeyPatch) -> FailingWrites:
+    failing = FailingWrites(task, error)
+    real = EventRecorder._write_all
+
+    async def write_all(self: EventRecorder, batch: list[Any]) -> None:
+        for item in batch:
+            rows = item.apply.executions if isinstance(item.apply, Rows) else ()
+            if failing.on and any(params.get("task") == task for _, params in rows):
+                failing.failures += 1
+                raise failing.error
+        await real(self, batch)
+
+    monkeypatch.setattr(EventRecorder, "_write_all", write_all)
+    return failing
+
+
 @pytest.mark.embedded_only
-async def test_a_start_whose_rows_cannot_be_written_gives_back_its_slot(
+async def test_a_start_whose_rows_cannot_be_written_is_a_503_and_gives_back_its_slot(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=1, max_runs_per_minute=1))
-    real = service_module.commit_inserts
-    failures = iter([OperationalError("INSERT", {}, Exception("disk I/O error"))])
-
-    async def failing_once(session: Any, inserts: Any) -> None:
-        failure = next(failures, None)
-        if failure is not None:
-            raise failure
-        await real(session, inserts)
-
-    monkeypatch.setattr(service_module, "commit_inserts", failing_once)
+    failing = fail_writes("doomed", IntegrityError("INSERT", {}, Exception("constraint failed")), monkeypatch)
     async with (
         LifespanManager(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
-        ) as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
-        body = run_body(team=team(model="fake/t2"))
-        assert (await client.post("/v1/runs", json=body)).status_code == 500
-        assert (await client.get("/v1/runs")).json()["data"] == []
+        r = await client.post("/v1/runs", json=run_body(task="doomed", team=team(model="fake/t2")))
+        body = assert_problem(r, 503, "storage_unavailable")
+        assert "not started" in body["detail"] and r.headers["retry-after"] == "1"
+        assert failing.failures and (await client.get("/v1/runs")).json()["data"] == []
+        assert (await client.get("/v1/conversations")).json()["data"] == []
         # neither the live slot nor the one start a minute was used up by the failed request
-        r = await client.post("/v1/runs", json=body)
+        r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))
         assert r.status_code == 202, r.text
         await wait_for_status(client, r.json()["id"], {"succeeded"})
-        assert_problem(await client.post("/v1/runs", json=body), 429, "rate_limited")
+        assert_problem(await client.post("/v1/runs", json=run_body()), 429, "rate_limited")
+
+
+@pytest.mark.embedded_only
+async def test_a_start_whose_write_fails_for_a_moment_is_retried(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(backend.settings(tmp_path))
+    failing = fail_writes("patient", OperationalError("COMMIT", {}, Exception("database is locked")), monkeypatch)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        body = run_body(task="patient", team=team(model="fake/t2"))
+        pending = asyncio.create_task(client.post("/v1/runs", json=body))
+        while not failing.failures:
+            await asyncio.sleep(0.01)
+        failing.on = False  # the database answers again, within the recorder's retry_for_s
+        r = await pending
+        assert r.status_code == 202, r.text
+        await wait_for_status(client, r.json()["id"], {"succeeded"})
 
 
 async def test_task_and_body_size_limits_are_clear_problems(backend: Backend, tmp_path: Path) -> None:
