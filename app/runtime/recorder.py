@@ -136,6 +136,7 @@ class EventRecorder:
         self._buffers: dict[str, list[list[Envelope]]] = {}  # run -> groups of unwritten deltas
         self._buffered = 0
         self._flush_armed = False
+        self._stopping = False
         self.dropped_deltas = 0
 
     @property
@@ -150,6 +151,7 @@ class EventRecorder:
         """Write out everything queued, then end."""
         if self._task is None:
             return
+        self._stopping = True
         await self._queue.put(None)
         await self._task
         self._task = None
@@ -212,6 +214,9 @@ class EventRecorder:
 
     async def commit(self, env: Envelope | None, apply: Change | None = None) -> None:
         """Write the event and apply its changes in one transaction; return once committed."""
+        if self._stopping:
+            # queued behind the end of the writer's loop, it would never be written nor answered
+            raise StorageError("the event recorder has stopped")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Item(env, apply, done))
         await done

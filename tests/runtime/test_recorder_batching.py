@@ -19,11 +19,12 @@ from app.conversations.models import Conversation, Message
 from app.conversations.repository import message_stored
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.migrate import upgrade_head
-from app.runs.models import Run
-from app.runs.repository import run_started
+from app.core.repository import new_row
+from app.runs.models import Run, RunEvent
+from app.runs.repository import event_insert, run_started
 from app.runtime.bus import EventBus
 from app.runtime.envelope import Envelope
-from app.runtime.recorder import EventRecorder, Rows, Superseded
+from app.runtime.recorder import EventRecorder, Rows, StorageError, Superseded
 
 
 @pytest.fixture
@@ -169,3 +170,86 @@ async def test_a_row_that_conflicts_fails_alone_and_the_writer_goes_on(engine: A
         attempts = dict((await session.execute(select(Run.id, Run.attempts))).all())
     assert stored == ["msg0-2", "msg2-2"]  # run1's message went with its failed event: not stored
     assert attempts == {"run0": 1, "run1": 2, "run2": 1}
+
+
+def new_run_rows(n: int, at: datetime) -> Rows:
+    """A run started in a new conversation, as ``RunService.create`` hands it to the recorder."""
+    conversation = Conversation(
+        id=f"c{n}",
+        principal_id="p",
+        title="t",
+        team_id=None,
+        state=None,
+        state_signature=None,
+        message_count=0,
+        active_run_id=None,
+        created_at=at,
+        updated_at=at,
+    )
+    run = Run(
+        id=f"new{n}",
+        principal_id="p",
+        conversation_id=f"c{n}",
+        team_id=None,
+        team_name="t",
+        team_spec={},
+        task="t",
+        status="queued",
+        if_busy="reject",
+        timeout_s=60,
+        input_timeout_s=60,
+        meta={},
+        stop_reason=None,
+        error_code=None,
+        error_message=None,
+        prompt_tokens=0,
+        completion_tokens=0,
+        message_count=0,
+        last_seq=0,
+        result=None,
+        worker_id=None,
+        lease_expires_at=None,
+        attempts=0,
+        max_attempts=1,
+        cancel_requested=None,
+        created_at=at,
+        started_at=None,
+        finished_at=None,
+    )
+    queued = Envelope(f"new{n}", 1, "run.queued", at, {"conversation_id": f"c{n}"})
+    return Rows((new_row(conversation), new_row(run), event_insert(queued)))
+
+
+async def test_new_runs_started_together_are_one_insert_per_table_parents_first(engine: AsyncEngine) -> None:
+    inserts: list[tuple[str, bool]] = []
+
+    def count(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, executemany: bool) -> None:
+        if statement.startswith("INSERT"):
+            inserts.append((statement.split()[2], executemany))
+
+    async with recording(engine, 2) as recorder:
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        try:
+            at = utcnow()
+            # queued at once with other runs' events (one batch): the foreign keys hold only if every
+            # conversation is inserted before its run and every run before its event
+            results = await asyncio.gather(
+                recorder.commit(Envelope("run0", 2, "run.started", at, {}), Rows((run_started("run0", at, 1),))),
+                *(recorder.commit(None, new_run_rows(n, at)) for n in range(30)),
+                recorder.commit(Envelope("run1", 2, "run.started", at, {}), Rows((run_started("run1", at, 1),))),
+            )
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert results == [None] * 32
+    assert inserts == [("run_events", True), ("conversations", True), ("runs", True), ("run_events", True)]
+    async with create_sessionmaker(engine)() as session:
+        new = (await session.scalars(select(Run.id).where(Run.id.like("new%")))).all()
+        queued = await session.scalar(select(func.count()).select_from(RunEvent).where(RunEvent.type == "run.queued"))
+    assert len(new) == 30 and queued == 30
+
+
+async def test_a_commit_after_the_recorder_stopped_fails_at_once(engine: AsyncEngine) -> None:
+    async with recording(engine, 1) as recorder:
+        pass
+    with pytest.raises(StorageError, match="stopped"):
+        await asyncio.wait_for(recorder.commit(None, new_run_rows(0, utcnow())), timeout=5)
