@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
+import structlog
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +28,25 @@ from app.runtime.recorder import Rows, StorageError
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
 from app.teams.service import SpecValidator, TeamResolver
+
+log = structlog.get_logger(__name__)
+
+
+async def _whole(step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` to its end even when the request is cancelled meanwhile (its client went away):
+    rows the database may already hold are never left without their run's task."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # the step goes on alone; what it raises is logged, not left unretrieved
+        task.add_done_callback(_log_failure)
+        raise
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("run_start_failed_after_cancel", error=repr(task.exception()))
 
 
 class RunService:
@@ -149,47 +171,58 @@ class RunService:
                 {"conversation_id": conversation.id, "team": spec.name, "task": body.task},
             )
             inserts.append(event_insert(queued))
-            if not write_after:
-                # in an existing conversation the next request's busy check must see this run, and the
-                # conversation's runs start in the order they were asked; distributed, the live count
-                # is read from the database, so the rows are written before the next request reads it
+            if cluster is not None:
+                # distributed, the live count is read from the database: the rows are written before
+                # the next request reads it (an executor claims the run from there)
                 await self._write(inserts)
-                if cluster is None:
-                    manager.submit(run, flushed_seq=1, known_seq=1)
+            elif not write_after:
+                # in an existing conversation the next request's busy check must see this run, and the
+                # conversation's runs start in the order they were asked
+                await self.session.rollback()  # it read on SQLite's one write connection, which the recorder needs
+                await _whole(self._write_and_submit(run, inserts, new_conversation=False))
             limits.record_start(principal_id)
             if write_after:
                 manager.pending[principal_id] += 1
         if write_after:
             # nobody else can name a conversation that is being created: its rows are written after the
             # lock, the start holding its slot as pending, so a burst of new runs does not commit in turn
-            try:
-                await self._write(inserts)
-            except BaseException:
-                limits.forget_start(principal_id)
-                raise
-            finally:
-                manager.release_pending(principal_id)
-            # no await since the slot was released: the run is live at once
-            manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=True)
+            await _whole(self._write_and_submit(run, inserts, new_conversation=True, pending=True))
         self.queued = queued
         if cluster is not None:
             # queued in the database: an executor (maybe this process) claims it
             await cluster.announce()
         return run
 
+    async def _write_and_submit(
+        self, run: Run, inserts: list[Execution], *, new_conversation: bool, pending: bool = False
+    ) -> None:
+        """Embedded: write the run's rows, then start its task. ``pending``: the start holds a pending
+        slot, given back here, with its start in the per-minute window when nothing was written."""
+        principal_id = self.principal.id
+        manager = self.services.runs
+        try:
+            await self._write(inserts)
+        except BaseException:
+            if pending:
+                self.services.limits.forget_start(principal_id)
+            raise
+        finally:
+            if pending:
+                manager.release_pending(principal_id)
+        # no await since the slot was released: the run is live at once
+        manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=new_conversation)
+
     async def _write(self, inserts: list[Execution]) -> None:
         """Write a new run's rows in one transaction, or raise ``Unavailable`` (nothing written).
 
-        Embedded, they go through the event recorder, SQLite's one writer: the rows of runs started
-        together are written in its next transaction, one ``executemany`` per table (``Rows`` are
-        executed statement by statement in the order first seen, so the conversation comes before its
-        run and the run before its event). Distributed, the request's session writes them.
+        Embedded, they go through the event recorder (SQLite's one writer), without the request's
+        session: the rows of runs started together are written in its next transaction, one
+        ``executemany`` per table (``Rows`` are executed statement by statement in the order first
+        seen, so the conversation comes before its run and the run before its event). Distributed,
+        the request's session writes them.
         """
         try:
             if self.services.cluster is None:
-                if self.session.in_transaction():
-                    # it read the conversation on SQLite's one write connection, which the recorder needs
-                    await self.session.rollback()
                 await self.services.recorder.commit(None, Rows(tuple(inserts)))
             else:
                 await commit_inserts(self.session, inserts)

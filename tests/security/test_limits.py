@@ -188,6 +188,48 @@ async def test_a_start_whose_write_fails_for_a_moment_is_retried(
         await wait_for_status(client, r.json()["id"], {"succeeded"})
 
 
+@pytest.mark.embedded_only
+@pytest.mark.parametrize("in_conversation", [False, True], ids=["new_conversation", "existing_conversation"])
+async def test_a_start_cancelled_while_its_rows_are_written_still_runs(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_conversation: bool
+) -> None:
+    # the client goes away while the run's rows wait for the recorder: once they are written, the run
+    # must still get its task, or it would sit queued until the next restart
+    app = create_app(backend.settings(tmp_path))
+    real = EventRecorder._write_all
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def write_all(self: EventRecorder, batch: list[Any]) -> None:
+        for item in batch:
+            rows = item.apply.executions if isinstance(item.apply, Rows) else ()
+            if any(params.get("task") == "held" for _, params in rows):
+                held.set()
+                await release.wait()
+        await real(self, batch)
+
+    monkeypatch.setattr(EventRecorder, "_write_all", write_all)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        body = run_body(task="held", team=team(model="fake/t2"))
+        if in_conversation:
+            first = await client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t2")))
+            body["conversation_id"] = first.json()["conversation_id"]
+        request = asyncio.create_task(client.post("/v1/runs", json=body))
+        await held.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        release.set()
+        for _ in range(500):
+            runs = [r for r in (await client.get("/v1/runs")).json()["data"] if r["task"] == "held"]
+            if runs and runs[0]["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.01)
+        assert [r["status"] for r in runs] == ["succeeded"]
+
+
 async def test_task_and_body_size_limits_are_clear_problems(backend: Backend, tmp_path: Path) -> None:
     app = create_app(backend.settings(tmp_path, max_task_chars=100, max_body_bytes=4096))
     async with (
