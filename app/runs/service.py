@@ -175,11 +175,14 @@ class RunService:
                 # distributed, the live count is read from the database: the rows are written before
                 # the next request reads it (an executor claims the run from there)
                 await self._write(inserts)
-            elif not write_after:
-                # in an existing conversation the next request's busy check must see this run, and the
-                # conversation's runs start in the order they were asked
-                await self.session.rollback()  # it read on SQLite's one write connection, which the recorder needs
-                await _whole(self._write_and_submit(run, inserts, new_conversation=False))
+            else:
+                # what the request read (its team, its conversation) it read on SQLite's one write
+                # connection, which the recorder needs: end that transaction first
+                await self._end_reads()
+                if not write_after:
+                    # in an existing conversation the next request's busy check must see this run, and
+                    # the conversation's runs start in the order they were asked
+                    await _whole(self._write_and_submit(run, inserts, new_conversation=False))
             limits.record_start(principal_id)
             if write_after:
                 manager.pending[principal_id] += 1
@@ -192,6 +195,10 @@ class RunService:
             # queued in the database: an executor (maybe this process) claims it
             await cluster.announce()
         return run
+
+    async def _end_reads(self) -> None:
+        if self.session.in_transaction():
+            await self.session.rollback()
 
     async def _write_and_submit(
         self, run: Run, inserts: list[Execution], *, new_conversation: bool, pending: bool = False
