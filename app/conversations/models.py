@@ -27,6 +27,22 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
+    @classmethod
+    def started(cls, *, id: str, principal_id: str, title: str, team_id: str | None, at: datetime) -> Conversation:
+        """A new conversation with every column given (``new_row`` writes it without the unit of work)."""
+        return cls(
+            id=id,
+            principal_id=principal_id,
+            title=title,
+            team_id=team_id,
+            state=None,
+            state_signature=None,
+            message_count=0,
+            active_run_id=None,
+            created_at=at,
+            updated_at=at,
+        )
+
 
 class Message(Base):
     __tablename__ = "messages"

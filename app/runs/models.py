@@ -52,6 +52,56 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
+    @classmethod
+    def queued(
+        cls,
+        *,
+        id: str,
+        principal_id: str,
+        conversation_id: str,
+        team_id: str | None,
+        team_name: str,
+        team_spec: dict[str, Any],
+        task: str,
+        if_busy: str,
+        timeout_s: float,
+        input_timeout_s: float,
+        meta: dict[str, Any],
+        max_attempts: int,
+        at: datetime,
+    ) -> Run:
+        """A new run, queued, with every column given (``new_row`` writes it without the unit of work)."""
+        return cls(
+            id=id,
+            principal_id=principal_id,
+            conversation_id=conversation_id,
+            team_id=team_id,
+            team_name=team_name,
+            team_spec=team_spec,
+            task=task,
+            status="queued",
+            if_busy=if_busy,
+            timeout_s=timeout_s,
+            input_timeout_s=input_timeout_s,
+            meta=meta,
+            stop_reason=None,
+            error_code=None,
+            error_message=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            message_count=0,
+            last_seq=0,
+            result=None,
+            worker_id=None,
+            lease_expires_at=None,
+            attempts=0,
+            max_attempts=max_attempts,
+            cancel_requested=None,
+            created_at=at,
+            started_at=None,
+            finished_at=None,
+        )
+
 
 class RunEvent(Base):
     __tablename__ = "run_events"

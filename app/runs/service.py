@@ -118,21 +118,15 @@ class RunService:
                     for other in active:
                         await self._cancel_anywhere(other.id, "interrupted")
             else:
-                conversation = Conversation(
+                conversation = Conversation.started(
                     id=new_id("conv"),
                     principal_id=self.principal.id,
                     title=body.task.strip()[:80],
                     team_id=team_id,
-                    state=None,
-                    state_signature=None,
-                    message_count=0,
-                    active_run_id=None,
-                    created_at=now,
-                    updated_at=now,
+                    at=now,
                 )
                 inserts.append(new_row(conversation))
-            # every column given: the rows are written with Core inserts, not the unit of work
-            run = Run(
+            run = Run.queued(
                 id=new_id("run"),
                 principal_id=self.principal.id,
                 conversation_id=conversation.id,
@@ -140,27 +134,12 @@ class RunService:
                 team_name=spec.name,
                 team_spec=spec.model_dump(mode="json"),
                 task=body.task,
-                status="queued",
                 if_busy=body.if_busy,
                 timeout_s=timeout,
                 input_timeout_s=body.input_timeout_s or settings.input_timeout_s,
                 meta=dict(body.metadata),
-                stop_reason=None,
-                error_code=None,
-                error_message=None,
-                prompt_tokens=0,
-                completion_tokens=0,
-                message_count=0,
-                last_seq=0,
-                result=None,
-                worker_id=None,
-                lease_expires_at=None,
-                attempts=0,
                 max_attempts=body.retries + 1,
-                cancel_requested=None,
-                created_at=now,
-                started_at=None,
-                finished_at=None,
+                at=now,
             )
             inserts.append(new_row(run))
             queued = Envelope(
@@ -178,7 +157,8 @@ class RunService:
             else:
                 # what the request read (its team, its conversation) it read on SQLite's one write
                 # connection, which the recorder needs: end that transaction first
-                await self._end_reads()
+                if self.session.in_transaction():
+                    await self.session.rollback()
                 if not write_after:
                     # in an existing conversation the next request's busy check must see this run, and
                     # the conversation's runs start in the order they were asked
@@ -189,32 +169,27 @@ class RunService:
         if write_after:
             # nobody else can name a conversation that is being created: its rows are written after the
             # lock, the start holding its slot as pending, so a burst of new runs does not commit in turn
-            await _whole(self._write_and_submit(run, inserts, new_conversation=True, pending=True))
+            await _whole(self._write_and_submit(run, inserts, new_conversation=True))
         self.queued = queued
         if cluster is not None:
             # queued in the database: an executor (maybe this process) claims it
             await cluster.announce()
         return run
 
-    async def _end_reads(self) -> None:
-        if self.session.in_transaction():
-            await self.session.rollback()
-
-    async def _write_and_submit(
-        self, run: Run, inserts: list[Execution], *, new_conversation: bool, pending: bool = False
-    ) -> None:
-        """Embedded: write the run's rows, then start its task. ``pending``: the start holds a pending
-        slot, given back here, with its start in the per-minute window when nothing was written."""
+    async def _write_and_submit(self, run: Run, inserts: list[Execution], *, new_conversation: bool) -> None:
+        """Embedded: write the run's rows, then start its task. A start in a new conversation holds a
+        pending slot (written after the lock), given back here, with its start in the per-minute window
+        when nothing was written."""
         principal_id = self.principal.id
         manager = self.services.runs
         try:
             await self._write(inserts)
         except BaseException:
-            if pending:
+            if new_conversation:
                 self.services.limits.forget_start(principal_id)
             raise
         finally:
-            if pending:
+            if new_conversation:
                 manager.release_pending(principal_id)
         # no await since the slot was released: the run is live at once
         manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=new_conversation)

@@ -11,18 +11,7 @@ from app.core.repository import row_values
 
 def test_every_column_by_its_name_and_a_missing_one_is_an_error() -> None:
     now = utcnow()
-    full = Conversation(
-        id="conv_1",
-        principal_id="p",
-        title="t",
-        team_id=None,
-        state=None,
-        state_signature=None,
-        message_count=0,
-        active_run_id=None,
-        created_at=now,
-        updated_at=now,
-    )
+    full = Conversation.started(id="conv_1", principal_id="p", title="t", team_id=None, at=now)
     values = row_values(full)
     assert values["id"] == "conv_1" and values["created_at"] == now and values["state"] is None
     assert set(values) == {c.key for c in Conversation.__table__.columns}

@@ -174,19 +174,8 @@ async def test_a_row_that_conflicts_fails_alone_and_the_writer_goes_on(engine: A
 
 def new_run_rows(n: int, at: datetime) -> Rows:
     """A run started in a new conversation, as ``RunService.create`` hands it to the recorder."""
-    conversation = Conversation(
-        id=f"c{n}",
-        principal_id="p",
-        title="t",
-        team_id=None,
-        state=None,
-        state_signature=None,
-        message_count=0,
-        active_run_id=None,
-        created_at=at,
-        updated_at=at,
-    )
-    run = Run(
+    conversation = Conversation.started(id=f"c{n}", principal_id="p", title="t", team_id=None, at=at)
+    run = Run.queued(
         id=f"new{n}",
         principal_id="p",
         conversation_id=f"c{n}",
@@ -194,27 +183,12 @@ def new_run_rows(n: int, at: datetime) -> Rows:
         team_name="t",
         team_spec={},
         task="t",
-        status="queued",
         if_busy="reject",
         timeout_s=60,
         input_timeout_s=60,
         meta={},
-        stop_reason=None,
-        error_code=None,
-        error_message=None,
-        prompt_tokens=0,
-        completion_tokens=0,
-        message_count=0,
-        last_seq=0,
-        result=None,
-        worker_id=None,
-        lease_expires_at=None,
-        attempts=0,
         max_attempts=1,
-        cancel_requested=None,
-        created_at=at,
-        started_at=None,
-        finished_at=None,
+        at=at,
     )
     queued = Envelope(f"new{n}", 1, "run.queued", at, {"conversation_id": f"c{n}"})
     return Rows((new_row(conversation), new_row(run), event_insert(queued)))

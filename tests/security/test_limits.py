@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.core.limits import RunLimits, TooManyRequests
@@ -22,6 +24,16 @@ from tests.e2e.ws import WsClient
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
 from tests.fixtures.specs import run_body, team
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` started (its lifespan) and a client that calls it in process."""
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        yield client
 
 
 class Clock:
@@ -51,10 +63,7 @@ def test_the_start_rate_is_a_sliding_minute_with_an_honest_retry_after() -> None
 
 async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(backend: Backend, tmp_path: Path) -> None:
     app = create_app(backend.settings(tmp_path, max_runs_per_minute=2))
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         for _ in range(2):
             assert (await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))).status_code == 202
         r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))
@@ -74,10 +83,7 @@ async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(backen
 
 async def test_429_once_a_principal_has_too_many_live_runs(backend: Backend, tmp_path: Path) -> None:
     app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=2))
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         client.headers.update(await api_key_headers(app, "local"))
         other = await api_key_headers(app, "bob")
         slow = run_body(team=team(model="fake/t5000-d20"))
@@ -101,10 +107,7 @@ async def test_a_burst_of_new_runs_takes_exactly_the_live_slots_left(backend: Ba
     # embedded, a new conversation's rows are written after the admission lock: the starts still being
     # written must hold their slots, or every request of a burst would find the principal idle
     app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=3))
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         client.headers.update(await api_key_headers(app, "local"))
         slow = run_body(team=team(model="fake/t5000-d20"))
         answers = await asyncio.gather(*(client.post("/v1/runs", json=slow) for _ in range(7)))
@@ -152,10 +155,7 @@ async def test_a_start_whose_rows_cannot_be_written_is_a_503_and_gives_back_its_
 ) -> None:
     app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=1, max_runs_per_minute=1))
     failing = fail_writes("doomed", IntegrityError("INSERT", {}, Exception("constraint failed")), monkeypatch)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         r = await client.post("/v1/runs", json=run_body(task="doomed", team=team(model="fake/t2")))
         body = assert_problem(r, 503, "storage_unavailable")
         assert "not started" in body["detail"] and r.headers["retry-after"] == "1"
@@ -174,10 +174,7 @@ async def test_a_start_whose_write_fails_for_a_moment_is_retried(
 ) -> None:
     app = create_app(backend.settings(tmp_path))
     failing = fail_writes("patient", OperationalError("COMMIT", {}, Exception("database is locked")), monkeypatch)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         body = run_body(task="patient", team=team(model="fake/t2"))
         pending = asyncio.create_task(client.post("/v1/runs", json=body))
         while not failing.failures:
@@ -208,10 +205,7 @@ async def test_a_start_cancelled_while_its_rows_are_written_still_runs(
         await real(self, batch)
 
     monkeypatch.setattr(EventRecorder, "_write_all", write_all)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         body = run_body(task="held", team=team(model="fake/t2"))
         if in_conversation:
             first = await client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t2")))
@@ -232,10 +226,7 @@ async def test_a_start_cancelled_while_its_rows_are_written_still_runs(
 
 async def test_task_and_body_size_limits_are_clear_problems(backend: Backend, tmp_path: Path) -> None:
     app = create_app(backend.settings(tmp_path, max_task_chars=100, max_body_bytes=4096))
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         r = await client.post("/v1/runs", json=run_body(task="x" * 101))
         assert_field_error(r, ["body", "task"], "task_too_long")
         assert (await client.post("/v1/runs", json=run_body(task="x" * 100))).status_code == 202
@@ -274,10 +265,7 @@ async def test_websocket_frames_over_the_limit_and_runs_over_the_rate_are_refuse
 
 async def test_a_run_whose_end_was_streamed_no_longer_counts_as_live(backend: Backend, tmp_path: Path) -> None:
     app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=1))
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with serving(app) as client:
         client.headers.update(await api_key_headers(app, "local"))
         for _ in range(3):
             # the moment a client has seen the terminal event, it may start its next run
