@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from sse_starlette import EventSourceResponse
 
 from app.auth.service import Principal
 from app.core.deps import PrincipalDep, ServicesDep, SessionDep
@@ -28,7 +27,7 @@ from app.runs.schemas import (
     Usage,
 )
 from app.runs.service import RunService
-from app.runs.sse import event_stream, parse_last_event_id, wait_terminal
+from app.runs.sse import EventStream, event_stream, parse_last_event_id, wait_terminal
 from app.runtime.envelope import format_at
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -97,12 +96,12 @@ async def create_run(
     "/stream",
     name="create_run_stream",
     summary="Start a run and stream its events (SSE)",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={**SSE_RESPONSE, **problem_responses(400, 404, 409, 413, 422, 429, 503)},
 )
 async def create_run_stream(
     body: RunCreate, session: SessionDep, principal: PrincipalDep, services: ServicesDep
-) -> EventSourceResponse:
+) -> EventStream:
     runs = RunService(session, principal, services)
     run = await runs.create(body)
     await session.close()  # never hold a request's session across a stream
@@ -181,7 +180,7 @@ async def stream_run_events(
     after: Annotated[int, Query(ge=0, description="Return events with a greater seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="JSON pages only: the page size.")] = 500,
     last_event_id: Annotated[str | None, Header(description="Resume after this seq (SSE).")] = None,
-) -> EventSourceResponse | EventPage:
+) -> EventStream | EventPage:
     await RunRepository(session).get(principal.id, run_id)
     resume = parse_last_event_id(last_event_id)
     start = resume if resume is not None else after
