@@ -107,7 +107,9 @@ class Settings(BaseSettings):
     watcher_buffer: int = Field(
         default=2048, ge=16, description="Events a watcher may fall behind before it is cut loose."
     )
-    sse_ping_s: float = Field(default=15.0, gt=0, description="An SSE stream with no event for this long gets a `: ping` comment.")
+    sse_ping_s: float = Field(
+        default=15.0, gt=0, description="An SSE stream with no event for this long gets a `: ping` comment."
+    )
     sse_send_timeout_s: float = Field(
         default=30.0, gt=0, description="A stalled SSE or WebSocket client is disconnected after this."
     )
