@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey
 from app.core.db import utcnow
+from app.core.sqlite_driver import SINGLE_READ
 
 
 class ApiKeyRepository:
@@ -15,12 +16,16 @@ class ApiKeyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    # the two reads of every request's key check: each is its session's only statement, so on a SQLite
+    # reader it is one trip to the connection's thread, not two (app/core/sqlite_driver.py)
+
     async def active_by_hash(self, key_hash: str) -> ApiKey | None:
-        return await self.session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+        statement = select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        return await self.session.scalar(statement.execution_options(**SINGLE_READ))
 
     async def any_exists(self) -> bool:
         """Whether a key was ever created here (revoked ones count: revoking never reopens a server)."""
-        return await self.session.scalar(select(ApiKey.id).limit(1)) is not None
+        return await self.session.scalar(select(ApiKey.id).limit(1).execution_options(**SINGLE_READ)) is not None
 
     async def all(self) -> list[ApiKey]:
         return list(await self.session.scalars(select(ApiKey).order_by(ApiKey.id)))

@@ -27,6 +27,13 @@ count (-1) and no last row id, and a failing one says so at the next trip, at
 the latest the commit, which fails and rolls the whole transaction back as
 before. A rollback drops what was never sent. Other dialects ignore the option.
 
+A reader's transaction of one statement can be one trip too: executed with
+``SINGLE_READ`` as the first statement of a reader's transaction, the read goes
+without the ``BEGIN DEFERRED`` (a lone ``SELECT`` is a transaction of its own in
+SQLite), so no transaction is left open and its end is not sent. The callers are
+the per-request key checks (``app/auth``). A writer's ``BEGIN IMMEDIATE`` is
+never dropped, and other dialects ignore the option.
+
 ``aiosqlite.Connection._execute`` (run a function in the connection's thread)
 is private: aiosqlite is pinned, and ``tests/core/test_sqlite_driver.py``
 holds this adapter to the same results as SQLAlchemy's.
@@ -100,6 +107,8 @@ def _is_begin(operation: Any, parameters: Any) -> bool:
 
 
 DEFER_WRITE = {"defer_write": True}  # execution options: the write may wait for the next trip
+# execution options: the read is its reader transaction's only statement (no BEGIN, so no end either)
+SINGLE_READ = {"single_read": True}
 
 
 def _deferrable(cursor: Any, context: Any) -> bool:
@@ -113,10 +122,14 @@ def _deferrable(cursor: Any, context: Any) -> bool:
 
 
 def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-    """SQLAlchemy's ``do_execute`` event: a write executed with ``DEFER_WRITE`` waits."""
+    """SQLAlchemy's ``do_execute`` event: a write executed with ``DEFER_WRITE`` waits; a read executed
+    with ``SINGLE_READ`` first in a reader's transaction goes without its ``BEGIN``."""
     if _deferrable(cursor, context):
         cursor.defer(_execute, statement, parameters)
         return True
+    if context.execution_options.get("single_read", False) and isinstance(cursor, OneTripCursor):
+        connection: OneTripConnection = cursor._adapt_connection  # type: ignore[assignment]
+        connection.single_read()
     return False
 
 
@@ -220,6 +233,13 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         """Begin a transaction with ``statement`` (a ``BEGIN``), sent with the transaction's first trip."""
         self._begin = statement
 
+    def single_read(self) -> None:
+        """The next statement is its read transaction's only one: it goes alone, as SQLite's own
+        transaction, and leaves none open, so there is no end to send (one trip, not two). Only a
+        reader's ``BEGIN DEFERRED`` is dropped: a writer's ``BEGIN IMMEDIATE`` stays."""
+        if self._begin is not None and not self._deferred and self._begin.upper().endswith("DEFERRED"):
+            self._begin = None
+
     def _trip(self, last: Step | None, *, commit: bool = False) -> Result | None:
         """One trip to the thread: the waiting ``BEGIN``, the deferred writes, ``last``, a commit."""
         begin, self._begin = self._begin, None
@@ -273,4 +293,4 @@ def dbapi() -> OneTripDbapi:
     return OneTripDbapi(aiosqlite, sqlite3)
 
 
-__all__ = ["DEFER_WRITE", "OneTripConnection", "OneTripCursor", "OneTripDbapi", "configure", "dbapi"]
+__all__ = ["DEFER_WRITE", "SINGLE_READ", "OneTripConnection", "OneTripCursor", "OneTripDbapi", "configure", "dbapi"]

@@ -176,7 +176,12 @@ class RunExecution:
         return Envelope(self.run_id, self.seq, type_, utcnow(), data)
 
     async def _emit(
-        self, type_: str, data: dict[str, Any], apply_for: Callable[[Envelope], Change] | None = None
+        self,
+        type_: str,
+        data: dict[str, Any],
+        apply_for: Callable[[Envelope], Change] | None = None,
+        *,
+        then: tuple[str, dict[str, Any], Callable[[Envelope], Rows]] | None = None,
     ) -> Envelope:
         """Commit a durable event (and what it changes), then publish it.
 
@@ -184,10 +189,19 @@ class RunExecution:
         runs ahead of the stream, so an event emitted from inside an agent call would overtake events
         still queued in the stream. A terminal event is published even when it cannot be stored, so
         watchers learn how the run ended; the run's row is then settled by the next start's recovery.
+        ``then``: the event that follows, written in the same transaction (its ``Rows`` with this
+        event's) and published right after it.
         """
         env = self._envelope(type_, data)
+        change = apply_for(env) if apply_for else None
+        follower: Envelope | None = None
+        if then is not None:
+            follower = self._envelope(then[0], then[1])
+            assert change is None or isinstance(change, Rows)
+            before = change.executions if change is not None else ()
+            change = Rows((*before, *then[2](follower).executions))
         try:
-            await self.deps.recorder.commit(env, apply_for(env) if apply_for else None)
+            await self.deps.recorder.commit(env, change, then=follower)
         except Superseded:
             # another process settled the run (our lease lapsed): its events stand; our watchers
             # re-attach and read them from storage
@@ -197,10 +211,13 @@ class RunExecution:
             if env.terminal:
                 self.deps.bus.publish(env)
             else:
-                self.seq -= 1  # never stored nor published: the next event takes its seq, no gap
+                # never stored nor published: the next event takes its seq, no gap
+                self.seq -= 1 if follower is None else 2
             raise
-        self.deps.bus.publish(env)
-        self.deps.metrics.events.labels(type=type_).inc()
+        for published in (env, follower):
+            if published is not None:
+                self.deps.bus.publish(published)
+                self.deps.metrics.events.labels(type=published.type).inc()
         return env
 
     def _delta(self, data: dict[str, Any]) -> None:
@@ -314,25 +331,30 @@ class RunExecution:
     async def _run(self) -> Outcome:
         state, history = await self._load_context()
         self.started_at = time.monotonic()
-        await self._emit(
-            "run.started",
-            {"team": self.spec.name, "agents": sorted(self.agent_names)},
-            lambda _env: Rows((run_started(self.run_id, utcnow(), self.attempt),)),
-        )
-        log.info("run_started", run_id=self.run_id, team=self.spec.name)
+        started = {"team": self.spec.name, "agents": sorted(self.agent_names)}
+
+        def started_row(_env: Envelope) -> Rows:
+            return Rows((run_started(self.run_id, utcnow(), self.attempt),))
+
         if self.spec.kind == "chain":
+            await self._emit("run.started", started, started_row)
+            log.info("run_started", run_id=self.run_id, team=self.spec.name)
             return await self._run_chain()
-        replayed: set[str] = set()
-        task: str | BaseChatMessage | list[BaseChatMessage] = self.task_text
-        if history:
-            prior = [TextMessage(content=m.content, source=m.agent) for m in history if m.content]
-            replayed = {m.id for m in prior}
-            task = [*prior, TextMessage(content=self.task_text, source="user")]
+        # the task's message is the team's first: stored with run.started, in its transaction (a run's
+        # first token waits for one commit of the event recorder before its model call, not two), and
+        # not stored again when the team puts it out
+        asked = TextMessage(content=self.task_text, source="user")
+        await self._emit("run.started", started, started_row, then=self._message_event(asked))
+        log.info("run_started", run_id=self.run_id, team=self.spec.name)
+        # the conversation's earlier messages, replayed as context when it has no saved team state
+        prior = [TextMessage(content=m.content, source=m.agent) for m in history if m.content]
+        stored = {asked.id, *(m.id for m in prior)}  # what the team puts out again, not to store twice
+        task: BaseChatMessage | list[BaseChatMessage] = [*prior, asked] if prior else asked
         outbox = TeamOutbox(self.agent_names)
         try:
             team = self.deps.factory.build_team(
                 self.spec,
-                history_len=len(replayed),
+                history_len=len(prior),
                 inputs=self.input_func_for,
                 observer=self._observe_call,
                 sinks=lambda agent: self.sink_for(agent, outbox),
@@ -359,7 +381,7 @@ class RunExecution:
                     # every other item came off the team's output queue
                     if is_stored_message(item):
                         assert isinstance(item, BaseChatMessage)
-                        if item.id not in replayed:
+                        if item.id not in stored:
                             await self._store_message(item)
                     elif isinstance(item, UserInputRequestedEvent):
                         await self._announce_input(self._pending_for(item.request_id, item.source))
@@ -501,6 +523,15 @@ class RunExecution:
         pending = self.pending_input
         if pending is not None and pending.agent == message.source and pending.answer.done() and not pending.received:
             await self._confirm_input(pending)
+        await self._emit(*self._message_event(message, tags))
+        if isinstance(message, HandoffMessage):
+            await self._emit("handoff", {**handoff_data(message), **(tags or {})})
+
+    def _message_event(
+        self, message: BaseChatMessage, tags: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any], Callable[[Envelope], Rows]]:
+        """A message's ``message.completed``: its type, its data, and the rows that store it; the
+        message counts as the run's next from here on."""
         m = completed_message(message)
         if isinstance(message, TextMessage):
             # streamed on the fast path: the message keeps the id its deltas carried
@@ -514,12 +545,10 @@ class RunExecution:
         data = message_completed_data(m, position)
         if tags:
             data.update(tags)
-        await self._emit("message.completed", data, self._message_writer(m, position))
-        if isinstance(message, HandoffMessage):
-            await self._emit("handoff", {**handoff_data(message), **(tags or {})})
+        return "message.completed", data, self._message_writer(m, position)
 
-    def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Change]:
-        def apply_for(env: Envelope) -> Change:
+    def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Rows]:
+        def apply_for(env: Envelope) -> Rows:
             return Rows(
                 message_stored(
                     {

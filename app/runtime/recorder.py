@@ -93,9 +93,21 @@ class _Item:
     done: asyncio.Future[None] | None = field(default=None)
     deltas: list[Envelope] | None = None  # consecutive deltas of one message: one row
     flush: bool = False  # a request to write out the buffered deltas
+    then: Envelope | None = None  # the run's next event, written in the same transaction
 
 
-def _rows(item: _Item) -> dict[str, Any] | None:
+def _rows(item: _Item) -> list[dict[str, Any]]:
+    """The event rows of an item: written first in its batch, before any ``Rows`` (whose statements
+    go in the order the batch first meets them, so an event row among them could come before the
+    row of a run created in the same batch)."""
+    if item.then is not None:
+        assert item.env is not None
+        return [event_row(item.env), event_row(item.then)]
+    row = _row(item)
+    return [] if row is None else [row]
+
+
+def _row(item: _Item) -> dict[str, Any] | None:
     if item.deltas:
         first, last = item.deltas[0], item.deltas[-1]
         if len(item.deltas) == 1:
@@ -212,13 +224,16 @@ class EventRecorder:
         except asyncio.QueueFull:
             log.warning("recorder_queue_full")
 
-    async def commit(self, env: Envelope | None, apply: Change | None = None) -> None:
-        """Write the event and apply its changes in one transaction; return once committed."""
+    async def commit(self, env: Envelope | None, apply: Change | None = None, *, then: Envelope | None = None) -> None:
+        """Write the event and apply its changes in one transaction; return once committed.
+
+        ``then``: the run's next event, written in the same transaction (``apply`` holds what both
+        change)."""
         if self._stopping:
             # queued behind the end of the writer's loop, it would never be written nor answered
             raise StorageError("the event recorder has stopped")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(env, apply, done))
+        await self._queue.put(_Item(env, apply, done, then=then))
         await done
 
     async def _next(self) -> _Item | None:
@@ -277,6 +292,8 @@ class EventRecorder:
                 await self._write_all(batch)
             except Exception as exc:
                 if _permanent(exc):
+                    if len(batch) > 1:  # each item in a transaction of its own from here: slower, so say so
+                        log.info("event_batch_split", items=len(batch), error=type(exc).__name__)
                     break
                 if loop.time() + delay > deadline:
                     if not self._degraded:
@@ -344,7 +361,7 @@ class EventRecorder:
             log.info("storage_recovered", dropped_deltas=self.dropped_deltas)
 
     async def _write_all(self, batch: list[_Item]) -> None:
-        rows = [row for item in batch if (row := _rows(item)) is not None]
+        rows = [row for item in batch for row in _rows(item)]
         statements: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}  # by statement, first seen first
         for item in batch:
             if isinstance(item.apply, Rows):
@@ -366,7 +383,7 @@ class EventRecorder:
             await conn.run_sync(write)
         flushed: dict[str, int] = {}
         for item in batch:
-            last = item.deltas[-1] if item.deltas else item.env
+            last = item.deltas[-1] if item.deltas else (item.then or item.env)
             if last is not None:
                 flushed[last.run_id] = max(flushed.get(last.run_id, 0), last.seq)
             if item.done is not None and not item.done.done():

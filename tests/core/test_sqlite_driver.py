@@ -183,6 +183,41 @@ async def test_begin_goes_with_the_first_statement_and_really_begins(tmp_path: P
         await engine.dispose()
 
 
+async def test_a_single_read_is_one_trip_on_a_reader_only(tmp_path: Path, trips: Counter[str]) -> None:
+    path = tmp_path / "app.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    reader = create_engine(f"sqlite+aiosqlite:///{path}", readers=True)  # BEGIN DEFERRED, query_only
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.execute(insert(items).values(name="a", n=1))
+        one = select(items.c.name).execution_options(**sqlite_driver.SINGLE_READ)
+        async with create_sessionmaker(reader)() as session:
+            await session.execute(select(items))  # the pool's connection, made before counting
+        trips.clear()
+        async with create_sessionmaker(reader)() as session:
+            assert (await session.execute(one)).scalars().all() == ["a"]
+        # the read alone, with no BEGIN: SQLite held no transaction open, so none was ended
+        assert trips == Counter({"_execute": 1})
+        trips.clear()
+        async with create_sessionmaker(reader)() as session:
+            await session.execute(select(items.c.name))  # without the option: BEGIN with it, and a rollback
+        assert trips == Counter({"_steps": 1, "rollback": 1})
+        # a writer keeps its BEGIN IMMEDIATE: the lock is held from that statement on
+        async with engine.begin() as conn:
+            await conn.execute(one)
+            other = sqlite3.connect(path, timeout=0)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.close()
+            await conn.execute(insert(items).values(name="b", n=2))
+        async with create_sessionmaker(reader)() as session:
+            assert (await session.execute(one)).scalars().all() == ["a", "b"]
+    finally:
+        await engine.dispose()
+        await reader.dispose()
+
+
 def test_the_server_uses_it(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     assert isinstance(engine.dialect.dbapi, sqlite_driver.OneTripDbapi)

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from app.main import create_app
+from app.runtime.recorder import EventRecorder
 from tests.conftest import Backend
 from tests.fixtures.specs import agent, run_body, team
 
@@ -150,3 +152,32 @@ async def test_rate_limits_that_never_end_fail_the_run_with_rate_limited(client:
     run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
     assert run["status"] == "failed"
     assert run["error"]["code"] == "rate_limited"
+
+
+async def test_the_task_s_message_is_stored_with_run_started_in_one_commit(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's first token waits for one commit before its model call: run.started and the task's
+    message go in one transaction, and the message the team puts out again is not stored twice."""
+    commits: list[tuple[str | None, str | None]] = []
+    original = EventRecorder.commit
+
+    async def counted(self: EventRecorder, env: Any, apply: Any = None, *, then: Any = None) -> None:
+        commits.append((env and env.type, then and then.type))
+        await original(self, env, apply, then=then)
+
+    monkeypatch.setattr(EventRecorder, "commit", counted)
+    first = await wait_run(client, task="first question")
+    second = await wait_run(client, task="second question", conversation_id=first["conversation_id"])
+    for run, task in ((first, "first question"), (second, "second question")):
+        assert run["status"] == "succeeded"
+        events = await events_of(client, run["id"])
+        assert [e["type"] for e in events[:3]] == ["run.queued", "run.started", "message.completed"]
+        asked = [e["data"] for e in events if e["type"] == "message.completed" and e["data"]["agent"] == "user"]
+        position = 1 if run is first else first["message_count"] + 1
+        assert [(m["text"], m["position"]) for m in asked] == [(task, position)]
+    assert commits.count(("run.started", "message.completed")) == 2
+    assert ("run.started", None) not in commits
+    r = await client.get(f"/v1/conversations/{first['conversation_id']}/messages")
+    texts = [m["text"] for m in r.json()["data"] if m["agent"] == "user"]
+    assert texts == ["first question", "second question"]  # each stored once, in order

@@ -222,6 +222,44 @@ async def test_new_runs_started_together_are_one_insert_per_table_parents_first(
     assert len(new) == 30 and queued == 30
 
 
+async def test_an_event_and_the_next_go_in_one_transaction_even_with_new_runs(
+    engine: AsyncEngine, trips: Counter[str]
+) -> None:
+    """A run's ``run.started`` and its task's message (``then``) queued with new runs' rows: their event
+    rows go before any ``Rows``, so no foreign key splits the batch into one transaction per item."""
+    async with recording(engine, 2) as recorder:
+        at = utcnow()
+        bus = recorder._bus
+        for n in range(2):
+            bus.open(f"run{n}", 1)  # live here: the bus learns what is stored
+        trips.clear()
+        results = await asyncio.gather(
+            *(
+                recorder.commit(
+                    Envelope(f"run{n}", 2, "run.started", at, {}),
+                    Rows((run_started(f"run{n}", at, 1), *message_stored(message(n, 3)))),
+                    then=Envelope(f"run{n}", 3, "message.completed", at, {}),
+                )
+                for n in range(2)
+            ),
+            *(recorder.commit(None, new_run_rows(n, at)) for n in range(5)),
+        )
+        assert results == [None] * 7
+        assert trips == Counter({"_steps": 1})  # one transaction, BEGIN to COMMIT
+        assert [bus.flushed_seq(f"run{n}") for n in range(2)] == [3, 3]
+    async with create_sessionmaker(engine)() as session:
+        events = (await session.execute(select(RunEvent.run_id, RunEvent.seq, RunEvent.type))).all()
+        stored = (await session.scalars(select(Message.id).order_by(Message.id))).all()
+    assert sorted(e for e in events if e.run_id.startswith("run")) == [
+        ("run0", 2, "run.started"),
+        ("run0", 3, "message.completed"),
+        ("run1", 2, "run.started"),
+        ("run1", 3, "message.completed"),
+    ]
+    assert len([e for e in events if e.run_id.startswith("new")]) == 5
+    assert stored == ["msg0-3", "msg1-3"]
+
+
 async def test_a_commit_after_the_recorder_stopped_fails_at_once(engine: AsyncEngine) -> None:
     async with recording(engine, 1) as recorder:
         pass
