@@ -2,7 +2,7 @@
 
 What `make bench` cannot isolate: how much CPU the model client itself spends, per streamed
 token and per call, and what building a run's team costs. In one process, against the fake model
-server (``../shared/bench/fake_llm.py``) on a loopback port, with the registry the server uses:
+server (``app/dev/fake_llm.py``) on a loopback port, with the registry the server uses:
 
 - per token: one 2,000-token stream (``fake-t2000``, tokens arrive in bursts), CPU seconds / tokens,
   each client bare and behind ``GuardedModelClient`` with a sink (the fast token path, as a run uses

@@ -1,6 +1,6 @@
 """Issue 7's benchmark suite: SwarmDirector's token path against the floor, side by side.
 
-Starts the fake model server (``../shared/bench/fake_llm.py``), SwarmDirector
+Starts the fake model server (``app/dev/fake_llm.py``), SwarmDirector
 (``swarmdirector serve`` on a fresh SQLite file, persistence on; or, with
 ``--backend distributed``, on a fresh PostgreSQL database and Redis prefix,
 ``--processes`` API processes on one port), the load

@@ -27,7 +27,6 @@ from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
-FAKE_LLM = REPO.parent / "shared" / "bench" / "fake_llm.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # never let the server under test reach a real provider or read a developer's configuration
 LEAKY = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT")
@@ -40,14 +39,6 @@ def _die_with_parent() -> None:
 
 class BenchError(RuntimeError):
     """The harness cannot go on (a process did not start, a worker did not answer)."""
-
-
-def fake_llm_path() -> Path:
-    if not FAKE_LLM.is_file():
-        raise BenchError(
-            f"the fake model server is missing: expected {FAKE_LLM} (shared/bench/fake_llm.py, beside this repository)"
-        )
-    return FAKE_LLM
 
 
 def free_port() -> int:
@@ -144,8 +135,8 @@ def wait_http(proc: Proc, url: str, timeout: float = 60.0) -> None:
 
 def start_fake_llm(tmp: Path) -> tuple[Proc, int]:
     port = free_port()
-    argv = [sys.executable, str(fake_llm_path()), "--host", "127.0.0.1", "--port", str(port)]
-    return Proc("fake LLM", argv, tmp / "fake_llm.log"), port
+    argv = [sys.executable, "-m", "app.dev.fake_llm", "--host", "127.0.0.1", "--port", str(port)]
+    return Proc("fake LLM", argv, tmp / "fake_llm.log", cwd=REPO), port
 
 
 def server_env(tmp: Path, fake_port: int, log_level: str, backend: Backend | None = None) -> dict[str, str]:

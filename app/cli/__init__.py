@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from app.cli.dev import dev_cli
 from app.cli.keys import keys_cli
 from app.cli.run import run
 from app.cli.serve import db_cli, serve
@@ -21,6 +22,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(teams_cli, name="teams")
 cli.command()(run)
+cli.add_typer(dev_cli, name="dev")
 
 
 def main() -> None:

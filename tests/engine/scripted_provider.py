@@ -1,6 +1,6 @@
 """An OpenAI-compatible chat-completions server on loopback whose streams are scripted per model name.
 
-``shared/bench/fake_llm.py`` only streams words; this one streams what the equivalence tests need
+``app/dev/fake_llm.py`` only streams words; this one streams what the equivalence tests need
 to hold the lean stream and AutoGen's stock client to the same results: tool calls (one, parallel,
 with text beside them), reasoning, logprobs, empty chunks, odd line endings and keep-alives, an
 error event inside a 200 stream. It records every request (path, query, headers, JSON body) so the

@@ -1,6 +1,6 @@
 """The real OpenAI client path (as used for Ollama, vLLM, llama.cpp) against a loopback fake server.
 
-Uses ``shared/bench/fake_llm.py`` beside the repository (the ``fake_llm_url`` fixture):
+Uses the project's fake model server, ``app/dev/fake_llm.py`` (the ``fake_llm_url`` fixture):
 an OpenAI-compatible server whose replies are numbered words and whose streamed usage
 is sent only when the request asks for it, which is what this test checks.
 """

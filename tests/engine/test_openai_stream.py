@@ -1,7 +1,7 @@
 """The lean model stream against AutoGen's stock client: equal results, equal requests, equal failures.
 
 Every comparison runs both clients, built by the same registry, against the same loopback server:
-``shared/bench/fake_llm.py`` for plain text and usage, the scripted server for tool calls,
+``app/dev/fake_llm.py`` for plain text and usage, the scripted server for tool calls,
 reasoning, logprobs and odd streams, ``tests/faults/provider.py`` for refusals, hangs and drops.
 """
 

@@ -1,0 +1,1 @@
+"""Tools for developers and benchmarks; nothing here is used by the server itself."""
