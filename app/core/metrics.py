@@ -42,7 +42,7 @@ class Metrics:
 
     def observe_call(self, call: ModelCall) -> None:
         self.model_calls.labels(model=call.model).observe(call.duration_ms / 1000)
-        if call.error_code is not None:
+        if call.error_code is not None and call.error_code != "cancelled":
             self.model_failures.labels(code=call.error_code).inc()
         if call.prompt_tokens:
             self.tokens.labels(agent=call.agent, kind="prompt").inc(call.prompt_tokens)

@@ -1,21 +1,27 @@
 """Every model call goes through here: retries, a timeout, and a record of what it cost.
 
 ``GuardedModelClient`` wraps the provider's client. A call that fails with a
-rate limit or a transient error is retried with exponential backoff and
-jitter (tenacity), but only before its first token: once text has streamed
-out it cannot be taken back. ``timeout_s`` bounds the wait for the first
-token and every gap between tokens after it (a stalled stream), not the
-length of a long answer. Each call, answered or not, is reported to an
-observer as a ``ModelCall``; that is what analytics and metrics are built on.
+rate limit or a transient error (a refused or broken connection, a 5xx, a
+stream that ends with no answer) is retried with exponential backoff and
+jitter (tenacity), waiting at least as long as a 429's ``Retry-After`` asks,
+but only before its first token: once text has streamed out it cannot be
+taken back. ``timeout_s`` bounds the wait for the first token and every gap
+between tokens after it (a stalled stream), not the length of a long answer.
+Each call, answered, failed or cancelled, is reported to an observer as a
+``ModelCall``; that is what run usage, analytics and metrics are built on.
+Errors are classified here, by type, into the stable codes of ``ErrorCode``.
 
 With a ``sink``, the fast token path: ``create`` (what an agent calls when it
 does not stream) streams from the provider anyway and hands each text chunk to
 the sink, which publishes it at once; the agent still gets one finished result.
+Reasoning pieces (``chunks.Reasoning``) go to the sink too, and never to AutoGen
+as text: the agent's streamed text is its answer alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import httpx
 import openai
 from autogen_core import CancellationToken
 from autogen_core.models import (
@@ -35,13 +42,24 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from app.core.secrets import scrub_credentials
+from app.engine.chunks import ErrorCode, EstimatedUsage, ModelStreamError, Reasoning, provider_error, readable
 from app.engine.fake import FakeModelError
 from app.engine.interrupts import StallWatch
 
-ErrorCode = Literal["rate_limited", "model_timeout", "model_error"]
+# a call's record: how it failed, or that it was cancelled
+CallEnd = ErrorCode | Literal["cancelled"]
+# the longest Retry-After honoured; a provider that asks for more fails the call at once
+RETRY_AFTER_MAX_S = 60.0
+
+
+class CallCancelled:
+    """How a call that was cancelled (its run cancelled or stopped) is recorded."""
+
+    code: CallEnd = "cancelled"
+    message = "The call was cancelled."
 
 
 class ModelCallError(RuntimeError):
@@ -71,8 +89,9 @@ class ModelCall:
     prompt_tokens: int
     completion_tokens: int
     attempts: int
-    error_code: ErrorCode | None = None
+    error_code: CallEnd | None = None
     error_message: str | None = None
+    usage_estimated: bool = False  # the provider reported none: counted here (``estimate.py``)
 
 
 Observer = Callable[[ModelCall], None]
@@ -81,35 +100,82 @@ TextSink = Callable[[str, str], None]
 
 
 def error_code(exc: BaseException) -> ErrorCode:
-    if isinstance(exc, ModelCallError):
+    """The stable code of a failed call, by the error's type (and a refusal's status and body)."""
+    if isinstance(exc, ModelCallError | ModelStreamError):
         return exc.code
-    if isinstance(exc, TimeoutError | openai.APITimeoutError):
+    if isinstance(exc, FakeModelError):
+        return "rate_limited" if exc.kind == "rate_limited" else "model_error"
+    if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx.TimeoutException):
         return "model_timeout"
-    if isinstance(exc, openai.RateLimitError) or (isinstance(exc, FakeModelError) and exc.kind == "rate_limited"):
+    if isinstance(exc, openai.RateLimitError):
         return "rate_limited"
+    if isinstance(exc, openai.APIStatusError):
+        return provider_error(exc.body or {}, status=exc.status_code).code
     return "model_error"
 
 
 def is_retryable(exc: BaseException) -> bool:
+    """Whether asking again may help: rate limits, timeouts, broken connections, 5xx, empty answers."""
     if isinstance(exc, FakeModelError):
         return exc.retryable
+    if isinstance(exc, ModelStreamError):
+        return exc.retryable
+    if isinstance(exc, openai.RateLimitError):
+        after = retry_after(exc)
+        return after is None or after <= RETRY_AFTER_MAX_S
     return isinstance(
         exc,
         TimeoutError
-        | openai.RateLimitError
         | openai.APITimeoutError
         | openai.APIConnectionError
-        | openai.InternalServerError,
+        | openai.InternalServerError
+        | httpx.TransportError,  # a stream broken before its first token (connection reset, cut body)
     )
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """How long a refusal asked to wait (``retry-after-ms``, ``retry-after`` in seconds or as a date)."""
+    if isinstance(exc, ModelStreamError):
+        return exc.retry_after
+    response = getattr(exc, "response", None)
+    if not isinstance(response, httpx.Response):
+        return None
+    headers = response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        if value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (ValueError, TypeError):
+        return None
 
 
 def _safe_message(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"The model did not answer within {timeout_s:g} s."
+    if isinstance(exc, ModelStreamError):
+        return scrub_credentials(exc.message)[:500]
     if isinstance(exc, openai.APIStatusError):
-        # the provider's own message; never the request (which holds the key in its headers)
-        return scrub_credentials(f"{type(exc).__name__} ({exc.status_code}): {exc.message}")[:500]
-    return scrub_credentials(str(exc) or type(exc).__name__)[:500]
+        # the provider's own message, made readable (an HTML page becomes its title); never the request,
+        # which holds the key in its headers
+        said = provider_error(exc.body, status=exc.status_code).message if exc.body else readable(exc.message)
+        said = said.removeprefix("The provider reported an error in its stream: ")
+        text = f"{type(exc).__name__} ({exc.status_code}): {said}"
+        after = retry_after(exc)
+        if after is not None and after > RETRY_AFTER_MAX_S:
+            text += f" The provider asked to retry after {after:g} s."
+        return scrub_credentials(text)[:500]
+    if isinstance(exc, httpx.TransportError | openai.APIConnectionError):
+        cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) and exc.__cause__ else exc
+        return scrub_credentials(
+            f"The connection to the provider failed: {readable(str(cause) or type(cause).__name__)}"
+        )[:500]
+    return scrub_credentials(readable(str(exc) or type(exc).__name__))[:500]
 
 
 def _call_args(
@@ -148,11 +214,20 @@ class GuardedModelClient(ChatCompletionClient):
         self._sink = sink
 
     def _retrying(self) -> AsyncRetrying:
+        backoff = wait_exponential_jitter(
+            multiplier=self._policy.backoff_s, max=self._policy.backoff_max_s, jitter=self._policy.backoff_s
+        )
+
+        def wait(state: RetryCallState) -> float:
+            # our backoff, or longer when the provider said how long to wait (a 429's Retry-After)
+            delay: float = backoff(state)
+            failure = state.outcome.exception() if state.outcome is not None else None
+            after = retry_after(failure) if failure is not None else None
+            return max(delay, after) if after is not None else delay
+
         return AsyncRetrying(
             stop=stop_after_attempt(self._policy.max_retries + 1),
-            wait=wait_exponential_jitter(
-                multiplier=self._policy.backoff_s, max=self._policy.backoff_max_s, jitter=self._policy.backoff_s
-            ),
+            wait=wait,
             retry=retry_if_exception(is_retryable),
             reraise=True,
         )
@@ -165,7 +240,7 @@ class GuardedModelClient(ChatCompletionClient):
         *,
         ttft: float | None,
         usage: RequestUsage | None,
-        error: ModelCallError | None,
+        error: ModelCallError | CallCancelled | None,
     ) -> None:
         if self._observer is None:
             return
@@ -182,6 +257,7 @@ class GuardedModelClient(ChatCompletionClient):
                 attempts=attempts,
                 error_code=error.code if error else None,
                 error_message=error.message if error else None,
+                usage_estimated=isinstance(usage, EstimatedUsage),
             )
         )
 
@@ -205,9 +281,9 @@ class GuardedModelClient(ChatCompletionClient):
             # runtime (which would route each chunk as a message, at ~250 us of CPU apiece).
             message_id = str(uuid.uuid4())
             final: CreateResult | None = None
-            async for item in self.create_stream(messages, **args):
+            async for item in self._stream(messages, args):
                 if isinstance(item, str):
-                    self._sink(message_id, item)
+                    self._sink(message_id, item)  # answer text, or Reasoning
                 else:
                     final = item
             if final is None:
@@ -220,6 +296,9 @@ class GuardedModelClient(ChatCompletionClient):
                     attempts += 1
                     async with asyncio.timeout(self._policy.timeout_s):
                         result = await self._inner.create(messages, **args)
+        except asyncio.CancelledError:
+            self._report(started, clock, attempts, ttft=None, usage=None, error=CallCancelled())
+            raise
         except Exception as exc:
             failure = self._fail(exc)
             self._report(started, clock, attempts, ttft=None, usage=None, error=failure)
@@ -237,7 +316,16 @@ class GuardedModelClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
+        """What an agent that streams itself gets (AutoGen's path): the answer's text, then the result;
+        reasoning is left out (it arrives whole, as the result's thought)."""
         args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
+        async for item in self._stream(messages, args):
+            if type(item) is not Reasoning:
+                yield item
+
+    async def _stream(
+        self, messages: Sequence[LLMMessage], args: dict[str, Any]
+    ) -> AsyncGenerator[str | CreateResult, None]:
         started, clock, attempts = datetime.now(UTC), time.monotonic(), 0
         timeout = self._policy.timeout_s
         stream: AsyncGenerator[str | CreateResult, None] | None = None
@@ -252,6 +340,9 @@ class GuardedModelClient(ChatCompletionClient):
                     except BaseException:
                         await stream.aclose()
                         raise
+        except asyncio.CancelledError:
+            self._report(started, clock, attempts, ttft=None, usage=None, error=CallCancelled())
+            raise
         except Exception as exc:
             failure = self._fail(exc)
             self._report(started, clock, attempts, ttft=None, usage=None, error=failure)
@@ -277,6 +368,16 @@ class GuardedModelClient(ChatCompletionClient):
                     raise
                 finally:
                     stall.waiting = False
+        except asyncio.CancelledError:
+            self._report(started, clock, attempts, ttft=ttft, usage=None, error=CallCancelled())
+            raise
+        except GeneratorExit:
+            # the consumer stopped reading: after the result, the call is done; before it, abandoned
+            if isinstance(item, CreateResult):
+                self._report(started, clock, attempts, ttft=ttft, usage=item.usage, error=None)
+            else:
+                self._report(started, clock, attempts, ttft=ttft, usage=None, error=CallCancelled())
+            raise
         except Exception as exc:
             failure = self._fail(exc)
             self._report(started, clock, attempts, ttft=ttft, usage=None, error=failure)

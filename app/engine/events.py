@@ -15,9 +15,12 @@ from autogen_agentchat.messages import (
     ModelClientStreamingChunkEvent,
     SelectSpeakerEvent,
     StopMessage,
+    ThoughtEvent,
     ToolCallExecutionEvent,
     ToolCallRequestEvent,
 )
+
+from app.engine.chunks import EstimatedUsage
 
 Translated = list[tuple[str, dict[str, Any]]]
 
@@ -33,15 +36,17 @@ class CompletedMessage:
     payload: dict[str, Any]
     prompt_tokens: int
     completion_tokens: int
+    usage_estimated: bool = False
 
 
-def message_text(message: BaseChatMessage) -> str:
-    if isinstance(message, HandoffMessage):
+def message_text(message: BaseChatMessage | ThoughtEvent) -> str:
+    if isinstance(message, HandoffMessage | ThoughtEvent):
         return message.content
     return message.to_model_text()
 
 
-def completed_message(message: BaseChatMessage) -> CompletedMessage:
+def completed_message(message: BaseChatMessage | ThoughtEvent) -> CompletedMessage:
+    """A chat message, or a thought said before tool calls (``ThoughtEvent``), as a message to store."""
     usage = message.models_usage
     return CompletedMessage(
         id=message.id,
@@ -51,17 +56,21 @@ def completed_message(message: BaseChatMessage) -> CompletedMessage:
         payload=message.model_dump(mode="json"),
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
+        usage_estimated=isinstance(usage, EstimatedUsage),
     )
 
 
 def message_completed_data(m: CompletedMessage, position: int) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens}
+    if m.usage_estimated:
+        usage["estimated"] = True
     return {
         "message_id": m.id,
         "agent": m.agent,
         "type": m.type,
         "text": m.text,
         "position": position,
-        "usage": {"prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens},
+        "usage": usage,
     }
 
 

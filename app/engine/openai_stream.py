@@ -39,35 +39,37 @@ import openai
 import orjson
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.http_exceptions import TransferEncodingError
-from autogen_core import EVENT_LOGGER_NAME, CancellationToken, FunctionCall
-from autogen_core.logging import LLMStreamEndEvent, LLMStreamStartEvent
-from autogen_core.models import (
-    ChatCompletionTokenLogprob,
-    CreateResult,
-    LLMMessage,
-    ModelFamily,
-    ModelInfo,
-    RequestUsage,
-    TopLogprob,
-)
+from autogen_core import EVENT_LOGGER_NAME, CancellationToken
+from autogen_core.logging import LLMCallEvent, LLMStreamEndEvent, LLMStreamStartEvent
+from autogen_core.models import CreateResult, LLMMessage, ModelInfo, RequestUsage
 from autogen_core.tools import Tool, ToolSchema
-from autogen_ext.models._utils.normalize_stop_reason import normalize_stop_reason
-from autogen_ext.models._utils.parse_r1_content import parse_r1_content
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from autogen_ext.models.openai._openai_client import BaseOpenAIChatCompletionClient, CreateParams
 from httpx._utils import URLPattern, get_environment_proxies  # httpx pinned: its reading of the proxies
 from pydantic import BaseModel
 from yarl import URL
 
+from app.engine.chunks import (
+    HTML_HEAD,
+    ChunkAssembler,
+    ModelStreamError,
+    html_summary,
+    parse_event,
+    provider_error,
+    readable,
+)
+from app.engine.estimate import estimate
 from app.engine.interrupts import CancelLink
 from app.engine.sse import SSEDecoder
 
 event_logger = logging.getLogger(EVENT_LOGGER_NAME)
-EMPTY_CHUNK_WARNING_THRESHOLD = 10  # AutoGen's
 # after [DONE], how long to wait for the end of the body, so that the connection goes back to the pool
 # (a response closed before its end closes its connection: a new TCP, or TLS, handshake per call)
 DRAIN_S = 0.25
 
 
+# how much of a streamed body is kept until its first event, in case it is not an event stream after all
+HEAD_KEPT = 65_536
 # what the SDK's HTTP client allows (openai.DefaultAsyncHttpxClient): connections, and how long an idle one is kept
 MAX_CONNECTIONS = 1000
 KEEPALIVE_S = 5.0
@@ -159,15 +161,6 @@ class ChatEndpoint:
         return cls(url, headers, URL(str(url), encoded=True), proxy)
 
 
-def _stream_error(data: Any, request: httpx.Request) -> openai.APIError:
-    """An error event inside a 200 stream, as the SDK raises it."""
-    error = data.get("error")
-    message = error.get("message") if isinstance(error, Mapping) else None
-    if not message or not isinstance(message, str):
-        message = "An error occurred during streaming"
-    return openai.APIError(message=message, request=request, body=error)
-
-
 def _broken_stream(exc: aiohttp.ClientError) -> httpx.HTTPError:
     """A stream that breaks after its headers, as httpx raises it through the SDK's stream."""
     if isinstance(exc, aiohttp.ServerTimeoutError):
@@ -195,41 +188,148 @@ async def _drain(body: aiohttp.StreamReader) -> None:
                 pass
 
 
-def _logprobs(content: list[dict[str, Any]]) -> list[ChatCompletionTokenLogprob]:
-    return [
-        ChatCompletionTokenLogprob(
-            token=x["token"],
-            logprob=x["logprob"],
-            top_logprobs=[TopLogprob(logprob=y["logprob"], bytes=y.get("bytes")) for y in x.get("top_logprobs") or ()],
-            bytes=x.get("bytes"),
+def not_a_stream(answer: ChunkAssembler, body: bytes, content_type: str) -> None:
+    """A 200 answer to a streamed request whose body is not an event stream, read for what it is.
+
+    A chat completion (a server that ignored ``stream``) is read as one chunk. Anything else fails
+    clearly: a JSON error (LM Studio answers a wrong path so, when the base URL lacks ``/v1``), an
+    HTML page (a proxy's), or whatever else came.
+    """
+    if HTML_HEAD.match(body[:200]) or "html" in content_type:
+        page = html_summary(body.decode("utf-8", "replace"))
+        raise ModelStreamError(
+            "model_error",
+            f"The provider answered with {page} instead of an event stream: is the base URL right "
+            "(it usually ends in /v1)?",
         )
-        for x in content
-    ]
+    try:
+        data, lenient = parse_event(body)
+    except ModelStreamError:
+        data, lenient = None, False
+    if not isinstance(data, dict):
+        text = readable(body.decode("utf-8", "replace"), 200)
+        kind = content_type or "no content type"
+        raise ModelStreamError("model_error", f"The provider answered with {kind}, not an event stream: {text}")
+    if data.get("error") or data.get("object") == "error":
+        error = provider_error(data, where="instead of a stream")
+        if any(w in error.message.lower() for w in ("endpoint", "route", "not found", "unknown url")):
+            error.message = error.args[0] + " (is the base URL right? It usually ends in /v1.)"
+            error.args = (error.message,)
+        raise error
+    whole_answer(answer, data, lenient)
 
 
-class LeanOpenAIChatCompletionClient(BaseOpenAIChatCompletionClient):
-    """AutoGen's OpenAI client whose streams are read by ``_lean_stream`` instead of the openai SDK.
+def whole_answer(answer: ChunkAssembler, data: dict[str, Any], lenient: bool = False) -> None:
+    """A non-streamed chat completion read by the assembler, as one chunk whose delta is its message."""
+    if data.get("error") or data.get("object") == "error":
+        raise provider_error(data, where="in its answer")
+    choices = data.get("choices") or []
+    chunk: dict[str, Any] = {"usage": data.get("usage"), "choices": []}
+    if choices and isinstance(choices[0], dict):
+        first = choices[0]
+        chunk["choices"] = [
+            {"delta": first.get("message") or {}, "finish_reason": first.get("finish_reason") or "stop"}
+            | ({"logprobs": first["logprobs"]} if first.get("logprobs") else {})
+        ]
+    answer.feed_chunk(chunk, lenient)
+    answer.done = True
 
-    ``sdk`` (the provider's SDK client, shared by every model client of the server) and
-    ``transport`` (the streams' HTTP client) belong to the registry: ``close`` leaves them open.
+
+class StreamReading:
+    """One streamed answer being read: its bytes through the SSE decoder into the assembler.
+
+    Until the first event is read, the bytes are kept too (up to ``HEAD_KEPT``), so that a body
+    that is not an event stream after all, though labelled one (a bare JSON error written into
+    the stream by a proxy), is still read for what it says.
     """
 
-    def __init__(
-        self,
-        sdk: openai.AsyncOpenAI,
-        endpoint: ChatEndpoint,
-        transport: StreamTransport,
-        *,
-        create_args: dict[str, Any],
-        model_info: ModelInfo,
-    ) -> None:
-        super().__init__(sdk, create_args=create_args, model_info=model_info)
-        self._endpoint = endpoint
-        self._transport = transport
-        self._timeout = client_timeout(sdk.timeout)
+    __slots__ = ("_head", "answer", "decoder")
 
-    async def close(self) -> None:
-        return None
+    def __init__(self) -> None:
+        self.answer = ChunkAssembler()
+        self.decoder = SSEDecoder()
+        self._head: bytes | None = b""
+
+    def feed(self, raw: bytes) -> list[str]:
+        """What the bytes complete, to stream; raises on an error event."""
+        out: list[str] = []
+        for data in self.decoder.feed(raw):
+            out.extend(self.answer.feed(data))
+            if self.answer.done:
+                break
+        if self._head is not None:
+            self._head = None if self.answer.answered or len(self._head) > HEAD_KEPT else self._head + raw
+        if self.decoder.error is not None:
+            raise stream_error_event(self.decoder.error)
+        return out
+
+    def end(self, content_type: str) -> tuple[str, ...]:
+        """The body ended: what was held back, to stream; raises when the answer is missing or bad."""
+        head = (self._head or b"").lstrip()
+        if not self.answer.answered and head[:1] in (b"{", b"<"):
+            not_a_stream(self.answer, head, content_type)
+        return self.answer.finish()
+
+
+class ChunkReading(BaseOpenAIChatCompletionClient):
+    """AutoGen's OpenAI client with every answer read by ``ChunkAssembler`` (``chunks.py``).
+
+    What stays AutoGen's: the request (``_process_create_args`` converts messages, tools,
+    ``tool_choice`` and the model's arguments, with every check it makes), structured output (a
+    ``BaseModel`` as ``json_output`` goes through the SDK's beta stream, as AutoGen has it), usage
+    totals. What is this class's: reading the answer, streamed or not, and the errors a 200 answer
+    carries. The stock clients read the SDK's own HTTP response (httpx); the lean client reads its
+    streams over aiohttp.
+    """
+
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        params = self._process_create_args(messages, tools, tool_choice, json_output, extra_create_args)
+        if params.response_format is not None:
+            return await super().create(
+                messages,
+                tools=tools,
+                tool_choice=tool_choice,
+                json_output=json_output,
+                extra_create_args=extra_create_args,
+                cancellation_token=cancellation_token,
+            )
+        call = asyncio.ensure_future(
+            self._client.chat.completions.with_raw_response.create(**self._sdk_args(params, stream=False))
+        )
+        if cancellation_token is not None:
+            cancellation_token.link_future(call)
+        response = await call
+        answer = ChunkAssembler()
+        body = response.http_response.content
+        content_type = response.http_response.headers.get("content-type", "")
+        if HTML_HEAD.match(body[:200]) or "html" in content_type:
+            page = html_summary(body.decode("utf-8", "replace"))
+            raise ModelStreamError("model_error", f"The provider answered with {page}: is the base URL right?")
+        data, lenient = parse_event(body)
+        if not isinstance(data, dict):
+            raise ModelStreamError("model_error", f"The provider's answer is not a JSON object: {readable(str(data))}")
+        whole_answer(answer, data, lenient)
+        answer.finish()
+        result = await self._settle(params, answer)
+        if event_logger.isEnabledFor(logging.INFO):
+            event_logger.info(
+                LLMCallEvent(
+                    messages=cast(list[dict[str, Any]], params.messages),
+                    response=result.model_dump(),
+                    prompt_tokens=result.usage.prompt_tokens,
+                    completion_tokens=result.usage.completion_tokens,
+                )
+            )
+        return result
 
     async def create_stream(
         self,
@@ -276,8 +376,132 @@ class LeanOpenAIChatCompletionClient(BaseOpenAIChatCompletionClient):
                 DeprecationWarning,
                 stacklevel=2,
             )
-        async for item in self._lean_stream(params, cancellation_token):
+        if event_logger.isEnabledFor(logging.INFO):
+            event_logger.info(LLMStreamStartEvent(messages=cast(list[dict[str, Any]], params.messages)))
+        async for item in self._stream(params, cancellation_token):
             yield item
+
+    def _sdk_args(self, params: CreateParams, *, stream: bool) -> dict[str, Any]:
+        """The SDK's ``chat.completions.create`` arguments, as AutoGen passes them."""
+        args: dict[str, Any] = {"messages": params.messages, "stream": stream, **params.create_args}
+        if params.tools:
+            args["tools"] = params.tools
+        if not stream:
+            args.pop("stream_options", None)
+        return args
+
+    async def _stream(
+        self, params: CreateParams, cancellation_token: CancellationToken | None
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """The stream, over the SDK's HTTP client: the SDK's request and refusals, this module's reading."""
+        link = CancelLink(cancellation_token)
+        reading = StreamReading()
+        try:
+            if link.cancelled:
+                raise asyncio.CancelledError
+            link.waiting = True
+            try:
+                args = self._sdk_args(params, stream=True)
+                opened = self._client.chat.completions.with_streaming_response.create(**args)
+                response = await opened.__aenter__()
+            finally:
+                link.waiting = False
+            try:
+                http = response.http_response
+                content_type = http.headers.get("content-type", "")
+                if "event-stream" not in content_type and ("json" in content_type or "html" in content_type):
+                    link.waiting = True
+                    try:
+                        body = await http.aread()
+                    finally:
+                        link.waiting = False
+                    not_a_stream(reading.answer, body, content_type)
+                else:
+                    reads = http.aiter_bytes()
+                    while not reading.answer.done:
+                        if link.cancelled:
+                            raise asyncio.CancelledError
+                        link.waiting = True
+                        try:
+                            raw = await anext(reads, b"")
+                        finally:
+                            link.waiting = False
+                        if not raw:
+                            break
+                        for piece in reading.feed(raw):
+                            yield piece
+                for piece in reading.end(content_type):
+                    yield piece
+            finally:
+                await opened.__aexit__(None, None, None)
+        except asyncio.CancelledError:
+            link.caught()  # the call is cancelled, not the task
+            raise
+        yield await self._settle(params, reading.answer)
+
+    async def _settle(self, params: CreateParams, answer: ChunkAssembler) -> CreateResult:
+        """The call's result: its usage as reported, or estimated; AutoGen's totals and log."""
+        usage = answer.reported_usage() or await estimate(params.messages, params.tools, answer)
+        result = answer.result(usage)
+        if event_logger.isEnabledFor(logging.INFO):
+            event_logger.info(
+                LLMStreamEndEvent(
+                    response=result.model_dump(),
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                )
+            )
+        self._total_usage = RequestUsage(
+            prompt_tokens=self._total_usage.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self._total_usage.completion_tokens + usage.completion_tokens,
+        )
+        self._actual_usage = RequestUsage(
+            prompt_tokens=self._actual_usage.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self._actual_usage.completion_tokens + usage.completion_tokens,
+        )
+        return result
+
+
+def stream_error_event(data: bytes) -> ModelStreamError:
+    """An ``error`` event or field of a stream (``SSEDecoder.error``), as a classified error."""
+    try:
+        parsed, _ = parse_event(data)
+    except ModelStreamError:
+        parsed = data.decode("utf-8", "replace")
+    return provider_error(parsed)
+
+
+class StockOpenAIChatCompletionClient(ChunkReading, OpenAIChatCompletionClient):
+    """AutoGen's ``OpenAIChatCompletionClient`` (``SWARM_FAST_TOKENS=false``), its answers read here."""
+
+
+class StockAzureOpenAIChatCompletionClient(ChunkReading, AzureOpenAIChatCompletionClient):
+    """AutoGen's ``AzureOpenAIChatCompletionClient`` (``SWARM_FAST_TOKENS=false``), its answers read here."""
+
+
+class LeanOpenAIChatCompletionClient(ChunkReading):
+    """AutoGen's OpenAI client whose streams go over aiohttp (``StreamTransport``), not the SDK's httpx.
+
+    ``sdk`` (the provider's SDK client, shared by every model client of the server) and
+    ``transport`` (the streams' HTTP client) belong to the registry: ``close`` leaves them open.
+    """
+
+    def __init__(
+        self,
+        sdk: openai.AsyncOpenAI,
+        endpoint: ChatEndpoint,
+        transport: StreamTransport,
+        *,
+        create_args: dict[str, Any],
+        model_info: ModelInfo,
+    ) -> None:
+        super().__init__(sdk, create_args=create_args, model_info=model_info)
+        self._endpoint = endpoint
+        self._transport = transport
+        self._timeout = client_timeout(sdk.timeout)
+
+    async def close(self) -> None:
+        return None
 
     def _request(self, params: CreateParams) -> tuple[bytes, aiohttp.ClientTimeout]:
         """The SDK's ``chat.completions.create(messages=..., stream=True, tools=..., **create_args)``: body, timeout."""
@@ -327,10 +551,19 @@ class LeanOpenAIChatCompletionClient(BaseOpenAIChatCompletionClient):
         finally:
             link.waiting = False
 
-    async def _lean_stream(
+    async def _read_all(self, response: aiohttp.ClientResponse, link: CancelLink) -> bytes:
+        link.waiting = True
+        try:
+            return await response.read()
+        except aiohttp.ClientError as exc:
+            raise _broken_stream(exc) from exc
+        finally:
+            link.waiting = False
+
+    async def _stream(
         self, params: CreateParams, cancellation_token: CancellationToken | None
     ) -> AsyncGenerator[str | CreateResult, None]:
-        """AutoGen's chunk loop (``BaseOpenAIChatCompletionClient.create_stream``), on plain dicts."""
+        """The stream over aiohttp, each event's data handed to the assembler as bytes."""
         body, timeout = self._request(params)
         # AutoGen links a future per chunk to the token; one link per call does the same
         link = CancelLink(cancellation_token)
@@ -339,167 +572,35 @@ class LeanOpenAIChatCompletionClient(BaseOpenAIChatCompletionClient):
         except asyncio.CancelledError:
             link.caught()
             raise
-        log_events = event_logger.isEnabledFor(logging.INFO)
-        decoder = SSEDecoder()
-        chunk: dict[str, Any] | None = None
-        stop_reason: str | None = None
-        content_deltas: list[str] = []
-        thought_deltas: list[str] = []
-        full_tool_calls: dict[int, FunctionCall] = {}
-        logprobs: list[ChatCompletionTokenLogprob] | None = None
-        empty_chunk_count = 0
-        empty_chunk_warned = False
-        is_reasoning = False
-        reads = response.content
-        done = False
+        reading = StreamReading()
         try:
-            while not done:
-                if link.cancelled:
-                    raise asyncio.CancelledError
-                link.waiting = True
-                try:
-                    raw = await reads.readany()
-                except aiohttp.ClientError as exc:
-                    raise _broken_stream(exc) from exc
-                finally:
-                    link.waiting = False
-                if not raw:
-                    break
-                for data in decoder.feed(raw):
-                    if data.startswith(b"[DONE]"):
-                        done = True
+            content_type = response.headers.get("content-type", "")
+            if "event-stream" not in content_type and ("json" in content_type or "html" in content_type):
+                not_a_stream(reading.answer, await self._read_all(response, link), content_type)
+            else:
+                reads = response.content
+                while not reading.answer.done:
+                    if link.cancelled:
+                        raise asyncio.CancelledError
+                    link.waiting = True
+                    try:
+                        raw = await reads.readany()
+                    except aiohttp.ClientError as exc:
+                        raise _broken_stream(exc) from exc
+                    finally:
+                        link.waiting = False
+                    if not raw:
                         break
-                    parsed = orjson.loads(data)
-                    if isinstance(parsed, dict) and parsed.get("error"):
-                        raise _stream_error(parsed, self._httpx_request(body))
-                    if chunk is None and log_events:
-                        event_logger.info(LLMStreamStartEvent(messages=cast(list[dict[str, Any]], params.messages)))
-                    chunk = parsed
-                    choices = parsed.get("choices")
-                    if not choices:
-                        # empty chunks come from endpoints under heavy load (AutoGen issue 4213)
-                        empty_chunk_count += 1
-                        if not empty_chunk_warned and empty_chunk_count >= EMPTY_CHUNK_WARNING_THRESHOLD:
-                            empty_chunk_warned = True
-                            warnings.warn(
-                                f"Received more than {EMPTY_CHUNK_WARNING_THRESHOLD} consecutive empty chunks. "
-                                "Empty chunks are being ignored.",
-                                stacklevel=2,
-                            )
-                        continue
-                    empty_chunk_count = 0
-                    if len(choices) > 1:
-                        warnings.warn(
-                            f"Received a chunk with {len(choices)} choices. Only the first choice will be used.",
-                            UserWarning,
-                            stacklevel=2,
-                        )
-                    choice = choices[0]
-                    if stop_reason is None and parsed.get("usage") is None:
-                        # a usage chunk keeps the finish reason of the chunk before it (liteLLM)
-                        stop_reason = choice.get("finish_reason")
-                    delta = choice.get("delta") or {}
-                    reasoning = delta.get("reasoning_content")
-                    if isinstance(reasoning, str) and reasoning:
-                        if not is_reasoning:
-                            reasoning = "<think>" + reasoning
-                            is_reasoning = True
-                        thought_deltas.append(reasoning)
-                        yield reasoning
-                    elif reasoning is None and is_reasoning:
-                        thought_deltas.append("</think>")
-                        is_reasoning = False
-                        yield "</think>"
-                    text = delta.get("content")
-                    if text:
-                        content_deltas.append(text)
-                        yield text
-                        continue  # AutoGen reads no tool calls or logprobs from a chunk with text
-                    tool_call_chunks = delta.get("tool_calls")
-                    if tool_call_chunks is not None:
-                        for part in tool_call_chunks:
-                            call = full_tool_calls.get(part["index"])
-                            if call is None:
-                                call = full_tool_calls[part["index"]] = FunctionCall(id="", arguments="", name="")
-                            if part.get("id") is not None:
-                                call.id += part["id"]
-                            function = part.get("function")
-                            if function is not None:
-                                if function.get("name") is not None:
-                                    call.name += function["name"]
-                                if function.get("arguments") is not None:
-                                    call.arguments += function["arguments"]
-                    choice_logprobs = choice.get("logprobs")
-                    if choice_logprobs and choice_logprobs.get("content"):
-                        logprobs = _logprobs(choice_logprobs["content"])
-            if done:
-                await _drain(reads)
+                    for piece in reading.feed(raw):
+                        yield piece
+                if reading.answer.done:
+                    await _drain(reads)
+            for piece in reading.end(content_type):
+                yield piece
         except asyncio.CancelledError:
             link.caught()  # the call is cancelled, not the task
             raise
         finally:
             # back to the pool when the body was read to its end; closed otherwise
             response.release()
-        yield self._result(chunk, stop_reason, content_deltas, thought_deltas, full_tool_calls, logprobs, log_events)
-
-    def _result(
-        self,
-        chunk: dict[str, Any] | None,
-        stop_reason: str | None,
-        content_deltas: list[str],
-        thought_deltas: list[str],
-        full_tool_calls: dict[int, FunctionCall],
-        logprobs: list[ChatCompletionTokenLogprob] | None,
-        log_events: bool,
-    ) -> CreateResult:
-        """AutoGen's finalisation of a stream, as it is."""
-        if stop_reason == "function_call":
-            raise ValueError("Function calls are not supported in this context")
-        # the usage chunk is not guaranteed to be the last one; AutoGen reads it from the last
-        usage_data = (chunk.get("usage") if chunk else None) or {}
-        usage = RequestUsage(
-            prompt_tokens=usage_data.get("prompt_tokens") or 0,
-            completion_tokens=usage_data.get("completion_tokens") or 0,
-        )
-        content: str | list[FunctionCall]
-        thought: str | None = None
-        if full_tool_calls:
-            content = list(full_tool_calls.values())
-            if content_deltas:
-                thought = "".join(content_deltas)  # text beside tool calls is a thought
-        else:
-            if content_deltas:
-                content = "".join(content_deltas)
-            else:
-                warnings.warn("No text content or tool calls are available. Model returned empty result.", stacklevel=2)
-                content = ""
-            if thought_deltas:
-                # AutoGen's own strip: characters, not the tags (a thought ending in "k" loses it there too)
-                thought = "".join(thought_deltas).lstrip("<think>").rstrip("</think>")
-            if self._model_info["family"] == ModelFamily.R1 and thought is None:
-                thought, content = parse_r1_content(content)
-        result = CreateResult(
-            finish_reason=normalize_stop_reason(stop_reason),
-            content=content,
-            usage=usage,
-            cached=False,
-            logprobs=logprobs,
-            thought=thought,
-        )
-        if log_events:
-            event_logger.info(
-                LLMStreamEndEvent(
-                    response=result.model_dump(),
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                )
-            )
-        self._total_usage = RequestUsage(
-            prompt_tokens=self._total_usage.prompt_tokens + usage.prompt_tokens,
-            completion_tokens=self._total_usage.completion_tokens + usage.completion_tokens,
-        )
-        self._actual_usage = RequestUsage(
-            prompt_tokens=self._actual_usage.prompt_tokens + usage.prompt_tokens,
-            completion_tokens=self._actual_usage.completion_tokens + usage.completion_tokens,
-        )
-        return result
+        yield await self._settle(params, reading.answer)

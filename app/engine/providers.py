@@ -16,14 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 import openai
 from autogen_core.models import ChatCompletionClient, ModelFamily, ModelInfo
-from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from autogen_ext.models.openai import _model_info as autogen_model_info
 from autogen_ext.models.openai._model_info import get_info
 from autogen_ext.models.openai._openai_client import _azure_openai_client_from_config, _openai_client_from_config
 
 from app.core.settings import Settings
 from app.engine.fake import FakeChatCompletionClient, FakeStats, parse_fake_variant
-from app.engine.openai_stream import ChatEndpoint, LeanOpenAIChatCompletionClient, StreamTransport
+from app.engine.openai_stream import (
+    ChatEndpoint,
+    LeanOpenAIChatCompletionClient,
+    StockAzureOpenAIChatCompletionClient,
+    StockOpenAIChatCompletionClient,
+    StreamTransport,
+)
 
 if TYPE_CHECKING:
     from app.agents.schemas import ModelOptions
@@ -148,7 +153,8 @@ class ModelRegistry:
         """A fresh client for one agent of one run.
 
         ``lean``: AutoGen's client with the lean stream (``app/engine/openai_stream.py``), built on the
-        provider's shared SDK client; otherwise AutoGen's stock client, as AutoGen builds it.
+        provider's shared SDK client; otherwise AutoGen's stock client, as AutoGen builds it. Both read
+        their answers with ``ChunkAssembler`` (``app/engine/chunks.py``).
         """
         if ref.provider == "fake":
             script = options.script if options and options.script else ()
@@ -170,8 +176,8 @@ class ModelRegistry:
             )
         args.update(self._sdk_config(ref))
         if ref.provider == "azure_openai":
-            return AzureOpenAIChatCompletionClient(model=ref.name, model_info=self.model_info(ref), **args)
-        return OpenAIChatCompletionClient(model=ref.name, model_info=self.model_info(ref), **args)
+            return StockAzureOpenAIChatCompletionClient(model=ref.name, model_info=self.model_info(ref), **args)
+        return StockOpenAIChatCompletionClient(model=ref.name, model_info=self.model_info(ref), **args)
 
     def _sdk_config(self, ref: ModelRef) -> dict[str, Any]:
         """What AutoGen's client passes on to the openai SDK client for ``ref``: endpoint, key, HTTP client."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, utcnow
@@ -38,6 +38,8 @@ class Run(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # some of the run's model calls reported no usage: their counts were estimated (app/engine/estimate.py)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
@@ -89,6 +91,7 @@ class Run(Base):
             error_message=None,
             prompt_tokens=0,
             completion_tokens=0,
+            usage_estimated=False,
             message_count=0,
             last_seq=0,
             result=None,
@@ -134,3 +137,4 @@ class ModelCallRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -11,7 +11,7 @@ from sqlalchemy.orm import aliased
 from app.conversations.models import Conversation, Message
 from app.core.repository import Execution, Page, Repository, table
 from app.runs.models import ModelCallRecord, Run, RunEvent
-from app.runtime.envelope import Envelope
+from app.runtime.envelope import STREAMED_TYPES, Envelope
 
 ACTIVE_STATUSES = ("queued", "running", "awaiting_input")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
@@ -64,6 +64,7 @@ SETTLED = (
     "error_message",
     "prompt_tokens",
     "completion_tokens",
+    "usage_estimated",
     "message_count",
     "last_seq",
     "result",
@@ -186,7 +187,7 @@ class RunEventRepository:
         """Drop the deltas of runs that finished before the given time (their messages stay)."""
         old_runs = select(Run.id).where(Run.finished_at.is_not(None), Run.finished_at < finished_before)
         result = await self.session.execute(
-            delete(RunEvent).where(RunEvent.type == "message.delta", RunEvent.run_id.in_(old_runs))
+            delete(RunEvent).where(RunEvent.type.in_(STREAMED_TYPES), RunEvent.run_id.in_(old_runs))
         )
         return int(getattr(result, "rowcount", 0) or 0)
 

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from autogen_agentchat.base import TaskResult
-from autogen_agentchat.messages import BaseChatMessage, TextMessage, UserInputRequestedEvent
+from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 
 from app.engine.calls import ModelCall
-from app.engine.events import is_stored_message, message_text, translate_event
+from app.engine.events import is_stored_message, message_text
 from app.engine.tools import ToolContext
-from app.runtime.envelope import DELTA
 from app.runtime.outbox import TeamOutbox
 from app.teams.schemas import ChainBranch, ResolvedTeamSpec, TeamSpec
 
@@ -148,7 +147,7 @@ class ChainRunner:
 
         def observe(call: ModelCall) -> None:
             x._observe_call(call)
-            if call.error_code is not None:
+            if call.error_code is not None and call.error_code != "cancelled":
                 branch.failure = call
 
         # a chunk skips the queues only when this branch's earlier items are all handled by _step
@@ -192,15 +191,8 @@ class ChainRunner:
             assert isinstance(item, BaseChatMessage)
             if item.source != "user":  # each branch echoes its task; the run's task is stored once
                 await x._store_message(item, tags)
-        elif isinstance(item, UserInputRequestedEvent):
-            await x._announce_input(x._pending_for(item.request_id, item.source), tags)
         else:
-            for type_, data in translate_event(item, self.agents):
-                data.update(tags)
-                if type_ == DELTA:
-                    x._delta(data)
-                else:
-                    await x._emit(type_, data)
+            await x.handle_event(item, tags, self.agents)
 
 
 def _combine(outputs: dict[str, str]) -> str:

@@ -12,19 +12,25 @@ import orjson
 
 TERMINAL_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
 DELTA = "message.delta"
+REASONING_DELTA = "reasoning.delta"
+# published at once, stored in batches (the recorder's delta rows), not committed one by one
+STREAMED_TYPES = frozenset({DELTA, REASONING_DELTA})
 
 
 def format_at(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
-def usage_data(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    """The ``usage`` of a terminal event."""
-    return {
+def usage_data(prompt_tokens: int, completion_tokens: int, estimated: bool = False) -> dict[str, Any]:
+    """The ``usage`` of a terminal event (``estimated`` only when some call's counts were)."""
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if estimated:
+        usage["estimated"] = True
+    return usage
 
 
 def parse_at(text: str) -> datetime:
@@ -57,7 +63,7 @@ class Envelope:
 
     @property
     def durable(self) -> bool:
-        return self.type != DELTA
+        return self.type not in STREAMED_TYPES
 
     def to_dict(self) -> dict[str, Any]:
         return {

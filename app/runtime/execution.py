@@ -28,6 +28,8 @@ from autogen_agentchat.messages import (
     HandoffMessage,
     ModelClientStreamingChunkEvent,
     TextMessage,
+    ThoughtEvent,
+    ToolCallRequestEvent,
     UserInputRequestedEvent,
 )
 from autogen_core import CancellationToken
@@ -41,6 +43,7 @@ from app.core.metrics import Metrics
 from app.core.secrets import scrub_credentials
 from app.core.settings import Settings
 from app.engine.calls import ModelCall, TextSink
+from app.engine.chunks import Reasoning
 from app.engine.events import (
     CompletedMessage,
     completed_message,
@@ -57,9 +60,9 @@ from app.runs.models import Run
 from app.runs.repository import RunEventRepository, model_call, run_started, set_run_fields, settle_run
 from app.runtime.bus import EventBus
 from app.runtime.chain import ChainRunner
-from app.runtime.envelope import DELTA, Envelope, usage_data
+from app.runtime.envelope import DELTA, REASONING_DELTA, STREAMED_TYPES, Envelope, usage_data
 from app.runtime.inputs import NotAwaitingInput, PendingInput
-from app.runtime.outbox import TeamOutbox
+from app.runtime.outbox import QueuedDelta, TeamOutbox
 from app.runtime.recorder import Apply, Change, EventRecorder, Rows, StorageError, Superseded
 from app.runtime.redis_bus import RedisStreams
 from app.teams.schemas import ResolvedTeamSpec
@@ -111,7 +114,7 @@ def public_error_text(exc: BaseException) -> str:
 
 @dataclass(slots=True)
 class _Stream:
-    """The text an agent's latest model call streamed, to link the message it becomes to its deltas."""
+    """The answer text an agent's model call streamed, to link the message it becomes to its deltas."""
 
     message_id: str
     parts: list[str] = field(default_factory=list)
@@ -144,8 +147,13 @@ class RunExecution:
         self._streams: dict[str, deque[_Stream]] = {}
         self.seq = 0
         self.started_at: float | None = None
+        # the run's usage: the sum of its model calls (every agent's, the selector's, tool-calling ones)
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.usage_estimated = False
+        # per agent, a thought (AutoGen's ThoughtEvent) waiting for what follows it: the tool calls it
+        # came with (then it is text the model said first: a message) or the message it reasoned towards
+        self._thoughts: dict[str, ThoughtEvent] = {}
         self.message_count = 0
         self.base_position = 0
         self.result: dict[str, Any] | None = None
@@ -220,8 +228,8 @@ class RunExecution:
                 self.deps.metrics.events.labels(type=published.type).inc()
         return env
 
-    def _delta(self, data: dict[str, Any]) -> None:
-        env = self._envelope(DELTA, data)
+    def _delta(self, data: dict[str, Any], type_: str = DELTA) -> None:
+        env = self._envelope(type_, data)
         self.deps.bus.publish(env)
         self.deps.recorder.record(env)
         self.deps.metrics.deltas.inc()
@@ -232,7 +240,8 @@ class RunExecution:
         The chunk becomes a delta at once when nothing the team put out before it is still on its
         way through the consumer loop (the outbox is idle); otherwise it goes onto the team's own
         output queue, where the loop meets it in stream order. Either way it skips AutoGen's routing
-        of every chunk as a message through its runtime.
+        of every chunk as a message through its runtime. A ``Reasoning`` chunk is a
+        ``reasoning.delta`` of the same message id, and not part of the message's text.
         """
 
         streams = self._streams.setdefault(agent, deque())
@@ -241,14 +250,52 @@ class RunExecution:
         def sink(message_id: str, text: str) -> None:
             if not streams or streams[-1].message_id != message_id:
                 streams.append(_Stream(message_id))
-            streams[-1].parts.append(text)
-            if outbox.idle and self.cancel_reason is None:
-                if shown:
-                    self._delta({"message_id": message_id, "agent": agent, "text": text, **tags})
+            type_ = DELTA
+            if type(text) is Reasoning:
+                type_, text = REASONING_DELTA, str(text)
             else:
-                outbox.put(ModelClientStreamingChunkEvent(content=text, source=agent, full_message_id=message_id))
+                streams[-1].parts.append(text)
+            if not shown:
+                return
+            data = {"message_id": message_id, "agent": agent, "text": text, **tags}
+            if outbox.idle and self.cancel_reason is None:
+                self._delta(data, type_)
+            else:
+                outbox.put(QueuedDelta.of(type_, data))
 
         return sink
+
+    async def handle_event(
+        self, item: object, tags: dict[str, Any] | None = None, agents: frozenset[str] | None = None
+    ) -> None:
+        """An item the team put out that is not a chat message to store, in stream order (``tags``:
+        a chain's step and branch; ``agents``: whose streamed chunks are shown, the team's by default)."""
+        agents = self.agent_names if agents is None else agents
+        if type(item) is QueuedDelta:
+            self._delta(item.data, item.delta_type)
+            return
+        if isinstance(item, UserInputRequestedEvent):
+            await self._announce_input(self._pending_for(item.request_id, item.source), tags)
+            return
+        if isinstance(item, ThoughtEvent):
+            self._thoughts[item.source] = item  # what it is shows with the agent's next item
+            return
+        if isinstance(item, ModelClientStreamingChunkEvent) and item.source in agents:
+            # AutoGen's own streaming (SWARM_FAST_TOKENS=false): kept to link the message to its deltas
+            streams = self._streams.setdefault(item.source, deque())
+            if not streams or streams[-1].message_id != item.full_message_id:
+                streams.append(_Stream(item.full_message_id or ""))
+            streams[-1].parts.append(item.content)
+        elif isinstance(item, ToolCallRequestEvent) and item.source in self._thoughts:
+            # the text the model said before its tool calls is a message of its own
+            await self._store_thought(self._thoughts.pop(item.source), tags)
+        for type_, data in translate_event(item, agents):
+            if tags:
+                data.update(tags)
+            if type_ in STREAMED_TYPES:
+                self._delta(data, type_)
+            else:
+                await self._emit(type_, data)
 
     def _set_status(self, status: str, **fields: Any) -> Callable[[Envelope], Apply]:
         def apply_for(_env: Envelope) -> Apply:
@@ -383,14 +430,8 @@ class RunExecution:
                         assert isinstance(item, BaseChatMessage)
                         if item.id not in stored:
                             await self._store_message(item)
-                    elif isinstance(item, UserInputRequestedEvent):
-                        await self._announce_input(self._pending_for(item.request_id, item.source))
                     else:
-                        for type_, data in translate_event(item, self.agent_names):
-                            if type_ == DELTA:
-                                self._delta(data)
-                            else:
-                                await self._emit(type_, data)
+                        await self.handle_event(item)
                     outbox.handled()
                 outbox.reset()
                 if to_user is None:
@@ -424,8 +465,12 @@ class RunExecution:
 
     def _observe_call(self, call: ModelCall) -> None:
         self.deps.metrics.observe_call(call)
-        if call.error_code is not None:
+        if call.error_code is not None and call.error_code != "cancelled":
             self.model_failure = call
+        # what the provider billed, call by call: the run's usage (its messages hold only their own call's)
+        self.prompt_tokens += call.prompt_tokens
+        self.completion_tokens += call.completion_tokens
+        self.usage_estimated = self.usage_estimated or call.usage_estimated
         record = dict(
             run_id=self.run_id,
             principal_id=self.principal_id,
@@ -439,6 +484,7 @@ class RunExecution:
             completion_tokens=call.completion_tokens,
             attempts=call.attempts,
             error_code=call.error_code,
+            usage_estimated=call.usage_estimated,
         )
 
         self.deps.recorder.write(Rows((model_call(record),)))
@@ -523,29 +569,36 @@ class RunExecution:
         pending = self.pending_input
         if pending is not None and pending.agent == message.source and pending.answer.done() and not pending.received:
             await self._confirm_input(pending)
-        await self._emit(*self._message_event(message, tags))
+        thought = self._thoughts.pop(message.source, None)
+        # a thought right before an agent's message is the reasoning that led to it
+        await self._emit(*self._message_event(message, tags, reasoning=thought.content if thought else None))
         if isinstance(message, HandoffMessage):
             await self._emit("handoff", {**handoff_data(message), **(tags or {})})
 
     def _message_event(
-        self, message: BaseChatMessage, tags: dict[str, Any] | None = None
+        self, message: BaseChatMessage | ThoughtEvent, tags: dict[str, Any] | None = None, reasoning: str | None = None
     ) -> tuple[str, dict[str, Any], Callable[[Envelope], Rows]]:
         """A message's ``message.completed``: its type, its data, and the rows that store it; the
         message counts as the run's next from here on."""
         m = completed_message(message)
-        if isinstance(message, TextMessage):
-            # streamed on the fast path: the message keeps the id its deltas carried
+        if isinstance(message, TextMessage | ThoughtEvent):
+            # streamed: the message keeps the id its deltas carried (AutoGen gives a message that
+            # follows a thought a new id, and the fast path's calls have their own)
             m.id = self._streamed_id(m.agent, m.text) or m.id
         self.message_count += 1
         position = self.base_position + self.message_count
-        self.prompt_tokens += m.prompt_tokens
-        self.completion_tokens += m.completion_tokens
-        if m.agent != "user":
+        if m.agent != "user" and isinstance(message, BaseChatMessage):
             self.result = {"message_id": m.id, "agent": m.agent, "text": m.text}
         data = message_completed_data(m, position)
+        if reasoning:
+            data["reasoning"] = reasoning
         if tags:
             data.update(tags)
         return "message.completed", data, self._message_writer(m, position)
+
+    async def _store_thought(self, thought: ThoughtEvent, tags: dict[str, Any] | None) -> None:
+        """What a model said before its tool calls, stored and announced as a message of its own."""
+        await self._emit(*self._message_event(thought, tags))
 
     def _message_writer(self, m: CompletedMessage, position: int) -> Callable[[Envelope], Rows]:
         def apply_for(env: Envelope) -> Rows:
@@ -564,6 +617,7 @@ class RunExecution:
                         "payload": m.payload,
                         "prompt_tokens": m.prompt_tokens,
                         "completion_tokens": m.completion_tokens,
+                        "usage_estimated": m.usage_estimated,
                         "created_at": env.at,
                     }
                 )
@@ -575,7 +629,7 @@ class RunExecution:
         self.settling = True
         finished = utcnow()
         duration_ms = int((time.monotonic() - self.started_at) * 1000) if self.started_at else 0
-        usage = usage_data(self.prompt_tokens, self.completion_tokens)
+        usage = usage_data(self.prompt_tokens, self.completion_tokens, self.usage_estimated)
         data: dict[str, Any] = {"status": outcome.status, "usage": usage, "duration_ms": duration_ms}
         if outcome.status == "succeeded":
             type_ = "run.completed"
@@ -600,6 +654,7 @@ class RunExecution:
                 error_message=outcome.error_message,
                 prompt_tokens=self.prompt_tokens,
                 completion_tokens=self.completion_tokens,
+                usage_estimated=self.usage_estimated,
                 message_count=self.message_count,
                 last_seq=env.seq,
                 result=self.result,

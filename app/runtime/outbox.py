@@ -9,6 +9,21 @@ from autogen_agentchat.messages import ModelClientStreamingChunkEvent
 from autogen_agentchat.teams import BaseGroupChat
 
 
+class QueuedDelta(ModelClientStreamingChunkEvent):
+    """A streamed piece that waits its turn on the team's output queue: published as it is when met.
+
+    A streaming chunk to AutoGen, whose ``run_stream`` leaves those out of its ``TaskResult``.
+    """
+
+    delta_type: str  # message.delta or reasoning.delta
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, delta_type: str, data: dict[str, Any]) -> QueuedDelta:
+        # built without validation: the sink made the data
+        return cls.model_construct(content=data["text"], source=data["agent"], delta_type=delta_type, data=data)
+
+
 class OutputQueue(asyncio.Queue[Any]):
     """AutoGen's output queue, counting what was put on it and not yet handled by the run's consumer."""
 
@@ -46,7 +61,7 @@ class TeamOutbox:
         assert self._queue is not None, "a model call before its team exists"
         return self._queue.pending == 0
 
-    def put(self, item: ModelClientStreamingChunkEvent) -> None:
+    def put(self, item: QueuedDelta) -> None:
         assert self._queue is not None, "a model call before its team exists"
         self._queue.put_nowait(item)
 

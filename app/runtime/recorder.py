@@ -52,7 +52,7 @@ from app.core.repository import Execution
 from app.core.sqlite_driver import DEFER_WRITE
 from app.runs.repository import EVENT_INSERT, MAX_DELTA_SPAN, event_row, pack_deltas
 from app.runtime.bus import EventBus
-from app.runtime.envelope import DELTA, Envelope
+from app.runtime.envelope import Envelope
 
 Apply = Callable[[Connection], None]  # run in the batch's transaction, on its (synchronous) connection
 
@@ -116,7 +116,7 @@ def _row(item: _Item) -> dict[str, Any] | None:
             "run_id": first.run_id,
             "seq": first.seq,
             "seq_end": last.seq,
-            "type": DELTA,
+            "type": first.type,
             "at": first.at,
             "data": pack_deltas(item.deltas),
         }
@@ -184,6 +184,7 @@ class EventRecorder:
                 last.seq + 1 == env.seq
                 and len(group) < MAX_DELTA_SPAN
                 and last.data.get("message_id") == env.data.get("message_id")
+                and last.type == env.type
             ):
                 group.append(env)
             else:
