@@ -1,9 +1,12 @@
 """Every analytics query: counts, sums and percentiles computed by the database, on SQLite and PostgreSQL.
 
 Each figure comes from its own table and is placed in time by its own moment:
-runs by ``runs.created_at``, messages (and their tokens) by
-``messages.created_at``, model calls (latency, failures) by
-``model_calls.started_at``. A range is half-open, ``since <= t < until``.
+runs by ``runs.created_at``, messages by ``messages.created_at``, model calls
+(tokens, latency, failures) by ``model_calls.started_at``. Tokens are what the
+providers billed, call by call: a message holds only the usage of the call that
+wrote it, while calls that ended in tool calls and a selector's calls are billed
+too. A cancelled call counts as a call, not as a failure. A range is half-open,
+``since <= t < until``.
 
 Buckets are UTC hours or days. SQLite stores these times as UTC text, which
 ``strftime`` truncates; PostgreSQL truncates a ``timestamptz`` in the UTC zone
@@ -31,6 +34,7 @@ from sqlalchemy import (
     and_,
     case,
     func,
+    or_,
     select,
     type_coerce,
     union_all,
@@ -110,9 +114,8 @@ class AnalyticsRepository:
             _select(
                 self._bucket(window, Message.created_at),
                 Run.team_name.label("key"),
-                Message.prompt_tokens,
-                Message.completion_tokens,
             )
+            .select_from(Message)
             .join(Run, Run.id == Message.run_id)
             .where(Message.principal_id == principal_id, *self._in(window, Message.created_at))
         )
@@ -131,8 +134,6 @@ class AnalyticsRepository:
         messages = _select(
             self._bucket(window, Message.created_at),
             Message.agent.label("key"),
-            Message.prompt_tokens,
-            Message.completion_tokens,
         ).where(Message.principal_id == principal_id, *self._in(window, Message.created_at))
         calls = self._calls(self._bucket(window, ModelCallRecord.started_at), ModelCallRecord.agent).where(
             ModelCallRecord.principal_id == principal_id, *self._in(window, ModelCallRecord.started_at)
@@ -153,7 +154,7 @@ class AnalyticsRepository:
             raise NotFound(f"No conversation with id '{conversation_id}'.")
         in_conversation = (Run.principal_id == principal_id, Run.conversation_id == conversation_id)
         runs = select(Run.conversation_id.label("key"), Run.status).where(*in_conversation)
-        messages = select(Message.conversation_id.label("key"), Message.prompt_tokens, Message.completion_tokens).where(
+        messages = select(Message.conversation_id.label("key")).where(
             Message.principal_id == principal_id, Message.conversation_id == conversation_id
         )
         calls = (
@@ -195,8 +196,17 @@ class AnalyticsRepository:
 
     @staticmethod
     def _calls(bucket: ColumnElement[datetime] | None, key: SQLColumnExpression[str]) -> AnySelect:
-        failed = case((ModelCallRecord.error_code.is_(None), 0), else_=1).label("failed")
-        return _select(bucket, key.label("key"), ModelCallRecord.duration_ms, ModelCallRecord.ttft_ms, failed)
+        code = ModelCallRecord.error_code
+        failed = case((or_(code.is_(None), code == "cancelled"), 0), else_=1).label("failed")
+        return _select(
+            bucket,
+            key.label("key"),
+            ModelCallRecord.duration_ms,
+            ModelCallRecord.ttft_ms,
+            ModelCallRecord.prompt_tokens,
+            ModelCallRecord.completion_tokens,
+            failed,
+        )
 
     @staticmethod
     def _groups(sub: Subquery) -> list[ColumnElement[Any]]:
@@ -218,15 +228,11 @@ class AnalyticsRepository:
             for row in await self._rows(self._run_counts(runs.subquery())):
                 at(self._key(row)).runs = {s: int(getattr(row, s)) for s in RUN_STATUSES if getattr(row, s)}
         for row in await self._rows(self._message_sums(messages.subquery())):
-            stats = at(self._key(row))
-            stats.messages, stats.prompt_tokens, stats.completion_tokens = (
-                int(row.messages),
-                int(row.prompt_tokens),
-                int(row.completion_tokens),
-            )
+            at(self._key(row)).messages = int(row.messages)
         for row in await self._rows(self._call_stats(calls.subquery())):
             stats = at(self._key(row))
             stats.model_calls, stats.failed_calls = int(row.calls), int(row.failed)
+            stats.prompt_tokens, stats.completion_tokens = int(row.prompt_tokens), int(row.completion_tokens)
             stats.latency_ms = {p: getattr(row, f"latency_p{p}") for p in PERCENTILES}
             stats.ttft_ms = {p: getattr(row, f"ttft_p{p}") for p in PERCENTILES}
         return groups
@@ -242,12 +248,7 @@ class AnalyticsRepository:
 
     def _message_sums(self, sub: Subquery) -> AnySelect:
         groups = self._groups(sub)
-        return select(
-            *groups,
-            func.count().label("messages"),
-            func.coalesce(func.sum(sub.c.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(sub.c.completion_tokens), 0).label("completion_tokens"),
-        ).group_by(*groups)
+        return select(*groups, func.count().label("messages")).group_by(*groups)
 
     def _call_stats(self, sub: Subquery) -> AnySelect:
         """Counts, and nearest-rank percentiles of the answered calls' duration and time to first token."""
@@ -258,6 +259,8 @@ class AnalyticsRepository:
             *groups,
             sub.c.duration_ms,
             sub.c.ttft_ms,
+            sub.c.prompt_tokens,
+            sub.c.completion_tokens,
             sub.c.failed,
             func.row_number().over(partition_by=answered, order_by=sub.c.duration_ms).label("d_rank"),
             func.count().over(partition_by=answered).label("d_n"),
@@ -279,5 +282,11 @@ class AnalyticsRepository:
             for p in PERCENTILES
         ]
         return select(
-            *outer, func.count().label("calls"), func.sum(r.failed).label("failed"), *latency, *ttft
+            *outer,
+            func.count().label("calls"),
+            func.sum(r.failed).label("failed"),
+            func.coalesce(func.sum(r.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(r.completion_tokens), 0).label("completion_tokens"),
+            *latency,
+            *ttft,
         ).group_by(*outer)

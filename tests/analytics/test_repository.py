@@ -47,6 +47,8 @@ class Call:
     duration_ms: int
     ttft_ms: int | None = None
     error: str | None = None
+    prompt: int = 0  # what the provider billed for the call: analytics' tokens
+    completion: int = 0
 
 
 class Fixture:
@@ -117,6 +119,8 @@ class Fixture:
                     duration_ms=c.duration_ms,
                     ttft_ms=c.ttft_ms,
                     error_code=c.error,
+                    prompt_tokens=c.prompt,
+                    completion_tokens=c.completion,
                 )
             )
         await self.session.flush()
@@ -238,7 +242,9 @@ async def test_buckets_are_utc_hours_and_days_and_the_range_is_half_open(session
                 continue  # beta is quieter, so the teams' figures differ
             status = ("succeeded", "failed", "cancelled")[i % 3]
             msg = Msg(agent, at, prompt=10 + i, completion=100 * (i + 1))
-            call = Call(agent, at, duration_ms=5 * (i + 1), error="model_error" if status == "failed" else None)
+            failed = status == "failed"
+            billed = {} if failed else {"prompt": msg.prompt, "completion": msg.completion}
+            call = Call(agent, at, duration_ms=5 * (i + 1), error="model_error" if failed else None, **billed)
             await fx.run(conversation, team=team, status=status, at=at, messages=[msg], calls=[call])
             rows.append((team, status, at, msg, call))
     window = Window(AROUND.since, AROUND.until, bucket)
@@ -256,8 +262,8 @@ async def test_buckets_are_utc_hours_and_days_and_the_range_is_half_open(session
         runs[key][status] += 1
         for figures in (sums[key], agent_sums[(truncate(at, bucket), msg.agent)]):
             figures[0] += 1
-            figures[1] += msg.prompt
-            figures[2] += msg.completion
+            figures[1] += call.prompt  # tokens are the calls' (a failed call billed nothing here)
+            figures[2] += call.completion
             figures[3] += 1
             figures[4] += call.error is not None
     assert summary(teams) == {key: (dict(runs[key]), *sums[key]) for key in sums}
@@ -281,7 +287,7 @@ async def test_each_figure_is_placed_by_its_own_time(session: AsyncSession) -> N
         await fx.conversation(),
         at=AROUND.since - timedelta(minutes=1),
         messages=[Msg("writer", inside, 3, 4)],
-        calls=[Call("writer", inside, 9)],
+        calls=[Call("writer", inside, 9, prompt=3, completion=4)],
     )
 
     teams = await repo(session).by_team(ALICE, AROUND)
@@ -321,17 +327,18 @@ async def test_team_and_agent_filters(session: AsyncSession) -> None:
             conversation,
             team=team,
             messages=[Msg("user", T0, 0, 0), Msg("writer", T0, 5, 7), Msg("critic", T0, 11, 13)],
-            calls=[Call("writer", T0, 20), Call("critic", T0, 30, error="model_error")],
+            calls=[Call("writer", T0, 20, prompt=5, completion=7), Call("critic", T0, 30, error="model_error")],
         )
     r = repo(session)
 
-    assert summary(await r.by_team(ALICE, WIDE, team="beta")) == {(None, "beta"): ({"succeeded": 1}, 3, 16, 20, 2, 1)}
+    # tokens are the calls': the critic's failed call billed none, whatever its message said
+    assert summary(await r.by_team(ALICE, WIDE, team="beta")) == {(None, "beta"): ({"succeeded": 1}, 3, 5, 7, 2, 1)}
     assert summary(await r.by_agent(ALICE, WIDE, team="beta")) == {
         (None, "user"): ({}, 1, 0, 0, 0, 0),
         (None, "writer"): ({}, 1, 5, 7, 1, 0),
-        (None, "critic"): ({}, 1, 11, 13, 1, 1),
+        (None, "critic"): ({}, 1, 0, 0, 1, 1),
     }
-    assert summary(await r.by_agent(ALICE, WIDE, agent="critic")) == {(None, "critic"): ({}, 2, 22, 26, 2, 2)}
+    assert summary(await r.by_agent(ALICE, WIDE, agent="critic")) == {(None, "critic"): ({}, 2, 0, 0, 2, 2)}
     assert summary(await r.by_agent(ALICE, WIDE, team="beta", agent="writer")) == {
         (None, "writer"): ({}, 1, 5, 7, 1, 0)
     }
@@ -342,7 +349,11 @@ async def test_another_principals_rows_never_count(session: AsyncSession) -> Non
     fx = Fixture(session)
     theirs = await fx.conversation(BOB)
     await fx.run(
-        theirs, principal=BOB, status="failed", messages=[Msg("writer", T0, 50, 60)], calls=[Call("writer", T0, 7)]
+        theirs,
+        principal=BOB,
+        status="failed",
+        messages=[Msg("writer", T0, 50, 60)],
+        calls=[Call("writer", T0, 7, prompt=50, completion=60)],
     )
     r = repo(session)
 
@@ -366,7 +377,10 @@ async def test_conversation_totals_cover_its_runs_only(session: AsyncSession) ->
         at=first,
         finished_at=first + timedelta(minutes=1),
         messages=[Msg("user", first, 0, 0), Msg("writer", first + timedelta(seconds=1), 8, 9)],
-        calls=[Call("writer", first, d, ttft_ms=d // 2) for d in durations[:2]],
+        calls=[
+            Call("writer", first, durations[0], ttft_ms=durations[0] // 2, prompt=8, completion=9),
+            Call("writer", first, durations[1], ttft_ms=durations[1] // 2),
+        ],
     )
     await fx.run(
         mine,
@@ -375,8 +389,11 @@ async def test_conversation_totals_cover_its_runs_only(session: AsyncSession) ->
         at=first + timedelta(hours=1),
         finished_at=finished,
         messages=[Msg("critic", first + timedelta(hours=2), 20, 30)],
-        calls=[Call("critic", first + timedelta(hours=1), d) for d in durations[2:]]
-        + [Call("critic", first + timedelta(hours=1), 999, error="model_error")],
+        calls=[
+            Call("critic", first + timedelta(hours=1), durations[2], prompt=20, completion=30),
+            Call("critic", first + timedelta(hours=1), durations[3]),
+            Call("critic", first + timedelta(hours=1), 999, error="model_error"),
+        ],
     )
     await fx.run(other, at=T0, messages=[Msg("writer", T0 + timedelta(days=2), 1, 1)], calls=[Call("writer", T0, 1000)])
 

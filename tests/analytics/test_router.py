@@ -162,7 +162,7 @@ async def all_messages(client: httpx.AsyncClient, headers: Headers, conversation
 
 
 async def expected_for(app: FastAPI, client: httpx.AsyncClient, headers: Headers, principal: str) -> Expected:
-    """The figures, from the runs and messages the API returns and the stored model-call rows."""
+    """The figures, from the runs and messages the API returns and the stored model-call rows (tokens)."""
     r = await client.get("/v1/runs", params={"limit": 200}, headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["next_cursor"] is None
@@ -180,8 +180,6 @@ async def expected_for(app: FastAPI, client: httpx.AsyncClient, headers: Headers
                 expected.conversations[conversation_id],
             ):
                 figures.messages += 1
-                figures.prompt_tokens += m["usage"]["prompt_tokens"]
-                figures.completion_tokens += m["usage"]["completion_tokens"]
             expected.message_times.append(datetime.fromisoformat(m["created_at"]))
     async with services_of(app).read_sessionmaker() as session:
         calls = (await session.scalars(select(ModelCallRecord).where(ModelCallRecord.principal_id == principal))).all()
@@ -193,7 +191,10 @@ async def expected_for(app: FastAPI, client: httpx.AsyncClient, headers: Headers
             expected.conversations[runs[call.run_id]["conversation_id"]],
         ):
             figures.calls += 1
-            if call.error_code is not None:
+            # tokens are what each call billed (a message holds only its own call's)
+            figures.prompt_tokens += call.prompt_tokens
+            figures.completion_tokens += call.completion_tokens
+            if call.error_code is not None and call.error_code != "cancelled":
                 figures.failed_calls += 1
             else:
                 figures.durations.append(call.duration_ms)
