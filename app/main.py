@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
             default_max_messages=settings.default_max_messages,
             policy=policy,
             fast_tokens=settings.fast_tokens,
+            selector_max_tokens=settings.selector_max_tokens,
         )
         metrics = Metrics()
         cluster: Cluster | None = None

@@ -71,6 +71,7 @@ class GroupStats:
     messages: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_estimated: bool = False  # some calls' counts were estimated (the provider reported none)
     model_calls: int = 0
     failed_calls: int = 0
     latency_ms: dict[int, int | None] = field(default_factory=lambda: dict.fromkeys(PERCENTILES))
@@ -205,6 +206,7 @@ class AnalyticsRepository:
             ModelCallRecord.ttft_ms,
             ModelCallRecord.prompt_tokens,
             ModelCallRecord.completion_tokens,
+            case((ModelCallRecord.usage_estimated, 1), else_=0).label("estimated"),
             failed,
         )
 
@@ -233,6 +235,7 @@ class AnalyticsRepository:
             stats = at(self._key(row))
             stats.model_calls, stats.failed_calls = int(row.calls), int(row.failed)
             stats.prompt_tokens, stats.completion_tokens = int(row.prompt_tokens), int(row.completion_tokens)
+            stats.usage_estimated = bool(row.estimated)
             stats.latency_ms = {p: getattr(row, f"latency_p{p}") for p in PERCENTILES}
             stats.ttft_ms = {p: getattr(row, f"ttft_p{p}") for p in PERCENTILES}
         return groups
@@ -261,6 +264,7 @@ class AnalyticsRepository:
             sub.c.ttft_ms,
             sub.c.prompt_tokens,
             sub.c.completion_tokens,
+            sub.c.estimated,
             sub.c.failed,
             func.row_number().over(partition_by=answered, order_by=sub.c.duration_ms).label("d_rank"),
             func.count().over(partition_by=answered).label("d_n"),
@@ -287,6 +291,7 @@ class AnalyticsRepository:
             func.sum(r.failed).label("failed"),
             func.coalesce(func.sum(r.prompt_tokens), 0).label("prompt_tokens"),
             func.coalesce(func.sum(r.completion_tokens), 0).label("completion_tokens"),
+            func.coalesce(func.max(r.estimated), 0).label("estimated"),
             *latency,
             *ttft,
         ).group_by(*outer)

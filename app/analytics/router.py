@@ -110,6 +110,7 @@ def _usage(stats: GroupStats) -> Usage:
         prompt_tokens=stats.prompt_tokens,
         completion_tokens=stats.completion_tokens,
         total_tokens=stats.prompt_tokens + stats.completion_tokens,
+        estimated=stats.usage_estimated,
     )
 
 

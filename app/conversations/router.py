@@ -43,6 +43,7 @@ def message_read(m: Message) -> MessageRead:
             prompt_tokens=m.prompt_tokens,
             completion_tokens=m.completion_tokens,
             total_tokens=m.prompt_tokens + m.completion_tokens,
+            estimated=m.usage_estimated,
         ),
         created_at=m.created_at,
     )

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         default=True,
         description="Freeze startup's objects and make full garbage collections rare and idle-time (see docs).",
     )
+    selector_max_tokens: int | None = Field(
+        default=64,
+        ge=1,
+        description="Cap on the reply of a selector team's speaker choice (a name); unset for none "
+        "(a reasoning model may need more).",
+    )
     model_timeout_s: float = Field(
         default=120.0, gt=0, description="Longest wait for a model's first token, or between two tokens."
     )

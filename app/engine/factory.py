@@ -7,10 +7,10 @@ conversation context, so nothing built here is ever shared between runs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
-from autogen_agentchat.base import ChatAgent, Team, TerminationCondition
+from autogen_agentchat.base import ChatAgent, Team, TerminatedException, TerminationCondition
 from autogen_agentchat.conditions import (
     HandoffTermination,
     MaxMessageTermination,
@@ -18,12 +18,13 @@ from autogen_agentchat.conditions import (
     TimeoutTermination,
     TokenUsageTermination,
 )
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage
 from autogen_agentchat.teams import BaseGroupChat, GraphFlow, RoundRobinGroupChat, SelectorGroupChat, Swarm
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 
 from app.agents.schemas import AgentSpec, ModelOptions
-from app.engine.calls import CallPolicy, GuardedModelClient, Observer, TextSink
+from app.engine.calls import CallPolicy, GuardedModelClient, ModelCall, Observer, TextSink
 from app.engine.graphs import build_graph
 from app.engine.handlers import cache_handler_discovery
 from app.engine.providers import ModelRegistry
@@ -55,6 +56,47 @@ def hands_off_to_user(spec: ResolvedTeamSpec) -> bool:
     return spec.kind == "swarm" and any("user" in m.handoffs for m in spec.members)
 
 
+class UsageMeter:
+    """What a team's model calls billed so far: every agent's, the selector's, tool-calling ones."""
+
+    __slots__ = ("completion", "prompt")
+
+    def __init__(self) -> None:
+        self.prompt = 0
+        self.completion = 0
+
+    def add(self, call: ModelCall) -> None:
+        self.prompt += call.prompt_tokens
+        self.completion += call.completion_tokens
+
+
+class BilledTokenBudget(TokenUsageTermination):
+    """``token_budget``, counted on what the team's model calls billed (``UsageMeter``).
+
+    AutoGen's ``TokenUsageTermination`` adds up the usage its messages carry, which leaves out a
+    selector's calls. The count covers the whole run: a swarm that asks a person and goes on keeps
+    counting. It is configured, and dumped, as AutoGen's.
+    """
+
+    def __init__(self, budget: int, meter: UsageMeter) -> None:
+        super().__init__(max_total_token=budget)
+        self._meter = meter
+
+    async def __call__(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> StopMessage | None:
+        if self.terminated:
+            raise TerminatedException("Termination condition has already been reached")
+        meter = self._meter
+        self._prompt_token_count, self._completion_token_count = meter.prompt, meter.completion
+        self._total_token_count = meter.prompt + meter.completion
+        if self.terminated:
+            content = f"Token budget reached: {self._total_token_count} tokens billed by the run's model calls."
+            return StopMessage(content=content, source="TokenUsageTermination")
+        return None
+
+    async def reset(self) -> None:
+        return None  # the budget is the run's
+
+
 def team_signature(spec: ResolvedTeamSpec) -> str:
     """Identifies the shape of a team whose saved state another team can load."""
     shape = ",".join(m.name for m in spec.members)
@@ -72,12 +114,14 @@ class TeamFactory:
         default_max_messages: int,
         policy: CallPolicy,
         fast_tokens: bool = True,
+        selector_max_tokens: int | None = None,
     ) -> None:
         self.models = models
         self.tools = tools
         self.default_max_messages = default_max_messages
         self.policy = policy
         self.fast_tokens = fast_tokens
+        self.selector_max_tokens = selector_max_tokens
 
     def client(
         self,
@@ -132,7 +176,9 @@ class TeamFactory:
             **kwargs,  # type: ignore[arg-type]
         )
 
-    def termination(self, spec: ResolvedTeamSpec, history_len: int = 0) -> TerminationCondition:
+    def termination(
+        self, spec: ResolvedTeamSpec, history_len: int = 0, meter: UsageMeter | None = None
+    ) -> TerminationCondition:
         # messages replayed as context arrive with the task and count towards MaxMessageTermination
         t = spec.termination
         conditions: list[TerminationCondition] = []
@@ -145,7 +191,8 @@ class TeamFactory:
         if t.timeout_s is not None:
             conditions.append(TimeoutTermination(t.timeout_s))
         if t.token_budget is not None:
-            conditions.append(TokenUsageTermination(max_total_token=t.token_budget))
+            budget = BilledTokenBudget(t.token_budget, meter) if meter is not None else None
+            conditions.append(budget or TokenUsageTermination(max_total_token=t.token_budget))
         if hands_off_to_user(spec):
             conditions.append(HandoffTermination(target="user"))
         if not conditions:
@@ -166,13 +213,19 @@ class TeamFactory:
         sinks: SinkProvider | None = None,
     ) -> BaseGroupChat:
         swarm = spec.kind == "swarm"
+        meter: UsageMeter | None = None
+        if spec.termination.token_budget is not None:
+            meter = UsageMeter()
+            observer = _metered(observer, meter)
         agents: list[ChatAgent | Team] = [
             self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer, tools=tools, sinks=sinks)
             for m in spec.members
         ]
-        termination = self.termination(spec, history_len)
+        termination = self.termination(spec, history_len, meter)
         if spec.kind == "selector":
-            selector = self.client(spec.selector_model, None, agent="selector", streaming=False, observer=observer)
+            # the selector answers with a name: a cap keeps a chatty model from spending hundreds of tokens on it
+            cap = ModelOptions(max_tokens=self.selector_max_tokens) if self.selector_max_tokens else None
+            selector = self.client(spec.selector_model, cap, agent="selector", streaming=False, observer=observer)
             extra: dict[str, object] = {}
             if spec.selector_prompt:
                 extra["selector_prompt"] = spec.selector_prompt
@@ -190,3 +243,12 @@ class TeamFactory:
         if swarm:
             return Swarm([a for a in agents if isinstance(a, ChatAgent)], termination_condition=termination)
         return RoundRobinGroupChat(agents, termination_condition=termination)
+
+
+def _metered(observer: Observer | None, meter: UsageMeter) -> Observer:
+    def observe(call: ModelCall) -> None:
+        meter.add(call)
+        if observer is not None:
+            observer(call)
+
+    return observe

@@ -24,6 +24,11 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    estimated: bool = Field(
+        default=False,
+        description="True when some of these counts were estimated by the server (a tokenizer's count), "
+        "because the provider reported no usage for a model call.",
+    )
 
 
 class RunError(BaseModel):
@@ -68,6 +73,9 @@ def _step() -> Any:
 class TokenUsage(BaseModel):
     prompt_tokens: int = Field(description="Prompt tokens of the model call that wrote the message.")
     completion_tokens: int = Field(description="Completion tokens of that call.")
+    estimated: bool | None = _optional(
+        "boolean", "Present (true) when the provider reported no usage and these counts are the server's estimate."
+    )
 
 
 class RunQueuedData(_Payload):
@@ -95,13 +103,30 @@ class MessageDeltaData(_Payload):
     step: int | None = _step()
 
 
+class ReasoningDeltaData(_Payload):
+    message_id: str = Field(
+        description="The model call's message: its `message.completed`, if the call wrote one, has this id and "
+        "the joined reasoning as `reasoning`."
+    )
+    agent: str
+    text: str = Field(description="One streamed piece of the model's reasoning; never part of the message's text.")
+    branch: str | None = _branch()
+    step: int | None = _step()
+
+
 class MessageCompletedData(_Payload):
     message_id: str
     agent: str = Field(description="Who wrote it: an agent, or `user` for the task.")
-    type: str = Field(description="AutoGen message type, e.g. `TextMessage`, `HandoffMessage`.")
+    type: str = Field(
+        description="AutoGen message type, e.g. `TextMessage`, `HandoffMessage`; `ThoughtEvent` for the text a "
+        "model said before its tool calls."
+    )
     text: str
     position: int = Field(description="1-based place in the conversation.")
     usage: TokenUsage
+    reasoning: str | None = _optional(
+        "string", "The model's reasoning before this message (reasoning models), when it gave any."
+    )
     branch: str | None = _branch()
     step: int | None = _step()
 
@@ -224,6 +249,11 @@ class MessageDeltaEvent(_Envelope):
     data: MessageDeltaData
 
 
+class ReasoningDeltaEvent(_Envelope):
+    type: Literal["reasoning.delta"]
+    data: ReasoningDeltaData
+
+
 class MessageCompletedEvent(_Envelope):
     type: Literal["message.completed"]
     data: MessageCompletedData
@@ -296,6 +326,7 @@ EVENT_MODELS: tuple[type[_Envelope], ...] = (
     RunRequeuedEvent,
     RunStartedEvent,
     MessageDeltaEvent,
+    ReasoningDeltaEvent,
     MessageCompletedEvent,
     ToolCallEvent,
     ToolResultEvent,
@@ -318,6 +349,7 @@ AnyRunEvent = Annotated[
     | RunRequeuedEvent
     | RunStartedEvent
     | MessageDeltaEvent
+    | ReasoningDeltaEvent
     | MessageCompletedEvent
     | ToolCallEvent
     | ToolResultEvent

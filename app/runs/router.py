@@ -61,6 +61,7 @@ def to_read(run: Run) -> RunRead:
             prompt_tokens=run.prompt_tokens,
             completion_tokens=run.completion_tokens,
             total_tokens=run.prompt_tokens + run.completion_tokens,
+            estimated=run.usage_estimated,
         ),
         message_count=run.message_count,
         last_seq=run.last_seq,

@@ -118,6 +118,7 @@ class _Stream:
 
     message_id: str
     parts: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)  # its reasoning pieces (the fast path's)
 
 
 class RunExecution:
@@ -253,6 +254,7 @@ class RunExecution:
             type_ = DELTA
             if type(text) is Reasoning:
                 type_, text = REASONING_DELTA, str(text)
+                streams[-1].reasoning.append(text)
             else:
                 streams[-1].parts.append(text)
             if not shown:
@@ -539,9 +541,9 @@ class RunExecution:
         await self._confirm_input(pending)
         return content
 
-    def _streamed_id(self, agent: str, text: str) -> str | None:
-        """The id of the oldest unmatched stream of this agent whose text this message is; older ones
-        (a call whose text ended in tool calls) never became a message and are dropped."""
+    def _streamed(self, agent: str, text: str) -> _Stream | None:
+        """The oldest unmatched stream of this agent whose text this message is; older ones (a call
+        that streamed only reasoning before its tool calls) never became a message and are dropped."""
         streams = self._streams.get(agent)
         if not streams:
             return None
@@ -549,7 +551,7 @@ class RunExecution:
             if "".join(stream.parts) == text:
                 for _ in range(index + 1):
                     streams.popleft()
-                return stream.message_id
+                return stream
         return None
 
     async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message]]:
@@ -581,10 +583,13 @@ class RunExecution:
         """A message's ``message.completed``: its type, its data, and the rows that store it; the
         message counts as the run's next from here on."""
         m = completed_message(message)
-        if isinstance(message, TextMessage | ThoughtEvent):
-            # streamed: the message keeps the id its deltas carried (AutoGen gives a message that
-            # follows a thought a new id, and the fast path's calls have their own)
-            m.id = self._streamed_id(m.agent, m.text) or m.id
+        streamed = self._streamed(m.agent, m.text) if isinstance(message, TextMessage | ThoughtEvent) else None
+        if streamed is not None:
+            # the message keeps the id its deltas carried (AutoGen gives a message that follows a
+            # thought a new id, and the fast path's calls have their own), and its reasoning is the
+            # reasoning its call streamed
+            m.id = streamed.message_id
+            reasoning = "".join(streamed.reasoning) or reasoning
         self.message_count += 1
         position = self.base_position + self.message_count
         if m.agent != "user" and isinstance(message, BaseChatMessage):
