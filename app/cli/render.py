@@ -227,12 +227,13 @@ class RunView:
     def _run_completed(self, data: dict[str, Any]) -> None:
         usage = data.get("usage") or {}
         stop = f" · {data['stop_reason']}" if data.get("stop_reason") else ""
+        estimated = " (estimated)" if usage.get("estimated") else ""
         self.line(
             Text.assemble(
                 ("✔ succeeded", "bold green"),
                 (
                     f" in {_seconds(data.get('duration_ms'))} · tokens {usage.get('prompt_tokens', 0)} in, "
-                    f"{usage.get('completion_tokens', 0)} out{stop}",
+                    f"{usage.get('completion_tokens', 0)} out{estimated}{stop}",
                     "dim",
                 ),
             )

@@ -37,6 +37,8 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.engine.chunks import Reasoning
+
 __all__ = [
     "FakeChatCompletionClient",
     "FakeModelError",
@@ -163,6 +165,11 @@ class ScriptStep(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(default=None, description="Reply with exactly this text, streamed word by word.")
+    reasoning: str | None = Field(
+        default=None,
+        description="Reason first, as a reasoning model does: this text streams (word by word) before the reply, "
+        "apart from it (`reasoning.delta` events).",
+    )
     tool_calls: list[ScriptToolCall] | None = Field(
         default=None, min_length=1, description="Reply with these function calls instead of text."
     )
@@ -296,6 +303,7 @@ class _Reply:
     chunk_delay_s: float = 0.0
     chunks: list[str] = field(default_factory=list)
     hang: bool = False
+    thought: str | None = None  # the reasoning of a text reply
 
 
 class FakeChatCompletionClient(ChatCompletionClient):
@@ -410,14 +418,19 @@ class FakeChatCompletionClient(ChatCompletionClient):
             text = step.text
         else:
             text = self._generated_text(call_number, len(messages))
-        usage = RequestUsage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
+        reasoning = step.reasoning if step is not None else None
+        thinking: list[str] = [Reasoning(piece) for piece in _split_chunks(reasoning)] if reasoning else []
+        usage = RequestUsage(
+            prompt_tokens=prompt_tokens, completion_tokens=len(text.split()) + len((reasoning or "").split())
+        )
         self._record_usage(usage)
         return _Reply(
             content=text,
             usage=usage,
             first_delay_s=self._variant.first_delay_s,
             chunk_delay_s=chunk_delay_s,
-            chunks=_split_chunks(text),
+            chunks=[*thinking, *_split_chunks(text)],
+            thought=reasoning or None,
         )
 
     def _generated_text(self, call_number: int, message_count: int) -> str:
@@ -431,7 +444,9 @@ class FakeChatCompletionClient(ChatCompletionClient):
         finish_reason: Literal["stop", "function_calls"] = (
             "stop" if isinstance(reply.content, str) else "function_calls"
         )
-        return CreateResult(finish_reason=finish_reason, content=reply.content, usage=reply.usage, cached=False)
+        return CreateResult(
+            finish_reason=finish_reason, content=reply.content, usage=reply.usage, cached=False, thought=reply.thought
+        )
 
     @staticmethod
     def _check_cancelled(cancellation_token: CancellationToken | None) -> None:

@@ -70,6 +70,17 @@ def _step() -> Any:
     return _optional("integer", "Set on events of a chain: the step that emitted it.")
 
 
+class RunUsage(BaseModel):
+    """A terminal event's usage: the sum of the run's model calls."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool | None = _optional(
+        "boolean", "Present (true) when some calls' counts are the server's estimate (no usage reported)."
+    )
+
+
 class TokenUsage(BaseModel):
     prompt_tokens: int = Field(description="Prompt tokens of the model call that wrote the message.")
     completion_tokens: int = Field(description="Completion tokens of that call.")
@@ -200,14 +211,14 @@ class RunCompletedData(_Payload):
     status: Literal["succeeded"]
     stop_reason: str | None = Field(default=None, description="Why the team stopped.")
     result: RunResult | None = Field(default=None, description="The last message written by an agent.")
-    usage: Usage
+    usage: RunUsage
     duration_ms: int
 
 
 class RunFailedData(_Payload):
     status: Literal["failed", "timed_out"]
     error: RunError
-    usage: Usage
+    usage: RunUsage
     duration_ms: int
 
 
@@ -216,7 +227,7 @@ class RunCancelledData(_Payload):
     reason: str = Field(
         description="`cancelled`, `interrupted` (by a newer run), `shutdown`, or `worker_lost` (lease taken over)."
     )
-    usage: Usage
+    usage: RunUsage
     duration_ms: int
 
 

@@ -103,6 +103,13 @@ def test_tools_handoffs_and_the_end_of_a_run() -> None:
     ]
 
 
+def test_estimated_usage_says_so_at_the_end() -> None:
+    v, out = view()
+    usage = {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49, "estimated": True}
+    v.show(event("run.completed", status="succeeded", stop_reason=None, result=None, usage=usage, duration_ms=50))
+    assert plain(out.getvalue()).splitlines() == ["✔ succeeded in 0.1 s · tokens 40 in, 9 out (estimated)"]
+
+
 def test_failed_and_cancelled_runs_say_why() -> None:
     v, out = view()
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

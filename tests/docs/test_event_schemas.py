@@ -101,6 +101,14 @@ async def test_every_event_the_server_emits_matches_its_documented_schema(client
             ),
         ),
         await finished(client, chain),
+        await finished(
+            client,
+            team(
+                kind="single",
+                members=[agent("thinker", "fake/t3", model_options={"script": [{"reasoning": "Hm.", "text": "Yes."}]})],
+                max_messages=None,
+            ),
+        ),
         await finished(client, team(members=[agent("writer", "fake/fail")])),
         await answered(client),
         await cancelled(client),

@@ -97,10 +97,13 @@ def closing_stream() -> bytes:
 
 @dataclass
 class ReplayServer:
-    """Replays transcripts on a loopback port; ``requests`` holds every request body it was sent."""
+    """Replays transcripts on a loopback port; ``requests`` holds every request body it was sent, and
+    ``heads`` each one's target and headers. ``serve``: always this transcript, whatever the model."""
 
     seed: int = 0
+    serve: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    heads: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
 
     @property
@@ -124,6 +127,7 @@ class ReplayServer:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 request = json.loads(body or b"{}")
                 self.requests.append(request)
+                self.heads.append((lines[0].split(" ")[1], headers))
                 await self._answer(request, writer)
         writer.close()
 
@@ -132,7 +136,7 @@ class ReplayServer:
         if messages[-1].get("role") == "tool":
             status, headers, body = 200, {"content-type": "text/event-stream"}, closing_stream()
         else:
-            found = transcripts().get(str(request.get("model")))
+            found = transcripts().get(self.serve or str(request.get("model")))
             if found is None:
                 status, headers, body = 404, {"content-type": "application/json"}, b'{"error": {"message": "no such"}}'
             else:

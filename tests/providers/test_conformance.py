@@ -192,3 +192,29 @@ def test_a_stream_cut_anywhere_reads_the_same(stem: str, seed: int) -> None:
     assert "".join(reasoning) == t.expected["reasoning"]
     calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in answer.calls.values()]
     assert calls == t.expected["tool_calls"]
+
+
+WHOLE = [s for s in ALL if transcripts()[s].status == 200 and "json" in transcripts()[s].headers["content-type"]]
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "stock"])
+@pytest.mark.parametrize("stem", WHOLE)
+async def test_a_whole_answer_through_create(stem: str, lean: bool, replay: ReplayServer, tmp_path: Path) -> None:
+    """A non-streamed call (a selector's, an agent that does not stream), read by the same rules:
+    a reply with both ``tool_calls`` and ``function_call`` is its tool calls (AutoGen refused it)."""
+    t = transcripts()[stem]
+    models = ModelRegistry(make_settings(tmp_path, openai_compatible_base_url=replay.base_url))
+    calls: list[ModelCall] = []
+    client = guarded(models, stem, lean=lean, calls=calls)
+    outcome: Any
+    try:
+        outcome = await client.create([UserMessage(content="Weather?", source="user")], tools=tool_schemas(t))
+    except ModelCallError as exc:
+        outcome = exc
+    finally:
+        await models.aclose()
+    assert replay.requests[-1]["stream"] is False
+    if t.fails:
+        check_error(t, outcome, calls[0])
+    else:
+        check_answer(t, [], [], outcome, lean=lean)
