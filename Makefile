@@ -10,7 +10,7 @@ PORT ?= 8000
 # reinstall whenever the dependency list changes
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install run cluster test browser bench lint format migrate openapi docs clean
+.PHONY: help install run cluster test browser bench real-model-check lint format migrate openapi docs clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ browser: ## Make sure Debian's chromium is there for the chat page tests (instal
 bench: install ## Benchmarks: token path vs the bare-AutoGen floor, then chain steps (BENCH_ARGS=...; bench/results/)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/chain_parallel.py
+
+real-model-check: install ## Opt-in, not CI: a real model (SmolLM2-135M on llama.cpp and llama-cpp-python; ~15 min to build the first time)
+	$(BIN)/python scripts/real_model_check.py $(REAL_MODEL_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy --strict on app/
 	$(BIN)/ruff check .

@@ -381,7 +381,12 @@ class ChunkAssembler:
             raise ModelStreamError(
                 "model_error",
                 "The provider's stream ended without an answer"
-                + (" (an empty body)." if not self.done and self.usage is None else "."),
+                + (
+                    " (an empty body: some servers send nothing when they cannot stream a reply, "
+                    "for instance one with tools)."
+                    if not self.done and self.usage is None
+                    else "."
+                ),
                 retryable=True,
             )
         if not self.done and self.finish_reason is None:

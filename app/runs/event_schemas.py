@@ -71,13 +71,13 @@ def _step() -> Any:
 
 
 class RunUsage(BaseModel):
-    """A terminal event's usage: the sum of the run's model calls."""
+    """A terminal event's usage: the sum of the run's model calls, as the run's own."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    estimated: bool | None = _optional(
-        "boolean", "Present (true) when some calls' counts are the server's estimate (no usage reported)."
+    estimated: bool = Field(
+        description="True when some calls' counts are the server's estimate (their provider reported no usage)."
     )
 
 

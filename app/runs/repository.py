@@ -4,7 +4,7 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -264,15 +264,17 @@ class RunQueueRepository:
             )
         )
 
-    async def usage(self, run_id: str) -> tuple[int, int, int]:
-        """Messages, prompt tokens and completion tokens a run has stored."""
+    async def usage(self, run_id: str) -> tuple[int, int, int, bool]:
+        """The messages a run has stored, and what its recorded model calls billed: prompt and
+        completion tokens, and whether some counts were estimated."""
+        messages = await self.session.scalar(select(func.count(Message.id)).where(Message.run_id == run_id))
         row = (
             await self.session.execute(
                 select(
-                    func.count(Message.id),
-                    func.coalesce(func.sum(Message.prompt_tokens), 0),
-                    func.coalesce(func.sum(Message.completion_tokens), 0),
-                ).where(Message.run_id == run_id)
+                    func.coalesce(func.sum(ModelCallRecord.prompt_tokens), 0),
+                    func.coalesce(func.sum(ModelCallRecord.completion_tokens), 0),
+                    func.coalesce(func.max(case((ModelCallRecord.usage_estimated, 1), else_=0)), 0),
+                ).where(ModelCallRecord.run_id == run_id)
             )
         ).one()
-        return int(row[0]), int(row[1]), int(row[2])
+        return int(messages or 0), int(row[0]), int(row[1]), bool(row[2])

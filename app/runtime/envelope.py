@@ -22,15 +22,13 @@ def format_at(at: datetime) -> str:
 
 
 def usage_data(prompt_tokens: int, completion_tokens: int, estimated: bool = False) -> dict[str, Any]:
-    """The ``usage`` of a terminal event (``estimated`` only when some call's counts were)."""
-    usage: dict[str, Any] = {
+    """The ``usage`` of a terminal event: as the run's own (``GET /v1/runs/{id}``)."""
+    return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "estimated": estimated,
     }
-    if estimated:
-        usage["estimated"] = True
-    return usage
 
 
 def parse_at(text: str) -> datetime:

@@ -233,7 +233,10 @@ class RunExecution:
         env = self._envelope(type_, data)
         self.deps.bus.publish(env)
         self.deps.recorder.record(env)
-        self.deps.metrics.deltas.inc()
+        if type_ == DELTA:
+            self.deps.metrics.deltas.inc()
+        else:
+            self.deps.metrics.events.labels(type=type_).inc()
 
     def sink_for(self, agent: str, outbox: TeamOutbox) -> TextSink:
         """Where an agent's model client puts each streamed chunk (the fast token path).

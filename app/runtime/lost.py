@@ -25,9 +25,9 @@ async def end_lost_run(
     session: AsyncSession, run: Run, seq: int, now: datetime, *, code: str, message: str
 ) -> Envelope:
     """Write the terminal event (at ``seq``) and the end of ``run``, a row of ``session``; commit is the caller's."""
-    messages, prompt, completion = await RunQueueRepository(session).usage(run.id)
+    messages, prompt, completion, estimated = await RunQueueRepository(session).usage(run.id)
     duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
-    data: dict[str, Any] = {"usage": usage_data(prompt, completion), "duration_ms": duration_ms}
+    data: dict[str, Any] = {"usage": usage_data(prompt, completion, estimated), "duration_ms": duration_ms}
     if run.cancel_requested is not None:
         type_ = "run.cancelled"
         data.update(status="cancelled", reason=run.cancel_requested)
@@ -40,7 +40,7 @@ async def end_lost_run(
     run.lease_expires_at = None
     run.last_seq = seq
     run.message_count = messages
-    run.prompt_tokens, run.completion_tokens = prompt, completion
+    run.prompt_tokens, run.completion_tokens, run.usage_estimated = prompt, completion, estimated
     await forget_state(session, run, now)
     session.add(RunEvent(run_id=run.id, seq=seq, type=type_, at=now, data=data))
     return Envelope(run.id, seq, type_, now, data)

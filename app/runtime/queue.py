@@ -99,11 +99,11 @@ class RunQueue:
                 return None
             seq = await self._next_seq(session, run_id)
             now = utcnow()
-            messages, prompt, completion = await RunQueueRepository(session).usage(run_id)
+            messages, prompt, completion, estimated = await RunQueueRepository(session).usage(run_id)
             data: dict[str, Any] = {
                 "status": "cancelled",
                 "reason": reason,
-                "usage": usage_data(prompt, completion),
+                "usage": usage_data(prompt, completion, estimated),
                 "duration_ms": 0,
             }
             env = Envelope(run_id, seq, "run.cancelled", now, data)
@@ -113,7 +113,7 @@ class RunQueue:
             run.finished_at = now
             run.last_seq = seq
             run.message_count = messages
-            run.prompt_tokens, run.completion_tokens = prompt, completion
+            run.prompt_tokens, run.completion_tokens, run.usage_estimated = prompt, completion, estimated
             await session.commit()
         await self._streams.write([env])
         return env

@@ -57,6 +57,7 @@ class Figures:
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "estimated": False,  # the fake model reports its usage
             },
         }
 

@@ -611,6 +611,7 @@ async def test_replayed_replies_become_a_fake_script(client: httpx.AsyncClient) 
     assert created["members"][0]["model_options"]["script"] == [
         {
             "text": text,
+            "reasoning": None,
             "tool_calls": None,
             "handoff": None,
             "error": None,
