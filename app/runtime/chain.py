@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from autogen_agentchat.base import TaskResult
-from autogen_agentchat.messages import BaseChatMessage, TextMessage
+from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_core import CancellationToken
 
 from app.engine.calls import ModelCall
@@ -187,7 +187,9 @@ class ChainRunner:
     async def _emit_item(self, number: int, label: str, item: object) -> None:
         x = self.x
         tags = {"step": number, "branch": label}
-        if is_stored_message(item):
+        if isinstance(item, ModelClientStreamingChunkEvent):
+            x.streamed_chunk(item, tags, self.agents)
+        elif is_stored_message(item):
             assert isinstance(item, BaseChatMessage)
             if item.source != "user":  # each branch echoes its task; the run's task is stored once
                 await x._store_message(item, tags)

@@ -62,7 +62,7 @@ from app.runtime.bus import EventBus
 from app.runtime.chain import ChainRunner
 from app.runtime.envelope import DELTA, REASONING_DELTA, STREAMED_TYPES, Envelope, usage_data
 from app.runtime.inputs import NotAwaitingInput, PendingInput
-from app.runtime.outbox import QueuedDelta, TeamOutbox
+from app.runtime.outbox import QueuedReasoning, TeamOutbox
 from app.runtime.recorder import Apply, Change, EventRecorder, Rows, StorageError, Superseded
 from app.runtime.redis_bus import RedisStreams
 from app.teams.schemas import ResolvedTeamSpec
@@ -254,21 +254,45 @@ class RunExecution:
         def sink(message_id: str, text: str) -> None:
             if not streams or streams[-1].message_id != message_id:
                 streams.append(_Stream(message_id))
-            type_ = DELTA
             if type(text) is Reasoning:
-                type_, text = REASONING_DELTA, str(text)
+                text = str(text)
                 streams[-1].reasoning.append(text)
-            else:
-                streams[-1].parts.append(text)
-            if not shown:
+                if outbox.idle and self.cancel_reason is None:
+                    if shown:
+                        self._delta({"message_id": message_id, "agent": agent, "text": text, **tags}, REASONING_DELTA)
+                else:
+                    outbox.put(QueuedReasoning(content=text, source=agent, full_message_id=message_id))
                 return
-            data = {"message_id": message_id, "agent": agent, "text": text, **tags}
+            streams[-1].parts.append(text)
             if outbox.idle and self.cancel_reason is None:
-                self._delta(data, type_)
+                if shown:
+                    self._delta({"message_id": message_id, "agent": agent, "text": text, **tags})
             else:
-                outbox.put(QueuedDelta.of(type_, data))
+                outbox.put(ModelClientStreamingChunkEvent(content=text, source=agent, full_message_id=message_id))
 
         return sink
+
+    def streamed_chunk(
+        self, item: ModelClientStreamingChunkEvent, tags: dict[str, Any] | None, agents: frozenset[str]
+    ) -> None:
+        """A streamed chunk met on the team's output queue: a chunk of the fast path that waited its
+        turn, or (``SWARM_FAST_TOKENS=false``) one of AutoGen's own streaming; a selector's is not shown."""
+        agent = item.source
+        if agent not in agents:
+            return
+        type_ = DELTA
+        if type(item) is QueuedReasoning:
+            type_ = REASONING_DELTA
+        elif not self.deps.factory.fast_tokens:
+            # AutoGen's own streaming: kept to link the message to its deltas (the sink keeps the fast path's)
+            streams = self._streams.setdefault(agent, deque())
+            if not streams or streams[-1].message_id != item.full_message_id:
+                streams.append(_Stream(item.full_message_id or ""))
+            streams[-1].parts.append(item.content)
+        data = {"message_id": item.full_message_id, "agent": agent, "text": item.content}
+        if tags:
+            data.update(tags)
+        self._delta(data, type_)
 
     async def handle_event(
         self, item: object, tags: dict[str, Any] | None = None, agents: frozenset[str] | None = None
@@ -276,8 +300,8 @@ class RunExecution:
         """An item the team put out that is not a chat message to store, in stream order (``tags``:
         a chain's step and branch; ``agents``: whose streamed chunks are shown, the team's by default)."""
         agents = self.agent_names if agents is None else agents
-        if type(item) is QueuedDelta:
-            self._delta(item.data, item.delta_type)
+        if isinstance(item, ModelClientStreamingChunkEvent):
+            self.streamed_chunk(item, tags, agents)
             return
         if isinstance(item, UserInputRequestedEvent):
             await self._announce_input(self._pending_for(item.request_id, item.source), tags)
@@ -285,13 +309,7 @@ class RunExecution:
         if isinstance(item, ThoughtEvent):
             self._thoughts[item.source] = item  # what it is shows with the agent's next item
             return
-        if isinstance(item, ModelClientStreamingChunkEvent) and item.source in agents:
-            # AutoGen's own streaming (SWARM_FAST_TOKENS=false): kept to link the message to its deltas
-            streams = self._streams.setdefault(item.source, deque())
-            if not streams or streams[-1].message_id != item.full_message_id:
-                streams.append(_Stream(item.full_message_id or ""))
-            streams[-1].parts.append(item.content)
-        elif isinstance(item, ToolCallRequestEvent) and item.source in self._thoughts:
+        if isinstance(item, ToolCallRequestEvent) and item.source in self._thoughts:
             # the text the model said before its tool calls is a message of its own
             await self._store_thought(self._thoughts.pop(item.source), tags)
         for type_, data in translate_event(item, agents):
@@ -431,7 +449,9 @@ class RunExecution:
                             to_user = last
                         continue
                     # every other item came off the team's output queue
-                    if is_stored_message(item):
+                    if isinstance(item, ModelClientStreamingChunkEvent):
+                        self.streamed_chunk(item, None, self.agent_names)  # the per-token path: no await
+                    elif is_stored_message(item):
                         assert isinstance(item, BaseChatMessage)
                         if item.id not in stored:
                             await self._store_message(item)

@@ -9,19 +9,10 @@ from autogen_agentchat.messages import ModelClientStreamingChunkEvent
 from autogen_agentchat.teams import BaseGroupChat
 
 
-class QueuedDelta(ModelClientStreamingChunkEvent):
-    """A streamed piece that waits its turn on the team's output queue: published as it is when met.
-
-    A streaming chunk to AutoGen, whose ``run_stream`` leaves those out of its ``TaskResult``.
-    """
-
-    delta_type: str  # message.delta or reasoning.delta
-    data: dict[str, Any]
-
-    @classmethod
-    def of(cls, delta_type: str, data: dict[str, Any]) -> QueuedDelta:
-        # built without validation: the sink made the data
-        return cls.model_construct(content=data["text"], source=data["agent"], delta_type=delta_type, data=data)
+class QueuedReasoning(ModelClientStreamingChunkEvent):
+    """A streamed piece of reasoning that waits its turn on the team's output queue (answer text
+    waits as AutoGen's own ``ModelClientStreamingChunkEvent``, which ``run_stream`` leaves out of
+    its ``TaskResult``; so is this)."""
 
 
 class OutputQueue(asyncio.Queue[Any]):
@@ -61,7 +52,7 @@ class TeamOutbox:
         assert self._queue is not None, "a model call before its team exists"
         return self._queue.pending == 0
 
-    def put(self, item: QueuedDelta) -> None:
+    def put(self, item: ModelClientStreamingChunkEvent) -> None:
         assert self._queue is not None, "a model call before its team exists"
         self._queue.put_nowait(item)
 
