@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autogen_agentchat.base import ChatAgent
-from autogen_agentchat.teams import DiGraph, DiGraphBuilder
-from autogen_agentchat.teams._group_chat._graph._digraph_group_chat import DiGraphEdge, DiGraphNode
+from autogen_agentchat.teams import DiGraph, DiGraphBuilder, DiGraphEdge, DiGraphNode
 
 from app.teams.schemas import TeamSpec
 
