@@ -61,7 +61,7 @@ migrate: install ## Apply database migrations (alembic upgrade head)
 	$(BIN)/swarmdirector db upgrade
 
 openapi: install ## Export the OpenAPI document to docs/openapi.json (a test fails when it is stale)
-	$(BIN)/python -m app.core.openapi docs/openapi.json
+	$(BIN)/swarmdirector dev openapi docs/openapi.json
 
 docs: openapi ## Regenerate the generated docs: docs/openapi.json and docs/configuration.md
 	$(BIN)/python scripts/gen_config_doc.py

@@ -27,7 +27,6 @@ KNOWN_CORE_UP = {
     ("app.core.logging", "app.engine.calls"),
     ("app.core.metrics", "app.engine.calls"),
     ("app.core.middleware", "app.auth.service"),
-    ("app.core.openapi", "app.main"),
     ("app.core.schema", "app.agents.models"),
     ("app.core.schema", "app.auth.models"),
     ("app.core.schema", "app.conversations.models"),
@@ -52,7 +51,6 @@ KNOWN_ENGINE_UP = {
 KNOWN_FAKE_IN_SCHEMAS = {("app.agents.schemas", "app.engine.fake")}
 # each circle as the sorted modules it joins
 KNOWN_CYCLES = {
-    ("app.core.openapi", "app.main", "app.runs.router", "app.ws.connection", "app.ws.router"),
     ("app.runtime.chain", "app.runtime.execution"),
 }
 

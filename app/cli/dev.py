@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-dev_cli = typer.Typer(help="Tools for developers: a fake OpenAI-compatible model server.", no_args_is_help=True)
+dev_cli = typer.Typer(
+    help="Tools for developers: a fake OpenAI-compatible model server, the OpenAPI document.", no_args_is_help=True
+)
 
 
 @dev_cli.command("fake-llm")
@@ -22,3 +26,20 @@ def fake_llm(
     from app.dev.fake_llm import main
 
     main(["--host", host, "--port", str(port)])
+
+
+@dev_cli.command("openapi")
+def openapi(
+    path: Annotated[Path | None, typer.Argument(help="Where to write it (default: standard output).")] = None,
+) -> None:
+    """Write the API's OpenAPI document, as the server serves it (``make openapi`` writes docs/openapi.json)."""
+    from app.core.openapi import render
+    from app.core.settings import Settings
+    from app.main import create_app
+
+    # the document does not depend on settings; defaults keep it independent of the environment
+    text = render(create_app(Settings(_env_file=None)).openapi())  # type: ignore[call-arg]
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")

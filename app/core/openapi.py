@@ -5,17 +5,15 @@ errors as ``application/problem+json`` with the ``Problem`` schema (FastAPI woul
 say ``application/json`` and its own validation schema), authentication as
 optional (an open server needs no key), ``401`` where a key is checked, list
 pages under plain names, the run event union and the SSE stream notices as
-components, tags and examples. The export is
-``python -m app.core.openapi docs/openapi.json`` (``make openapi``); a test fails
-when the committed copy differs from the app's live document.
+components, tags and examples. The export is ``swarmdirector dev openapi
+docs/openapi.json`` (``make openapi``, in ``app/cli/dev.py``: built from the app, above
+this layer); a test fails when the committed copy differs from the app's live document.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -194,21 +192,3 @@ def install_openapi(app: FastAPI, extra_models: list[type[BaseModel]]) -> None:
 def render(doc: dict[str, Any]) -> str:
     """The committed form: indented, key order kept, a final newline (stable diffs)."""
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str]) -> int:
-    """``python -m app.core.openapi [PATH]``: write the document to PATH (default: stdout)."""
-    from app.core.settings import Settings
-    from app.main import create_app
-
-    # the document does not depend on settings; defaults keep it independent of the environment
-    text = render(create_app(Settings(_env_file=None)).openapi())  # type: ignore[call-arg]
-    if argv:
-        Path(argv[0]).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

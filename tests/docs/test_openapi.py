@@ -39,6 +39,17 @@ def test_the_committed_document_is_the_apps(doc: dict[str, Any]) -> None:
     assert COMMITTED.read_text(encoding="utf-8") == render(doc), "docs/openapi.json is stale: run `make openapi`"
 
 
+def test_make_openapi_writes_the_apps_document(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    written = tmp_path / "openapi.json"
+    result = CliRunner().invoke(cli, ["dev", "openapi", str(written)])
+    assert result.exit_code == 0, result.output
+    assert written.read_text(encoding="utf-8") == COMMITTED.read_text(encoding="utf-8")
+
+
 async def test_the_served_document_is_the_committed_one(client: httpx.AsyncClient) -> None:
     served = (await client.get("/openapi.json")).json()
     assert served == json.loads(COMMITTED.read_text(encoding="utf-8"))
