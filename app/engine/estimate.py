@@ -66,8 +66,8 @@ def count(enc: Any, text: str) -> int:
 def prompt_tokens(enc: Any, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> int:
     total = REPLY_PRIMING
     for message in messages:
-        total += PER_MESSAGE + sum(count(enc, t) for t in _texts(dict(message).get("content")))
-        total += sum(count(enc, t) for t in _texts(dict(message).get("tool_calls")))
+        total += PER_MESSAGE + sum(count(enc, t) for t in _texts(message.get("content")))
+        total += sum(count(enc, t) for t in _texts(message.get("tool_calls")))
         if message.get("name"):
             total += 1 + count(enc, str(message["name"]))
     if tools:

@@ -1,7 +1,7 @@
 """Translates AutoGen's stream items into SwarmDirector event types and payloads.
 
-The per-token branch comes first and builds one small dict: it is the hottest
-code in the server.
+Streamed chunks are not here: the run meets them first, on its per-token path
+(``RunExecution.streamed_chunk``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 from autogen_agentchat.messages import (
     BaseChatMessage,
     HandoffMessage,
-    ModelClientStreamingChunkEvent,
     SelectSpeakerEvent,
     StopMessage,
     ThoughtEvent,
@@ -75,16 +74,7 @@ def message_completed_data(m: CompletedMessage, position: int) -> dict[str, Any]
 
 
 def translate_event(item: object, agents: frozenset[str]) -> Translated:
-    """Events other than chat messages (those are handled by the caller, who must store them)."""
-    if isinstance(item, ModelClientStreamingChunkEvent):
-        if item.source not in agents:  # a selector's own tokens
-            return []
-        return [
-            (
-                "message.delta",
-                {"message_id": item.full_message_id, "agent": item.source, "text": item.content},
-            )
-        ]
+    """Events other than chat messages and streamed chunks (those the caller handles itself)."""
     if isinstance(item, ToolCallRequestEvent):
         return [
             ("tool.call", {"agent": item.source, "call_id": c.id, "name": c.name, "arguments": c.arguments})

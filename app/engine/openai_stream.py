@@ -188,19 +188,20 @@ async def _drain(body: aiohttp.StreamReader) -> None:
                 pass
 
 
-def not_a_stream(answer: ChunkAssembler, body: bytes, content_type: str) -> None:
-    """A 200 answer to a streamed request whose body is not an event stream, read for what it is.
+def whole_body(answer: ChunkAssembler, body: bytes, content_type: str, *, streamed: bool) -> None:
+    """A 200 answer's whole body, read for what it is: a non-streamed call's answer, or the answer
+    to a streamed request whose body is not an event stream (``streamed``).
 
-    A chat completion (a server that ignored ``stream``) is read as one chunk. Anything else fails
+    A chat completion (a server that ignored ``stream`` too) is read as one chunk. Anything else fails
     clearly: a JSON error (LM Studio answers a wrong path so, when the base URL lacks ``/v1``), an
     HTML page (a proxy's), or whatever else came.
     """
+    instead = " instead of an event stream" if streamed else ""
     if HTML_HEAD.match(body[:200]) or "html" in content_type:
         page = html_summary(body.decode("utf-8", "replace"))
         raise ModelStreamError(
             "model_error",
-            f"The provider answered with {page} instead of an event stream: is the base URL right "
-            "(it usually ends in /v1)?",
+            f"The provider answered with {page}{instead}: is the base URL right (it usually ends in /v1)?",
         )
     try:
         data, lenient = parse_event(body)
@@ -209,9 +210,9 @@ def not_a_stream(answer: ChunkAssembler, body: bytes, content_type: str) -> None
     if not isinstance(data, dict):
         text = readable(body.decode("utf-8", "replace"), 200)
         kind = content_type or "no content type"
-        raise ModelStreamError("model_error", f"The provider answered with {kind}, not an event stream: {text}")
+        raise ModelStreamError("model_error", f"The provider answered with {kind}, not a chat completion: {text}")
     if data.get("error") or data.get("object") == "error":
-        error = provider_error(data, where="instead of a stream")
+        error = provider_error(data, where="instead of a stream" if streamed else "in its answer")
         if any(w in error.message.lower() for w in ("endpoint", "route", "not found", "unknown url")):
             error.message = error.args[0] + " (is the base URL right? It usually ends in /v1.)"
             error.args = (error.message,)
@@ -221,8 +222,6 @@ def not_a_stream(answer: ChunkAssembler, body: bytes, content_type: str) -> None
 
 def whole_answer(answer: ChunkAssembler, data: dict[str, Any], lenient: bool = False) -> None:
     """A non-streamed chat completion read by the assembler, as one chunk whose delta is its message."""
-    if data.get("error") or data.get("object") == "error":
-        raise provider_error(data, where="in its answer")
     choices = data.get("choices") or []
     chunk: dict[str, Any] = {"usage": data.get("usage"), "choices": []}
     if choices and isinstance(choices[0], dict):
@@ -267,7 +266,7 @@ class StreamReading:
         """The body ended: what was held back, to stream; raises when the answer is missing or bad."""
         head = (self._head or b"").lstrip()
         if not self.answer.answered and head[:1] in (b"{", b"<"):
-            not_a_stream(self.answer, head, content_type)
+            whole_body(self.answer, head, content_type, streamed=True)
         return self.answer.finish()
 
 
@@ -309,15 +308,8 @@ class ChunkReading(BaseOpenAIChatCompletionClient):
             cancellation_token.link_future(call)
         response = await call
         answer = ChunkAssembler()
-        body = response.http_response.content
-        content_type = response.http_response.headers.get("content-type", "")
-        if HTML_HEAD.match(body[:200]) or "html" in content_type:
-            page = html_summary(body.decode("utf-8", "replace"))
-            raise ModelStreamError("model_error", f"The provider answered with {page}: is the base URL right?")
-        data, lenient = parse_event(body)
-        if not isinstance(data, dict):
-            raise ModelStreamError("model_error", f"The provider's answer is not a JSON object: {readable(str(data))}")
-        whole_answer(answer, data, lenient)
+        http = response.http_response
+        whole_body(answer, http.content, http.headers.get("content-type", ""), streamed=False)
         answer.finish()
         result = await self._settle(params, answer)
         if event_logger.isEnabledFor(logging.INFO):
@@ -415,7 +407,7 @@ class ChunkReading(BaseOpenAIChatCompletionClient):
                         body = await http.aread()
                     finally:
                         link.waiting = False
-                    not_a_stream(reading.answer, body, content_type)
+                    whole_body(reading.answer, body, content_type, streamed=True)
                 else:
                     reads = http.aiter_bytes()
                     while not reading.answer.done:
@@ -576,7 +568,7 @@ class LeanOpenAIChatCompletionClient(ChunkReading):
         try:
             content_type = response.headers.get("content-type", "")
             if "event-stream" not in content_type and ("json" in content_type or "html" in content_type):
-                not_a_stream(reading.answer, await self._read_all(response, link), content_type)
+                whole_body(reading.answer, await self._read_all(response, link), content_type, streamed=True)
             else:
                 reads = response.content
                 while not reading.answer.done:
