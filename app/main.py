@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app import __version__
+from app import __version__, patches
 from app.agents.router import router as agents_router
 from app.analytics.router import router as analytics_router
 from app.auth.service import announce_auth_mode
@@ -87,6 +87,7 @@ async def _purge_deltas(services: Services) -> None:
 
 def create_app(settings: Settings | None = None, *, worker: bool = False) -> FastAPI:
     """The API server; with ``worker``, a worker: it executes queued runs and serves only health and metrics."""
+    patches.install()
     settings = settings or Settings()
     if worker and not settings.distributed:
         raise ValueError("a worker needs SWARM_REDIS_URL (and a database the API replicas share)")

@@ -36,6 +36,7 @@ import uvloop
 from autogen_core.models import ChatCompletionClient, LLMMessage, UserMessage
 from servers import BENCH, start_fake_llm, wait_http
 
+from app import patches
 from app.core.settings import Settings
 from app.engine.calls import CallPolicy, GuardedModelClient
 from app.engine.factory import TeamFactory
@@ -151,6 +152,7 @@ def render(result: dict[str, float]) -> str:
 
 
 async def main(repeats: int, calls: int) -> dict[str, float]:
+    patches.install()
     with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
         fake, port = start_fake_llm(Path(tmp))
         try:

@@ -30,12 +30,15 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from app import patches
 from app.core.services import Services
 from app.core.settings import Settings
 from app.main import create_app
 from app.server import SwarmServer
 
 pytest_plugins = ("tests.fixtures.services",)
+
+patches.install()  # the test process starts here, as the server's entry points do
 
 TESTS = Path(__file__).resolve().parent
 BACKENDS = ("embedded", "distributed")

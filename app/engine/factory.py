@@ -26,10 +26,8 @@ from autogen_core.models import ChatCompletionClient
 from app.agents.schemas import AgentSpec, ModelOptions
 from app.engine.calls import CallPolicy, GuardedModelClient, ModelCall, Observer, TextSink
 from app.engine.graphs import build_graph
-from app.engine.handlers import cache_handler_discovery
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolContext, ToolRegistry
-from app.engine.untraced import skip_unread_telemetry
 from app.teams.schemas import ResolvedTeamSpec
 
 # what a user proxy calls for its turn: (agent name) -> async (prompt, cancellation token) -> answer
@@ -37,9 +35,6 @@ InputFunc = Callable[[str, CancellationToken | None], Awaitable[str]]
 InputProvider = Callable[[str], InputFunc]
 # (agent name) -> where that agent's streamed text goes on the fast token path
 SinkProvider = Callable[[str], TextSink]
-
-cache_handler_discovery()
-skip_unread_telemetry()
 
 
 def default_agent_description(name: str) -> str:
