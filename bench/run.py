@@ -15,6 +15,7 @@ raw figure and the environment to ``bench/results/bench-<time>.json``.
 
     .venv/bin/python bench/run.py [--only W1,W2] [--repeats 3] [--n 50,200] [--profile [W1|W2|W3]]
     .venv/bin/python bench/run.py --only W2 --processes 2      # distributed, SWARM_PROCESSES=2
+    .venv/bin/python bench/run.py --patches-off autogen_untraced  # a patch of app/patches left out
 
 With several server processes, the server's CPU seconds and resident sets are
 sums over its process tree (the first process and the ones it started).
@@ -77,9 +78,10 @@ def batches(args: argparse.Namespace) -> list[tuple[str, Batch, int]]:
 
 
 class Bench:
-    def __init__(self, tmp: Path, log_level: str, backend: Backend | None = None) -> None:
+    def __init__(self, tmp: Path, log_level: str, backend: Backend | None = None, *, patches_off: str = "") -> None:
         self.backend = backend or Backend()
         self.procs: list[Proc] = []
+        self.patches_off = patches_off
         try:
             self._start(tmp, log_level)
         except BaseException:
@@ -90,7 +92,9 @@ class Bench:
     def _start(self, tmp: Path, log_level: str) -> None:
         self.fake, fake_port = start_fake_llm(tmp)
         self.procs.append(self.fake)
-        self.server, self.port = start_swarmdirector(tmp, fake_port, log_level, self.backend)
+        self.server, self.port = start_swarmdirector(
+            tmp, fake_port, log_level, self.backend, patches_off=self.patches_off
+        )
         self.procs.append(self.server)
         self.floor = start_worker("floor", "floor.py", ["--base-url", f"http://127.0.0.1:{fake_port}/v1"], tmp)
         self.procs.append(self.floor)
@@ -218,7 +222,7 @@ def run_bench(
     result: dict[str, Any],
     sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]],
 ) -> None:
-    bench = Bench(tmp, args.server_log_level, backend)
+    bench = Bench(tmp, args.server_log_level, backend, patches_off=args.patches_off)
     result["server"] = {**backend.describe(), "pids": bench.server_pids}
     try:
         bench.warm_up()
@@ -265,6 +269,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", default="50,200", help="W2 concurrent runs, comma-separated (default 50,200)")
     parser.add_argument("--w3-runs", type=int, default=100, help="sequential runs of W3 (default 100)")
     parser.add_argument("--server-log-level", default="INFO", help="SwarmDirector's SWARM_LOG_LEVEL (default INFO)")
+    parser.add_argument(
+        "--patches-off",
+        default="",
+        metavar="NAME,NAME",
+        help="measuring aid: SWARM_PATCHES_OFF for the server, the app/patches left out (default: none)",
+    )
     parser.add_argument(
         "--profile",
         nargs="?",

@@ -139,7 +139,9 @@ def start_fake_llm(tmp: Path) -> tuple[Proc, int]:
     return Proc("fake LLM", argv, tmp / "fake_llm.log", cwd=REPO), port
 
 
-def server_env(tmp: Path, fake_port: int, log_level: str, backend: Backend | None = None) -> dict[str, str]:
+def server_env(
+    tmp: Path, fake_port: int, log_level: str, backend: Backend | None = None, *, patches_off: str = ""
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_") and k not in LEAKY}
     env.update(
         SWARM_DATABASE_URL=f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
@@ -152,6 +154,8 @@ def server_env(tmp: Path, fake_port: int, log_level: str, backend: Backend | Non
         SWARM_MAX_RUNS_PER_MINUTE="1000000",
         SWARM_SHUTDOWN_GRACE_S="2",
     )
+    if patches_off:
+        env["SWARM_PATCHES_OFF"] = patches_off  # app/patches: a patch left out, to measure what it buys
     if backend is not None and backend.distributed:
         assert backend.store is not None
         env.update(
@@ -166,13 +170,15 @@ def server_env(tmp: Path, fake_port: int, log_level: str, backend: Backend | Non
     return env
 
 
-def start_swarmdirector(tmp: Path, fake_port: int, log_level: str, backend: Backend | None = None) -> tuple[Proc, int]:
+def start_swarmdirector(
+    tmp: Path, fake_port: int, log_level: str, backend: Backend | None = None, *, patches_off: str = ""
+) -> tuple[Proc, int]:
     port = free_port()
     exe = Path(sys.executable).with_name("swarmdirector")
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "app.cli"]
     argv += ["serve", "--host", "127.0.0.1", "--port", str(port)]
     # run from the temporary directory: no developer's .env is read
-    env = server_env(tmp, fake_port, log_level, backend)
+    env = server_env(tmp, fake_port, log_level, backend, patches_off=patches_off)
     proc = Proc("SwarmDirector", argv, tmp / "server.log", env=env, cwd=tmp)
     return proc, port
 

@@ -34,9 +34,11 @@ SQLite), so no transaction is left open and its end is not sent. The callers are
 the per-request key checks (``app/auth``). A writer's ``BEGIN IMMEDIATE`` is
 never dropped, and other dialects ignore the option.
 
-``aiosqlite.Connection._execute`` (run a function in the connection's thread)
-is private: aiosqlite is pinned, and ``tests/core/test_sqlite_driver.py``
-holds this adapter to the same results as SQLAlchemy's.
+What this touches of aiosqlite's and SQLAlchemy's internals is in
+``app/patches/aiosqlite_thread.py`` and ``app/patches/sqlalchemy_aiosqlite.py``;
+``tests/core/test_sqlite_driver.py`` holds this adapter to the same results as
+SQLAlchemy's. ``SWARM_PATCHES_OFF=aiosqlite_thread`` (a measuring aid) gives the
+dialect SQLAlchemy's own adapter instead; the execution options are then ignored.
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ from typing import Any
 
 import aiosqlite
 from sqlalchemy import Engine, event
-from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
-from sqlalchemy.dialects.sqlite.aiosqlite import (
+
+from app.patches import is_off
+from app.patches.aiosqlite_thread import run_in_thread, sqlite_connection
+from app.patches.sqlalchemy_aiosqlite import (
+    EMPTY_DICT,
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
+    AsyncAdapt_dbapi_connection,
+    await_,
 )
-from sqlalchemy.util import EMPTY_DICT
-from sqlalchemy.util.concurrency import await_
 
 Result = tuple[Any, list[Any] | None, int, int | None]
 
@@ -244,15 +249,14 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         """One trip to the thread: the waiting ``BEGIN``, the deferred writes, ``last``, a commit."""
         begin, self._begin = self._begin, None
         deferred, self._deferred = self._deferred, []
-        conn: Any = self._connection
+        conn: Any = self._connection  # aiosqlite's Connection
         try:
-            # aiosqlite's own entry to its thread (``Connection._execute``)
             if begin is None and not deferred and not commit:
                 assert last is not None
-                result: Result = await_(conn._execute(last[0], conn._conn, last[1], last[2]))
+                result: Result = await_(run_in_thread(conn, last[0], last[1], last[2]))
                 return result
             steps = [*deferred, last] if last is not None else deferred
-            results = await_(conn._execute(_steps, conn._conn, begin, steps, commit))
+            results = await_(run_in_thread(conn, _steps, begin, steps, commit))
         except Exception as error:
             self._handle_exception(error)
         return results[-1] if last is not None else None
@@ -262,7 +266,8 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._begin = None  # a BEGIN still waiting never began one
         self._deferred = []  # writes never sent: nothing to undo
         # sqlite3 reads this flag from any thread; the connection is idle whenever SQLAlchemy asks
-        conn = self._connection._connection
+        aio: Any = self._connection
+        conn = sqlite_connection(aio)
         return conn is not None and conn.in_transaction
 
     def rollback(self) -> None:
@@ -289,7 +294,10 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
         return OneTripConnection(self, adapted._connection)
 
 
-def dbapi() -> OneTripDbapi:
+def dbapi() -> AsyncAdapt_aiosqlite_dbapi:
+    """The DBAPI module for ``create_async_engine(module=...)``: this adapter, unless switched off."""
+    if is_off("aiosqlite_thread"):
+        return AsyncAdapt_aiosqlite_dbapi(aiosqlite, sqlite3)
     return OneTripDbapi(aiosqlite, sqlite3)
 
 

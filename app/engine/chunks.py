@@ -43,7 +43,8 @@ from typing import Any, Literal
 import orjson
 from autogen_core import FunctionCall
 from autogen_core.models import ChatCompletionTokenLogprob, CreateResult, RequestUsage, TopLogprob
-from autogen_ext.models._utils.normalize_stop_reason import normalize_stop_reason
+
+from app.patches.autogen_ext_private import normalize_stop_reason
 
 ErrorCode = Literal["rate_limited", "model_timeout", "content_filtered", "model_error"]
 MESSAGE_LIMIT = 300  # characters of a provider's own message kept in an error

@@ -43,9 +43,11 @@ from autogen_core import EVENT_LOGGER_NAME, CancellationToken
 from autogen_core.logging import LLMCallEvent, LLMStreamEndEvent, LLMStreamStartEvent
 from autogen_core.models import CreateResult, LLMMessage, ModelInfo, RequestUsage
 from autogen_core.tools import Tool, ToolSchema
-from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
-from autogen_ext.models.openai._openai_client import BaseOpenAIChatCompletionClient, CreateParams
-from httpx._utils import URLPattern, get_environment_proxies  # httpx pinned: its reading of the proxies
+from autogen_ext.models.openai import (
+    AzureOpenAIChatCompletionClient,
+    BaseOpenAIChatCompletionClient,
+    OpenAIChatCompletionClient,
+)
 from pydantic import BaseModel
 from yarl import URL
 
@@ -61,6 +63,9 @@ from app.engine.chunks import (
 from app.engine.estimate import estimate
 from app.engine.interrupts import CancelLink
 from app.engine.sse import SSEDecoder
+from app.patches.autogen_ext_private import CreateParams
+from app.patches.httpx_proxies import environment_proxy
+from app.patches.openai_private import status_error
 
 event_logger = logging.getLogger(EVENT_LOGGER_NAME)
 # after [DONE], how long to wait for the end of the body, so that the connection goes back to the pool
@@ -124,13 +129,10 @@ def env_proxy(url: httpx.URL) -> URL | None:
     most specific first, and ``NO_PROXY`` (hosts, domains, addresses, ``*``). Credentials in the
     proxy's URL stay in it: aiohttp sends them as ``Proxy-Authorization``, as httpx does.
     """
-    mounts = sorted(((URLPattern(k), v) for k, v in get_environment_proxies().items()), key=lambda m: m[0])
-    for pattern, proxy in mounts:
-        if pattern.matches(url):
-            if proxy is None:
-                return None
-            return URL(proxy if "://" in proxy else f"http://{proxy}")
-    return None
+    proxy = environment_proxy(url)
+    if proxy is None:
+        return None
+    return URL(proxy if "://" in proxy else f"http://{proxy}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +540,7 @@ class LeanOpenAIChatCompletionClient(ChunkReading):
                 finally:
                     response.release()
                 refused = _status_response(response, content, self._httpx_request(body))
-                raise self._client._make_status_error_from_response(refused) from None
+                raise status_error(self._client, refused) from None
             return response
         finally:
             link.waiting = False

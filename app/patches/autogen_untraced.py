@@ -1,5 +1,8 @@
 """AutoGen's runtime without the tracing and event-log work that nobody receives.
 
+Written for autogen-core 0.7.5 (a monkey-patch of three private methods, applied by ``install()``;
+``SWARM_PATCHES_OFF=autogen_untraced`` leaves it out, to measure it).
+
 ``SingleThreadedAgentRuntime`` wraps every message it sends, publishes and
 delivers in an OpenTelemetry span (``TraceHelper.trace_block``), builds the
 span's attributes (``_create_otel_attributes``, which serialises the message
@@ -21,8 +24,13 @@ case, decided per call:
   INFO records (only the spans' attributes and those records take its text).
 
 With a real tracer provider, or the event logger at INFO, AutoGen's own code
-runs as before. These are private methods of autogen-core, which is pinned;
-``tests/engine/test_untraced.py`` holds both cases.
+runs as before; ``tests/patches/test_autogen_untraced.py`` holds both cases.
+
+Measured off against on (docs/performance.md, section 21): a two-assistant
+team's run of four messages costs AutoGen 3.2 ms of CPU with it and 4.8 ms
+without (in one process, eight alternating blocks a side, every block lower
+with it); through the server, a one-token run's CPU went from 16.8 to 17.7 ms
+without it (W3, medians of 25 and 20 repeats: inside that day's noise).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""AutoGen's runtime skips its tracing and event-log work only when nobody receives it (app/engine/untraced.py)."""
+"""AutoGen's runtime skips its tracing and event-log work only when nobody receives it
+(app/patches/autogen_untraced.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, NoOpTracer
 
-import app.engine.factory  # noqa: F401  (installs the skips, as the server does)
-from app.engine import untraced
+from app.patches import autogen_untraced as untraced
 
 
 class Counted:
