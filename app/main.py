@@ -1,8 +1,31 @@
-"""The one way in: ``create_app(settings)``, whose lifespan owns every long-lived object.
+"""The one way in, and the composition of the whole server: ``create_app(settings)``.
 
-Start order: logging, database (migrated), model and tool registries, event
-bus, recorder, run manager, demo seed, recovery of a previous process's runs.
-Stop order is the reverse, with live runs given a bounded grace.
+This module sits above every other: it alone builds the long-lived objects, picks the deployment
+mode and wires the routers, and nothing imports it but the entry points (the CLI, tests, benches).
+
+``prepare_process()`` does what concerns the whole process, once, before any app is built: it is
+called by ``create_app`` and by the CLI's commands. The lifespan owns the rest. It yields the
+services as a typed ``State`` (``app/api/services.py``), which every request's state carries, and
+keeps them on ``app.state.services`` for what runs outside a request.
+
+Start order (``open_services``, then ``start_services``):
+
+1. logging;
+2. the database engine, migrated (``SWARM_AUTO_MIGRATE``);
+3. the model and tool registries;
+4. the event bus, and the event recorder, started;
+5. the team factory, the metrics, the run manager and its launcher, embedded or distributed
+   (``SWARM_REDIS_URL``: the Redis cluster), chosen here and only here;
+6. the ``demo`` team (not in a worker);
+7. the launcher: embedded, the runs a previous process left behind are settled (queued ones start
+   again); distributed, the cluster's sweeper, and in an executor its claimer and heartbeat, start;
+8. the purge of old deltas, and the garbage collector's tuning with its idle collection;
+9. the start-up log and whether the API is open.
+
+Stop order (``stop_services``): the launcher (distributed, it stops claiming first), which gives
+live runs ``SWARM_SHUTDOWN_GRACE_S`` to finish and then cancels them with reason ``shutdown``
+(distributed, the cluster stops after them); the background tasks; the recorder; the model clients;
+the database.
 """
 
 from __future__ import annotations
@@ -15,14 +38,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import __version__, patches
 from app.agents.router import router as agents_router
 from app.analytics.router import router as analytics_router
+from app.api.deps import ServicesDep, authenticate
+from app.api.services import Services, State
+from app.auth.middleware import ApiAuth
 from app.auth.service import announce_auth_mode
 from app.conversations.router import router as conversations_router
 from app.core import gc_tuning
@@ -30,12 +57,11 @@ from app.core.db import Database, utcnow
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
-from app.core.middleware import ApiAuth, BodySizeLimit, RequestContext
+from app.core.middleware import BodySizeLimit, RequestContext
 from app.core.migrate import upgrade_head
 from app.core.openapi import install_openapi
-from app.core.services import Services
 from app.core.settings import Settings
-from app.engine.calls import CallPolicy
+from app.engine.calls import CallPolicy, ModelCallError
 from app.engine.factory import TeamFactory
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolRegistry
@@ -47,10 +73,11 @@ from app.runs.repository import RunEventRepository
 from app.runs.router import router as runs_router
 from app.runtime.bus import EventBus
 from app.runtime.cluster import Cluster
-from app.runtime.execution import RuntimeDeps
+from app.runtime.launcher import DistributedLauncher, EmbeddedLauncher, RunLauncher
 from app.runtime.manager import RunManager
 from app.runtime.recorder import EventRecorder
-from app.runtime.recovery import recover_runs
+from app.runtime.redis_bus import RedisStreams
+from app.runtime.run.deps import RuntimeDeps
 from app.teams.router import router as teams_router
 from app.teams.seed import seed_demo_team
 from app.ws.router import router as ws_router
@@ -66,6 +93,129 @@ Define agents and teams, start a run on a task, and watch every token, message,
 tool call and hand-off stream back over SSE, then read the whole history back.
 Errors are RFC 9457 `application/problem+json` with a stable `code`.
 """
+
+
+def prepare_process() -> None:
+    """The process-wide setup, in one place (idempotent: what is done once stays done).
+
+    - AutoGen's per-message runtime tracing is turned off, unless the environment says otherwise:
+      it costs about a fifth of AutoGen's CPU and we export no traces;
+    - every patch of another library's internals is installed (``app.patches``).
+
+    The one process-wide effect not made here is the garbage collector's tuning
+    (``app/core/gc_tuning.py``): it freezes what start-up built, so the lifespan makes it once the
+    first app of the process has started (step 8 above).
+    """
+    os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
+    patches.install()
+
+
+async def open_services(settings: Settings, *, worker: bool) -> Services:
+    """Steps 2 to 5: every long-lived object, built (the recorder started), nothing else running yet."""
+    database = Database.open(settings.database_url)
+    if settings.auto_migrate:
+        await upgrade_head(database.engine)
+    sessionmaker = database.sessionmaker()
+    read_sessionmaker = database.read_sessionmaker()
+    models = ModelRegistry(settings)
+    tools = ToolRegistry.with_builtins(settings.tool_timeout_s)
+    tools.load_entry_points(settings.tools)
+    bus = EventBus(settings.watcher_buffer)
+    recorder = EventRecorder(database.engine, bus, retry_for_s=settings.storage_retry_s)
+    recorder.start()
+    factory = team_factory(settings, models, tools)
+    metrics = Metrics()
+    launcher = run_launcher(settings, sessionmaker, read_sessionmaker, bus, recorder, factory, metrics, executes=worker)
+    metrics.bind_live(lambda: launcher.manager.live_count, bus.live_watchers)
+    return Services(
+        settings,
+        database,
+        sessionmaker,
+        read_sessionmaker,
+        models,
+        tools,
+        bus,
+        recorder,
+        metrics,
+        launcher,
+    )
+
+
+def team_factory(settings: Settings, models: ModelRegistry, tools: ToolRegistry) -> TeamFactory:
+    policy = CallPolicy(
+        timeout_s=settings.model_timeout_s,
+        max_retries=settings.model_max_retries,
+        backoff_s=settings.model_retry_backoff_s,
+    )
+    return TeamFactory(
+        models,
+        tools,
+        default_max_messages=settings.default_max_messages,
+        policy=policy,
+        fast_tokens=settings.fast_tokens,
+        selector_max_tokens=settings.selector_max_tokens,
+    )
+
+
+def run_launcher(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    read_sessionmaker: async_sessionmaker[AsyncSession],
+    bus: EventBus,
+    recorder: EventRecorder,
+    factory: TeamFactory,
+    metrics: Metrics,
+    *,
+    executes: bool,
+) -> RunLauncher:
+    """The run manager and the deployment mode around it: the one place that tells the modes apart.
+    ``executes``: a worker, which executes runs whatever ``SWARM_EXECUTE_RUNS`` says."""
+
+    def manager(streams: RedisStreams | None) -> RunManager:
+        deps = RuntimeDeps(settings, sessionmaker, read_sessionmaker, bus, recorder, factory, metrics, streams=streams)
+        return RunManager(deps)
+
+    if not settings.distributed:
+        return EmbeddedLauncher(manager(None), bus, recorder, sessionmaker)
+    cluster = Cluster.build(settings, sessionmaker, execute=executes or settings.execute_runs)
+    bus.mirror = cluster.streams.append
+    return DistributedLauncher(manager(cluster.streams), bus, cluster, read_sessionmaker)
+
+
+async def start_services(services: Services, tasks: list[asyncio.Task[None]], *, worker: bool) -> None:
+    """Steps 6 to 9; the background tasks it starts go in ``tasks`` as they start (stopped by ``stop_services``)."""
+    settings = services.settings
+    if settings.seed_demo and not worker:
+        async with services.sessionmaker() as session:
+            await seed_demo_team(session)
+    await services.launcher.start()
+    tasks.append(asyncio.create_task(_purge_deltas(services), name="delta-purger"))
+    if settings.gc_tuning:
+        gc_tuning.tune()
+        manager = services.runs
+        tasks.append(asyncio.create_task(gc_tuning.collect_when_idle(lambda: manager.live_count > 0), name="gc-idle"))
+    log.info(
+        "started",
+        version=__version__,
+        database=services.database.engine.url.render_as_string(hide_password=True),
+        default_model=services.models.default_model,
+    )
+    if services.models.default_model.startswith("fake/"):
+        log.warning("fake_default_model", notice=FAKE_NOTICE)
+    await announce_auth_mode(settings, services.read_sessionmaker, services.auth)
+
+
+async def stop_services(services: Services, tasks: list[asyncio.Task[None]]) -> None:
+    """The stop order of the module's docstring; safe after a start that failed part-way."""
+    await services.launcher.stop(services.settings.shutdown_grace_s)
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await services.recorder.stop()
+    await services.models.aclose()
+    await services.database.dispose()
+    log.info("stopped")
 
 
 async def _purge_deltas(services: Services) -> None:
@@ -87,114 +237,22 @@ async def _purge_deltas(services: Services) -> None:
 
 def create_app(settings: Settings | None = None, *, worker: bool = False) -> FastAPI:
     """The API server; with ``worker``, a worker: it executes queued runs and serves only health and metrics."""
-    patches.install()
+    prepare_process()
     settings = settings or Settings()
     if worker and not settings.distributed:
         raise ValueError("a worker needs SWARM_REDIS_URL (and a database the API replicas share)")
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level, settings.log_json)
-        # AutoGen's per-message tracing costs ~20% of its CPU and we export no traces
-        os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
-        database = Database.open(settings.database_url)
-        engine = database.engine
-        if settings.auto_migrate:
-            await upgrade_head(engine)
-        sessionmaker = database.sessionmaker()
-        read_sessionmaker = database.read_sessionmaker()
-        models = ModelRegistry(settings)
-        tools = ToolRegistry.with_builtins(settings.tool_timeout_s)
-        tools.load_entry_points(settings.tools)
-        bus = EventBus(settings.watcher_buffer)
-        recorder = EventRecorder(engine, bus, retry_for_s=settings.storage_retry_s)
-        recorder.start()
-        policy = CallPolicy(
-            timeout_s=settings.model_timeout_s,
-            max_retries=settings.model_max_retries,
-            backoff_s=settings.model_retry_backoff_s,
-        )
-        factory = TeamFactory(
-            models,
-            tools,
-            default_max_messages=settings.default_max_messages,
-            policy=policy,
-            fast_tokens=settings.fast_tokens,
-            selector_max_tokens=settings.selector_max_tokens,
-        )
-        metrics = Metrics()
-        cluster: Cluster | None = None
-        if settings.distributed:
-            cluster = Cluster.build(settings, sessionmaker, execute=worker or settings.execute_runs)
-            bus.mirror = cluster.streams.append
-        deps = RuntimeDeps(
-            settings,
-            sessionmaker,
-            read_sessionmaker,
-            bus,
-            recorder,
-            factory,
-            metrics,
-            streams=cluster.streams if cluster is not None else None,
-        )
-        manager = RunManager(deps)
-        metrics.bind_live(lambda: manager.live_count, bus.live_watchers)
-        services = Services(
-            settings,
-            database,
-            sessionmaker,
-            read_sessionmaker,
-            models,
-            tools,
-            bus,
-            recorder,
-            manager,
-            metrics,
-            cluster=cluster,
-        )
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        configure_logging(settings.log_level, settings.log_json, expected=(ModelCallError,))
+        services = await open_services(settings, worker=worker)
         app.state.services = services
-        purger: asyncio.Task[None] | None = None
-        collector: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
-            if settings.seed_demo and not worker:
-                async with sessionmaker() as session:
-                    await seed_demo_team(session)
-            if cluster is not None:
-                # several processes share the database: lapsed leases, not a restart, tell a lost run
-                await cluster.start(manager)
-            else:
-                await recover_runs(sessionmaker, manager)
-            purger = asyncio.create_task(_purge_deltas(services), name="delta-purger")
-            if settings.gc_tuning:
-                gc_tuning.tune()
-                collector = asyncio.create_task(
-                    gc_tuning.collect_when_idle(lambda: manager.live_count > 0), name="gc-idle"
-                )
-            log.info(
-                "started",
-                version=__version__,
-                database=engine.url.render_as_string(hide_password=True),
-                default_model=models.default_model,
-            )
-            if models.default_model.startswith("fake/"):
-                log.warning("fake_default_model", notice=FAKE_NOTICE)
-            await announce_auth_mode(settings, read_sessionmaker, services.auth)
-            yield
+            await start_services(services, tasks, worker=worker)
+            yield State(services=services)
         finally:
-            if cluster is not None:
-                cluster.stop_claiming()
-            await manager.shutdown(settings.shutdown_grace_s)
-            if cluster is not None:
-                await cluster.stop()
-            for task in (purger, collector):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            await recorder.stop()
-            await models.aclose()
-            await database.dispose()
-            log.info("stopped")
+            await stop_services(services, tasks)
 
     app = FastAPI(
         title="SwarmDirector",
@@ -205,7 +263,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     )
     install_error_handlers(app)
     install_openapi(app, [RunEvent, EventPage, StreamLagged, StreamClosing])
-    app.add_middleware(ApiAuth)
+    app.add_middleware(ApiAuth, authenticate=authenticate)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     api_routers = (
@@ -224,8 +282,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint(request: Request) -> Response:
-        services: Services = request.app.state.services
+    async def metrics_endpoint(services: ServicesDep) -> Response:
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     if not worker:

@@ -14,7 +14,7 @@
   TCP listening socket uvicorn made and, whenever it is readable, accepts
   every pending connection (up to the backlog), as asyncio's own loop does,
   handing each to the loop with ``connect_accepted_socket`` and uvicorn's own
-  protocol.
+  protocol. What it touches of uvicorn's internals is in ``app/patches/uvicorn_servers.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import structlog
 import uvicorn
 from sse_starlette.sse import AppStatus
 
-from app.core.services import Services
+from app.api.services import Services
+from app.patches.uvicorn_servers import protocol_factory, replace_servers
 
 log = structlog.get_logger(__name__)
 
@@ -143,20 +144,15 @@ class SwarmServer(uvicorn.Server):
         config = self.config
         if not self.started or config.ssl or not type(loop).__module__.startswith("uvloop"):
             return  # asyncio's own loop accepts every pending connection already
+        create_protocol = protocol_factory(self)
 
-        def create_protocol() -> asyncio.Protocol:
-            # what uvicorn's startup gives its servers
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state
-            )
+        def eager(server: asyncio.AbstractServer) -> asyncio.AbstractServer:
+            # uvicorn only closes its servers and waits for them: the acceptor does both
+            if not _tcp(server):
+                return server
+            return cast(asyncio.AbstractServer, EagerAcceptor.replacing(server, create_protocol, config.backlog))
 
-        # uvicorn only closes its servers and waits for them: the acceptor does both
-        self.servers = [
-            cast(asyncio.base_events.Server, EagerAcceptor.replacing(server, create_protocol, config.backlog))
-            if _tcp(server)
-            else server
-            for server in self.servers
-        ]
+        replace_servers(self, eager)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.loaded_app if self.config.loaded else None

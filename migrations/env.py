@@ -9,8 +9,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from app.core.db import create_engine
-from app.core.schema import Base
 from app.core.settings import Settings
+from app.schema import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

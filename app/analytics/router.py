@@ -24,8 +24,8 @@ from app.analytics.schemas import (
     TeamAnalytics,
     TeamStats,
 )
+from app.api.deps import PrincipalDep, SessionDep
 from app.core.db import utcnow
-from app.core.deps import PrincipalDep, SessionDep
 from app.core.errors import AppError, FieldError, problem_responses
 from app.runs.schemas import Usage
 

@@ -50,7 +50,9 @@ class LocalServer:
 
     @classmethod
     def from_environment(cls) -> LocalServer:
-        os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
+        from app.main import prepare_process
+
+        prepare_process()
         # it listens on loopback whatever SWARM_HOST says (that is where `serve` would bind)
         if os.environ.get("SWARM_LOG_LEVEL"):
             return cls(Settings(host="127.0.0.1"))

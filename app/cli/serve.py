@@ -33,13 +33,13 @@ def serve(
     ] = False,
 ) -> None:
     """Migrate the database and serve the API."""
-    from app.main import create_app
+    from app.main import create_app, prepare_process
     from app.server import SwarmServer
 
     settings = Settings()
     # the app decides whether it may run without keys from the address it really listens on
     settings = Settings(host=host or settings.host, port=port or settings.port)
-    os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
+    prepare_process()  # before the sibling processes start: they inherit its environment
     siblings: list[subprocess.Popen[bytes]] = []
     if settings.processes > 1:
         reuse_port = True

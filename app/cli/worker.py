@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -23,7 +22,7 @@ def worker(
     On SIGTERM it stops claiming, gives live runs SWARM_SHUTDOWN_GRACE_S to finish, then cancels
     them with reason `shutdown`.
     """
-    from app.main import create_app
+    from app.main import create_app, prepare_process
     from app.server import SwarmServer
 
     settings = Settings()
@@ -34,7 +33,7 @@ def worker(
     if concurrency is not None:
         overrides["worker_concurrency"] = concurrency
     settings = settings.model_copy(update=overrides)
-    os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
+    prepare_process()
     config = uvicorn.Config(
         create_app(settings, worker=True),
         host=host,

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.api.deps import PrincipalDep, SessionDep
 from app.conversations.models import Conversation, Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.conversations.schemas import ConversationRead, MessagePage, MessageRead
-from app.core.deps import PrincipalDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.schemas import ListPage
 from app.runs.schemas import Usage

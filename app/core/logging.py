@@ -2,7 +2,9 @@
 
 structlog renders our events; the standard library's records (uvicorn, AutoGen,
 SQLAlchemy) go through the same renderer, so every line parses as JSON. The
-request id (bound by middleware) and run ids ride along as fields.
+request id (bound by middleware) and run ids ride along as fields. A record
+whose traceback is an error the server expects (a cancel, and the errors the
+caller names, such as the engine's failed model call) is dropped.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import logging
 import sys
 
 import structlog
-
-from app.engine.calls import ModelCallError
 
 _NOISY = ("autogen_core", "autogen_agentchat", "autogen_core.events", "httpx", "openai")
 
@@ -25,12 +25,18 @@ class _DropExpectedErrors(logging.Filter):
     (``run_failed`` with its code), so neither is an error of the server.
     """
 
+    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.expected: tuple[type[BaseException], ...] = (asyncio.CancelledError, *expected)
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, asyncio.CancelledError | ModelCallError)
+        return not isinstance(exc, self.expected)
 
 
-def configure_logging(level: str, as_json: bool) -> None:
+def configure_logging(level: str, as_json: bool, *, expected: tuple[type[BaseException], ...] = ()) -> None:
+    """Route every log line through one renderer. ``expected``: errors that a record's traceback may
+    carry without being an error of the server (the composition passes the engine's failed model call)."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -57,7 +63,7 @@ def configure_logging(level: str, as_json: bool) -> None:
             ],
         )
     )
-    handler.addFilter(_DropExpectedErrors())
+    handler.addFilter(_DropExpectedErrors(expected))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)

@@ -1,18 +1,35 @@
 """Prometheus metrics, on a registry of this app's own (tests run several apps in one process).
 
 Counters on the token path are pre-bound children, so a delta costs one
-increment and no label lookup.
+increment and no label lookup. A model call is observed through what it reports
+(``ObservedCall``), so the metrics know nothing of the engine that made it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from app.engine.calls import ModelCall
-
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+
+class ObservedCall(Protocol):
+    """A finished model call, as the metrics read it (``app.engine.calls.ModelCall`` is one)."""
+
+    @property
+    def agent(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def duration_ms(self) -> int: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
 
 
 class Metrics:
@@ -40,7 +57,7 @@ class Metrics:
         self.runs_live.set_function(runs)
         self.watchers_live.set_function(watchers)
 
-    def observe_call(self, call: ModelCall) -> None:
+    def observe_call(self, call: ObservedCall) -> None:
         self.model_calls.labels(model=call.model).observe(call.duration_ms / 1000)
         if call.error_code is not None and call.error_code != "cancelled":
             self.model_failures.labels(code=call.error_code).inc()

@@ -138,7 +138,7 @@ def _finish_operation(path: str, operation: dict[str, Any]) -> None:
                 response["description"] = "Invalid request: the fields at fault are in `errors`."
     operation.pop("security", None)
     if path.startswith("/v1/"):
-        # the document's own `security` covers it: every /v1 request is authenticated (app.core.middleware)
+        # the document's own `security` covers it: every /v1 request is authenticated (app.auth.middleware)
         responses.setdefault("401", _problem("No valid API key: missing where keys are required, unknown or revoked."))
     else:
         operation["security"] = []

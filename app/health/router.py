@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from app.core.deps import ServicesDep
+from app.api.deps import ServicesDep
 
 router = APIRouter(tags=["ops"])
 
@@ -39,19 +39,18 @@ async def healthz() -> Health:
 )
 async def readyz(services: ServicesDep) -> Health | JSONResponse:
     # "database" means it answers a read now and the recorder's last write went through
-    checks = {"database": False, "bus": True}
+    checks = {"database": False, "bus": False}
     try:
         async with asyncio.timeout(services.settings.readyz_timeout_s), services.read_sessionmaker() as session:
             await session.execute(text("SELECT 1"))
         checks["database"] = services.recorder.healthy
     except Exception:
         checks["database"] = False
-    if services.cluster is not None:
-        try:
-            async with asyncio.timeout(services.settings.readyz_timeout_s):
-                checks["bus"] = await services.cluster.ping()
-        except TimeoutError:
-            checks["bus"] = False
+    try:
+        async with asyncio.timeout(services.settings.readyz_timeout_s):
+            checks["bus"] = await services.launcher.bus_ready()
+    except TimeoutError:
+        checks["bus"] = False
     ok = all(checks.values())
     body = Health(status="ok" if ok else "unavailable", checks=checks)
     if not ok:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.core.deps import ModelsDep, ServicesDep
+from app.api.deps import ModelsDep, ServicesDep
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
+from app.api.deps import PrincipalDep, ServicesDep, SessionDep
+from app.api.services import Services
 from app.auth.service import Principal
-from app.core.deps import PrincipalDep, ServicesDep, SessionDep
+from app.core.envelope import format_at
 from app.core.errors import problem_responses
 from app.core.openapi import event_stream_content
 from app.core.schemas import ListPage
-from app.core.services import Services
 from app.runs.event_schemas import EVENT_TYPES
 from app.runs.models import Run
 from app.runs.repository import RunEventRepository, RunRepository
@@ -27,8 +28,7 @@ from app.runs.schemas import (
     Usage,
 )
 from app.runs.service import RunService
-from app.runs.sse import EventStream, event_stream, parse_last_event_id, wait_terminal
-from app.runtime.envelope import format_at
+from app.runs.sse import EventStream, event_stream, parse_last_event_id
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -122,7 +122,7 @@ async def create_run_wait(
     run = await RunService(session, principal, services).create(body)
     await session.close()
     # a dropped client does not cancel the run
-    await wait_terminal(services, run.id)
+    await services.launcher.wait_terminal(run.id)
     return to_read(await _fresh(services, principal, run.id))
 
 

@@ -1,52 +1,27 @@
-"""Starting and cancelling runs: validation, admission per conversation, hand-off to the run manager."""
+"""Starting and cancelling runs: validation, admission per conversation, hand-off to the run launcher."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any
+from datetime import datetime
 
-import structlog
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.repository import AgentRepository
+from app.api.services import Services
 from app.auth.service import Principal
 from app.conversations.models import Conversation
 from app.conversations.repository import ConversationRepository
 from app.core.db import utcnow
-from app.core.errors import Conflict, InvalidSpec, Unavailable
+from app.core.envelope import Envelope
+from app.core.errors import Conflict, InvalidSpec
 from app.core.ids import new_id
-from app.core.repository import Execution, commit_inserts, new_row
-from app.core.services import Services
+from app.core.repository import Execution, new_row
 from app.runs.models import Run
 from app.runs.repository import TERMINAL_STATUSES, RunRepository, event_insert
 from app.runs.schemas import InputCreate, RunCreate
-from app.runtime.envelope import Envelope
-from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
-from app.runtime.recorder import Rows, StorageError
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
 from app.teams.service import SpecValidator, TeamResolver
-
-log = structlog.get_logger(__name__)
-
-
-async def _whole(step: Coroutine[Any, Any, None]) -> None:
-    """Run ``step`` to its end even when the request is cancelled meanwhile (its client went away):
-    rows the database may already hold are never left without their run's task."""
-    task = asyncio.ensure_future(step)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        # the step goes on alone; what it raises is logged, not left unretrieved
-        task.add_done_callback(_log_failure)
-        raise
-
-
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("run_start_failed_after_cancel", error=repr(task.exception()))
 
 
 class RunService:
@@ -74,7 +49,8 @@ class RunService:
                 f"Team '{team.name}' can no longer run: {exc.detail}", code=exc.code, errors=exc.errors
             ) from exc
 
-    async def create(self, body: RunCreate) -> Run:
+    def _timeout(self, body: RunCreate) -> float:
+        """The run's time limit, once the task and the limit asked for are checked."""
         settings = self.services.settings
         if len(body.task) > settings.max_task_chars:
             raise InvalidSpec.at(
@@ -89,43 +65,45 @@ class RunService:
                 f"timeout_s may be at most {settings.max_run_timeout_s:g}.",
                 code="invalid_timeout",
             )
+        return timeout
+
+    async def _conversation(
+        self, body: RunCreate, team_id: str | None, now: datetime, inserts: list[Execution]
+    ) -> Conversation:
+        """The run's conversation (under the admission lock): a new one goes into ``inserts``; an
+        existing busy one follows ``if_busy``."""
+        if body.conversation_id is None:
+            conversation = Conversation.started(
+                id=new_id("conv"), principal_id=self.principal.id, title=body.task.strip()[:80], team_id=team_id, at=now
+            )
+            inserts.append(new_row(conversation))
+            return conversation
+        conversation = await ConversationRepository(self.session).get(self.principal.id, body.conversation_id)
+        active = await self.runs.active_in_conversation(conversation.id)
+        if active and body.if_busy == "reject":
+            raise Conflict(
+                f"Conversation '{conversation.id}' has run '{active[0].id}' going; "
+                "pass if_busy=enqueue or if_busy=interrupt to start anyway.",
+                code="conversation_busy",
+            )
+        if body.if_busy == "interrupt":
+            for other in active:
+                await self.services.launcher.cancel(other.id, "interrupted")
+        return conversation
+
+    async def create(self, body: RunCreate) -> Run:
+        settings = self.services.settings
+        timeout = self._timeout(body)
         team_id, spec = await self._resolve_team(body)
-        manager = self.services.runs
-        cluster = self.services.cluster
+        launcher = self.services.launcher
         limits = self.services.limits
         principal_id = self.principal.id
         new_conversation = body.conversation_id is None
-        # embedded, a new conversation's rows are written after the lock (below)
-        write_after = new_conversation and cluster is None
-        async with manager.admission:
+        async with launcher.admission:
             now = utcnow()
-            # embedded: every live run is this process's, or pending (admitted, rows being written);
-            # distributed: queued runs are in the database only
-            live = manager.live_for(principal_id) + manager.pending[principal_id] if cluster is None else None
-            await limits.check_start(self.session, principal_id, settings, live=live)
-            conversations = ConversationRepository(self.session)
+            await limits.check_start(self.session, principal_id, settings, live=launcher.live_for(principal_id))
             inserts: list[Execution] = []  # the conversation (when new), the run, its run.queued
-            if body.conversation_id is not None:
-                conversation = await conversations.get(self.principal.id, body.conversation_id)
-                active = await self.runs.active_in_conversation(conversation.id)
-                if active and body.if_busy == "reject":
-                    raise Conflict(
-                        f"Conversation '{conversation.id}' has run '{active[0].id}' going; "
-                        "pass if_busy=enqueue or if_busy=interrupt to start anyway.",
-                        code="conversation_busy",
-                    )
-                if body.if_busy == "interrupt":
-                    for other in active:
-                        await self._cancel_anywhere(other.id, "interrupted")
-            else:
-                conversation = Conversation.started(
-                    id=new_id("conv"),
-                    principal_id=self.principal.id,
-                    title=body.task.strip()[:80],
-                    team_id=team_id,
-                    at=now,
-                )
-                inserts.append(new_row(conversation))
+            conversation = await self._conversation(body, team_id, now, inserts)
             run = Run.queued(
                 id=new_id("run"),
                 principal_id=self.principal.id,
@@ -150,78 +128,18 @@ class RunService:
                 {"conversation_id": conversation.id, "team": spec.name, "task": body.task},
             )
             inserts.append(event_insert(queued))
-            if cluster is not None:
-                # distributed, the live count is read from the database: the rows are written before
-                # the next request reads it (an executor claims the run from there)
-                await self._write(inserts)
-            else:
-                # what the request read (its team, its conversation) it read on SQLite's one write
-                # connection, which the recorder needs: end that transaction first
-                if self.session.in_transaction():
-                    await self.session.rollback()
-                if not write_after:
-                    # in an existing conversation the next request's busy check must see this run, and
-                    # the conversation's runs start in the order they were asked
-                    await _whole(self._write_and_submit(run, inserts, new_conversation=False))
+            after_admission = await launcher.launch(
+                self.session,
+                run,
+                inserts,
+                new_conversation=new_conversation,
+                unwritten=lambda: limits.forget_start(principal_id),
+            )
             limits.record_start(principal_id)
-            if write_after:
-                manager.pending[principal_id] += 1
-        if write_after:
-            # nobody else can name a conversation that is being created: its rows are written after the
-            # lock, the start holding its slot as pending, so a burst of new runs does not commit in turn
-            await _whole(self._write_and_submit(run, inserts, new_conversation=True))
+        # embedded, a start in a new conversation is written now; distributed, the executors are told
+        await after_admission()
         self.queued = queued
-        if cluster is not None:
-            # queued in the database: an executor (maybe this process) claims it
-            await cluster.announce()
         return run
-
-    async def _write_and_submit(self, run: Run, inserts: list[Execution], *, new_conversation: bool) -> None:
-        """Embedded: write the run's rows, then start its task. A start in a new conversation holds a
-        pending slot (written after the lock), given back here, with its start in the per-minute window
-        when nothing was written."""
-        principal_id = self.principal.id
-        manager = self.services.runs
-        try:
-            await self._write(inserts)
-        except BaseException:
-            if new_conversation:
-                self.services.limits.forget_start(principal_id)
-            raise
-        finally:
-            if new_conversation:
-                manager.release_pending(principal_id)
-        # no await since the slot was released: the run is live at once
-        manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=new_conversation)
-
-    async def _write(self, inserts: list[Execution]) -> None:
-        """Write a new run's rows in one transaction, or raise ``Unavailable`` (nothing written).
-
-        Embedded, they go through the event recorder (SQLite's one writer), without the request's
-        session: the rows of runs started together are written in its next transaction, one
-        ``executemany`` per table (``Rows`` are executed statement by statement in the order first
-        seen, so the conversation comes before its run and the run before its event). Distributed,
-        the request's session writes them.
-        """
-        try:
-            if self.services.cluster is None:
-                await self.services.recorder.commit(None, Rows(tuple(inserts)))
-            else:
-                await commit_inserts(self.session, inserts)
-        except (StorageError, OperationalError) as exc:
-            raise Unavailable(
-                "The database could not store the run, so it was not started; try again.",
-                code="storage_unavailable",
-                headers={"Retry-After": "1"},
-            ) from exc
-
-    async def _cancel_anywhere(self, run_id: str, reason: str) -> bool:
-        """Ask a run to stop wherever it executes; True when it is live in this process."""
-        if self.services.runs.cancel(run_id, reason):
-            return True
-        if self.services.cluster is not None:
-            await self.services.cluster.cancel(run_id, reason)
-        return False
 
     async def provide_input(self, run_id: str, body: InputCreate) -> Run:
         run = await self.runs.get(self.principal.id, run_id)
@@ -233,17 +151,7 @@ class RunService:
         status = run.status
         # end the transaction first: the run writes `input.received` as soon as it has the answer
         await self.session.rollback()
-        if not self.services.runs.provide_input(run_id, body.request_id, body.content):
-            cluster = self.services.cluster
-            if cluster is None or status in TERMINAL_STATUSES or status == "queued":
-                raise NotAwaitingInput(f"Run '{run_id}' is {status}, not waiting for input.")
-            # executed by another process: it checks the request id and answers
-            verdict = await cluster.provide_input(run_id, body.request_id, body.content)
-            if verdict is None:
-                raise NotAwaitingInput(f"Run '{run_id}' is {status}, and no executor is waiting on its input.")
-            if not verdict.get("ok"):
-                error = UnknownInputRequest if verdict.get("code") == UnknownInputRequest.code else NotAwaitingInput
-                raise error(str(verdict.get("detail") or "The run is not waiting for that input."))
+        await self.services.launcher.provide_input(run_id, body.request_id, body.content, status=status)
         return await self.runs.get(self.principal.id, run_id)
 
     async def cancel(self, run_id: str, *, settle_within: float = 2.0) -> Run:
@@ -254,22 +162,6 @@ class RunService:
             raise Conflict(f"Run '{run_id}' has already finished ({run.status}).", code="run_finished")
         # end the transaction first: the run needs the database to settle
         await self.session.rollback()
-        manager = self.services.runs
-        if await self._cancel_anywhere(run_id, "cancelled"):
-            if settle_within > 0:
-                await manager.wait(run_id, within=settle_within)
-        elif self.services.cluster is not None and settle_within > 0:
-            await self._settled_within(run_id, settle_within)
+        await self.services.launcher.cancel(run_id, "cancelled", settle_within=settle_within)
         self.session.expire_all()
         return await self.runs.get(self.principal.id, run_id)
-
-    async def _settled_within(self, run_id: str, within: float) -> None:
-        """Wait (a bounded while) for a run that another process executes to reach a terminal state."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while loop.time() < deadline:
-            async with self.services.read_sessionmaker() as session:
-                run = await session.get(Run, run_id)
-            if run is None or run.status in TERMINAL_STATUSES:
-                return
-            await asyncio.sleep(0.05)

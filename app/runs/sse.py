@@ -32,8 +32,8 @@ import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Message, Receive, Scope, Send
 
-from app.core.services import Services
-from app.runtime.envelope import Envelope
+from app.api.services import Services
+from app.core.envelope import Envelope
 from app.runtime.streams import StreamClosing, StreamLagged, follow_batches
 
 log = structlog.get_logger(__name__)
@@ -190,15 +190,3 @@ def parse_last_event_id(value: str | None) -> int | None:
     except ValueError:
         return None
     return seq if seq >= 0 else None
-
-
-async def wait_terminal(services: Services, run_id: str) -> None:
-    """Until the run's terminal event is out (and, for a run of this process, its task has ended)."""
-    if services.runs.is_live(run_id) or services.cluster is None:
-        await services.bus.wait_terminal(run_id)
-        await services.runs.wait(run_id)
-        return
-    # executed elsewhere (or not yet claimed): follow its stream to the end
-    async for item in follow_batches(services.read_sessionmaker, services.bus, run_id, 1, remote=services.streams):
-        if isinstance(item, StreamClosing) or (isinstance(item, list) and item[-1].terminal):
-            return

@@ -16,7 +16,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from app.runtime.envelope import Envelope
+from app.core.envelope import Envelope
 
 
 class Subscription:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import structlog
 
 from app.runs.models import Run
-from app.runtime.execution import RunExecution, RuntimeDeps
+from app.runtime.execution import RunExecution
+from app.runtime.run.deps import RuntimeDeps
 
 log = structlog.get_logger(__name__)
 

@@ -23,9 +23,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
+from app.core.envelope import Envelope, usage_data
 from app.runs.models import Run, RunEvent
 from app.runs.repository import RunEventRepository, RunQueueRepository
-from app.runtime.envelope import Envelope, usage_data
 from app.runtime.lost import end_lost_run, forget_state
 from app.runtime.redis_bus import RedisStreams
 

@@ -48,11 +48,11 @@ from sqlalchemy import Connection, Executable, text
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.envelope import Envelope
 from app.core.repository import Execution
 from app.core.sqlite_driver import DEFER_WRITE
 from app.runs.repository import EVENT_INSERT, MAX_DELTA_SPAN, event_row, pack_deltas
 from app.runtime.bus import EventBus
-from app.runtime.envelope import Envelope
 
 Apply = Callable[[Connection], None]  # run in the batch's transaction, on its (synchronous) connection
 

@@ -23,7 +23,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from app.runtime.envelope import Envelope
+from app.core.envelope import Envelope
 
 log = structlog.get_logger(__name__)
 

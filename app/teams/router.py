@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.agents.repository import AgentRepository
-from app.core.deps import PrincipalDep, ServicesDep, SessionDep
+from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.ids import new_id
 from app.core.schemas import ListPage

@@ -19,15 +19,15 @@ import structlog
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from app.api.services import Services
 from app.auth.service import Principal
+from app.core.envelope import Envelope
 from app.core.errors import AppError
-from app.core.limits import TooManyRequests
-from app.core.services import Services
+from app.runs.limits import TooManyRequests
 from app.runs.repository import RunRepository
 from app.runs.router import to_read
 from app.runs.schemas import InputCreate, RunCreate
 from app.runs.service import RunService
-from app.runtime.envelope import Envelope
 from app.runtime.streams import StreamClosing, StreamLagged, follow
 
 log = structlog.get_logger(__name__)

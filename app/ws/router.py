@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
+from app.api.services import Services
 from app.auth.service import Principal, Unauthorized, bearer_token
-from app.core.services import Services
 from app.ws.connection import WsConnection
 
 router = APIRouter()

@@ -4,7 +4,7 @@ Both answer ``429`` with ``Retry-After``. The live count is read from the
 database (queued, running and awaiting-input runs), so it holds across
 restarts and replicas; the start rate is a sliding 60-second window kept in
 this process (with N replicas a principal may start up to N times as many).
-Checked under the run manager's admission lock, so two requests cannot both
+Checked under the run launcher's admission lock, so two requests cannot both
 take the last slot. In the embedded mode a new conversation's rows are written
 after the lock; its start counts as pending until its run is live.
 """

@@ -1,4 +1,7 @@
-"""Imports every model, so that ``Base.metadata`` describes the whole schema (alembic reads it)."""
+"""Imports every model, so that ``Base.metadata`` describes the whole schema (alembic reads it).
+
+Above every domain, since it names each domain's models; ``app/core/db.py`` keeps ``Base`` itself.
+"""
 
 from app.agents.models import Agent
 from app.auth.models import ApiKey

@@ -8,17 +8,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Scope
 
+from app.api.services import Services, services_in
 from app.auth.service import Principal, bearer_token
-from app.core.services import Services
 from app.core.settings import Settings
 from app.engine.providers import ModelRegistry
 from app.runtime.manager import RunManager
 
 
 async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+    return services_in(request.scope)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -47,12 +47,18 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 RunManagerDep = Annotated[RunManager, Depends(get_run_manager)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 
+
+async def authenticate(scope: Scope, token: str | None, *, malformed: bool) -> Principal:
+    """The caller of a request by the app's ``Authenticator``: what the ``ApiAuth`` middleware runs."""
+    services = services_in(scope)
+    return await services.auth.principal(services.settings, services.read_sessionmaker, token, malformed=malformed)
+
+
 _bearer = HTTPBearer(auto_error=False, description="An API key created with `swarmdirector keys create`.")
 
 
 async def get_principal(
     request: Request,
-    services: ServicesDep,
     # declares the scheme in OpenAPI; the header itself is read below
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -62,9 +68,7 @@ async def get_principal(
         return found
     authorization = request.headers.get("authorization")
     token = bearer_token(authorization)
-    return await services.auth.principal(
-        services.settings, services.read_sessionmaker, token, malformed=authorization is not None and token is None
-    )
+    return await authenticate(request.scope, token, malformed=authorization is not None and token is None)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

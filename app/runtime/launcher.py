@@ -1,0 +1,333 @@
+"""Where runs execute, behind one interface: in this process, or in whichever process claims them.
+
+The lifespan chooses one ``RunLauncher`` per app, once: ``EmbeddedLauncher`` without
+``SWARM_REDIS_URL``, ``DistributedLauncher`` with it. The run service, the routers and the SSE path
+ask it to store and start a run, cancel it, answer its input, wait for its end and say whether the
+event bus answers; none of them asks which mode this is. A run live in this process is handled the
+same way in both (its ``RunManager``); the modes differ in the rest:
+
+- **Embedded.** Every run is this process's. A new run's rows go through the event recorder
+  (SQLite's one writer) and its task starts as soon as they are written; a start in a new
+  conversation is written after the admission lock, held meanwhile as a pending live run. At start,
+  the runs a previous process left behind are settled (``recovery.py``).
+- **Distributed.** A new run is stored ``queued`` by the request's session and an executor, maybe
+  this process, claims it under a lease (``cluster.py``, ``queue.py``). A cancel or an input answer
+  for a run executed elsewhere travels as a signal; its events are read from its Redis stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.errors import Unavailable
+from app.core.repository import Execution, commit_inserts
+from app.runs.models import Run
+from app.runs.repository import TERMINAL_STATUSES
+from app.runtime.bus import EventBus
+from app.runtime.cluster import Cluster
+from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
+from app.runtime.manager import RunManager
+from app.runtime.recorder import EventRecorder, Rows, StorageError
+from app.runtime.recovery import recover_runs
+from app.runtime.redis_bus import RedisStreams
+from app.runtime.streams import StreamClosing, follow_batches
+
+log = structlog.get_logger(__name__)
+
+# what is left of a launch once the admission lock is released
+AfterAdmission = Callable[[], Awaitable[None]]
+
+
+class RunLauncher(ABC):
+    """This process's way of getting runs executed (see the module's docstring)."""
+
+    def __init__(self, manager: RunManager, bus: EventBus, streams: RedisStreams | None) -> None:
+        self.manager = manager
+        self.bus = bus
+        # where the events of runs executed by other processes are; None: every run is this process's
+        self.streams = streams
+
+    @property
+    def admission(self) -> asyncio.Lock:
+        """Held while a start is admitted: "may it start?" and "store it" are one step per process."""
+        return self.manager.admission
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Begin executing runs (after the database is migrated and the recorder started)."""
+
+    @abstractmethod
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking runs, give the live ones ``grace_s`` to finish, then cancel them (``shutdown``)."""
+
+    @abstractmethod
+    async def bus_ready(self) -> bool:
+        """The event bus answers (readiness)."""
+
+    # -- starting a run --------------------------------------------------------------------------
+
+    @abstractmethod
+    def live_for(self, principal_id: str) -> int | None:
+        """The principal's live runs, when this process knows them all; None: count them in the database."""
+
+    @abstractmethod
+    async def launch(
+        self,
+        session: AsyncSession,
+        run: Run,
+        rows: list[Execution],
+        *,
+        new_conversation: bool,
+        unwritten: Callable[[], None],
+    ) -> AfterAdmission:
+        """Store an admitted run's ``rows`` (its conversation when new, the run, its ``run.queued``) and
+        start it; called under ``admission``. Returns what is left to do once the lock is released.
+
+        ``session``: the request's, which has read what the run needs. ``unwritten``: called when the
+        rows of a start counted as admitted could not be written after all. Raises ``Unavailable``
+        when they could not be written (nothing is).
+        """
+
+    # -- a run that exists -----------------------------------------------------------------------
+
+    async def cancel(self, run_id: str, reason: str, *, settle_within: float = 0.0) -> None:
+        """Ask a run to stop wherever it executes; with ``settle_within``, wait that long for it to end."""
+        if self.manager.cancel(run_id, reason):
+            if settle_within > 0:
+                await self.manager.wait(run_id, within=settle_within)
+            return
+        await self._cancel_elsewhere(run_id, reason, settle_within)
+
+    async def provide_input(self, run_id: str, request_id: str, content: str, *, status: str) -> None:
+        """Hand a run the answer to its input request; raises ``NotAwaitingInput`` or
+        ``UnknownInputRequest``. ``status``: the run's, as the caller read it."""
+        if not self.manager.provide_input(run_id, request_id, content):
+            await self._input_elsewhere(run_id, request_id, content, status)
+
+    async def wait_terminal(self, run_id: str) -> None:
+        """Until the run's terminal event is out (and, for a run of this process, its task has ended)."""
+        if self.manager.is_live(run_id):
+            await self._wait_here(run_id)
+        else:
+            await self._wait_elsewhere(run_id)
+
+    async def _wait_here(self, run_id: str) -> None:
+        await self.bus.wait_terminal(run_id)
+        await self.manager.wait(run_id)
+
+    @abstractmethod
+    async def _cancel_elsewhere(self, run_id: str, reason: str, settle_within: float) -> None: ...
+
+    @abstractmethod
+    async def _input_elsewhere(self, run_id: str, request_id: str, content: str, status: str) -> None: ...
+
+    @abstractmethod
+    async def _wait_elsewhere(self, run_id: str) -> None: ...
+
+
+class EmbeddedLauncher(RunLauncher):
+    """One process: every run is this process's (``SWARM_REDIS_URL`` unset)."""
+
+    def __init__(
+        self,
+        manager: RunManager,
+        bus: EventBus,
+        recorder: EventRecorder,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        super().__init__(manager, bus, None)
+        self.recorder = recorder
+        self.sessionmaker = sessionmaker
+
+    async def start(self) -> None:
+        await recover_runs(self.sessionmaker, self.manager)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.manager.shutdown(grace_s)
+
+    async def bus_ready(self) -> bool:
+        return True  # the bus is in this process
+
+    def live_for(self, principal_id: str) -> int:
+        # every live run is this process's, or pending (admitted, its rows being written)
+        return self.manager.live_for(principal_id) + self.manager.pending[principal_id]
+
+    async def launch(
+        self,
+        session: AsyncSession,
+        run: Run,
+        rows: list[Execution],
+        *,
+        new_conversation: bool,
+        unwritten: Callable[[], None],
+    ) -> AfterAdmission:
+        # what the request read (its team, its conversation) it read on SQLite's one write
+        # connection, which the recorder needs: end that transaction first
+        if session.in_transaction():
+            await session.rollback()
+        if not new_conversation:
+            # in an existing conversation the next request's busy check must see this run, and the
+            # conversation's runs start in the order they were asked
+            await _whole(self._write_and_submit(run, rows, new_conversation=False, unwritten=unwritten))
+            return _nothing
+        # nobody else can name a conversation that is being created: its rows are written after the
+        # lock, the start holding its slot as pending, so a burst of new runs does not commit in turn
+        self.manager.pending[run.principal_id] += 1
+        return lambda: _whole(self._write_and_submit(run, rows, new_conversation=True, unwritten=unwritten))
+
+    async def _write_and_submit(
+        self, run: Run, rows: list[Execution], *, new_conversation: bool, unwritten: Callable[[], None]
+    ) -> None:
+        """Write the run's rows, then start its task. A start in a new conversation holds a pending
+        slot (written after the lock), given back here, with ``unwritten`` told when nothing was written."""
+        try:
+            await _stored(self._write(rows))
+        except BaseException:
+            if new_conversation:
+                unwritten()
+            raise
+        finally:
+            if new_conversation:
+                self.manager.release_pending(run.principal_id)
+        # no await since the slot was released: the run is live at once
+        self.manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=new_conversation)
+
+    async def _write(self, rows: list[Execution]) -> None:
+        # without the request's session: the rows of runs started together are written in the
+        # recorder's next transaction, one ``executemany`` per table (``Rows`` are executed statement
+        # by statement in the order first seen, so the conversation comes before its run and the run
+        # before its event)
+        await self.recorder.commit(None, Rows(tuple(rows)))
+
+    async def _cancel_elsewhere(self, run_id: str, reason: str, settle_within: float) -> None:
+        return  # not live here: not live at all
+
+    async def _input_elsewhere(self, run_id: str, request_id: str, content: str, status: str) -> None:
+        raise _not_waiting(run_id, status)
+
+    async def _wait_elsewhere(self, run_id: str) -> None:
+        await self._wait_here(run_id)  # not live: its end is already out (or it never started)
+
+
+class DistributedLauncher(RunLauncher):
+    """Several processes share the runs through the database and Redis (``SWARM_REDIS_URL``)."""
+
+    def __init__(
+        self,
+        manager: RunManager,
+        bus: EventBus,
+        cluster: Cluster,
+        read_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        super().__init__(manager, bus, cluster.streams)
+        self.cluster = cluster
+        self.read_sessionmaker = read_sessionmaker
+
+    async def start(self) -> None:
+        # several processes share the database: lapsed leases, not a restart, tell a lost run
+        await self.cluster.start(self.manager)
+
+    async def stop(self, grace_s: float) -> None:
+        self.cluster.stop_claiming()
+        await self.manager.shutdown(grace_s)
+        await self.cluster.stop()
+
+    async def bus_ready(self) -> bool:
+        return await self.cluster.ping()
+
+    def live_for(self, principal_id: str) -> None:
+        return None  # queued runs are in the database only
+
+    async def launch(
+        self,
+        session: AsyncSession,
+        run: Run,
+        rows: list[Execution],
+        *,
+        new_conversation: bool,
+        unwritten: Callable[[], None],
+    ) -> AfterAdmission:
+        # the live count is read from the database: the rows are written before the next request
+        # reads it (an executor claims the run from there)
+        await _stored(commit_inserts(session, rows))
+        # queued in the database: an executor (maybe this process) claims it
+        return self.cluster.announce
+
+    async def _cancel_elsewhere(self, run_id: str, reason: str, settle_within: float) -> None:
+        await self.cluster.cancel(run_id, reason)
+        if settle_within > 0:
+            await self._settled_within(run_id, settle_within)
+
+    async def _settled_within(self, run_id: str, within: float) -> None:
+        """Wait (a bounded while) for a run that another process executes to reach a terminal state."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            async with self.read_sessionmaker() as session:
+                run = await session.get(Run, run_id)
+            if run is None or run.status in TERMINAL_STATUSES:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _input_elsewhere(self, run_id: str, request_id: str, content: str, status: str) -> None:
+        if status in TERMINAL_STATUSES or status == "queued":
+            raise _not_waiting(run_id, status)
+        # executed by another process: it checks the request id and answers
+        verdict = await self.cluster.provide_input(run_id, request_id, content)
+        if verdict is None:
+            raise NotAwaitingInput(f"Run '{run_id}' is {status}, and no executor is waiting on its input.")
+        if not verdict.get("ok"):
+            error = UnknownInputRequest if verdict.get("code") == UnknownInputRequest.code else NotAwaitingInput
+            raise error(str(verdict.get("detail") or "The run is not waiting for that input."))
+
+    async def _wait_elsewhere(self, run_id: str) -> None:
+        # executed elsewhere (or not yet claimed): follow its stream to the end
+        async for item in follow_batches(self.read_sessionmaker, self.bus, run_id, 1, remote=self.streams):
+            if isinstance(item, StreamClosing) or (isinstance(item, list) and item[-1].terminal):
+                return
+
+
+def _not_waiting(run_id: str, status: str) -> NotAwaitingInput:
+    return NotAwaitingInput(f"Run '{run_id}' is {status}, not waiting for input.")
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _stored(write: Awaitable[None]) -> None:
+    """Await a new run's rows being written, or raise ``Unavailable`` (nothing was)."""
+    try:
+        await write
+    except (StorageError, OperationalError) as exc:
+        raise Unavailable(
+            "The database could not store the run, so it was not started; try again.",
+            code="storage_unavailable",
+            headers={"Retry-After": "1"},
+        ) from exc
+
+
+async def _whole(step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` to its end even when the request is cancelled meanwhile (its client went away):
+    rows the database may already hold are never left without their run's task."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # the step goes on alone; what it raises is logged, not left unretrieved
+        task.add_done_callback(_log_failure)
+        raise
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("run_start_failed_after_cancel", error=repr(task.exception()))
