@@ -3,12 +3,75 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.core.schemas import Name, StrictModel
-from app.engine.fake import ScriptStep
+
+
+class ScriptToolCall(StrictModel):
+    """A function call the fake model makes in a scripted step."""
+
+    name: str = Field(min_length=1, description="Name of the tool (function) to call.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the call, as a JSON object.")
+
+
+class ScriptStep(StrictModel):
+    """One scripted model call; a fake client consumes its steps in order, one per call."""
+
+    # the public face of the fake model's script (app/engine/fake.py reads it into its own type);
+    # forbidding extra fields reports a misspelt one instead of ignoring it
+    text: str | None = Field(default=None, description="Reply with exactly this text, streamed word by word.")
+    reasoning: str | None = Field(
+        default=None,
+        description="Reason first, as a reasoning model does: this text streams (word by word) before the reply, "
+        "apart from it (`reasoning.delta` events).",
+    )
+    tool_calls: list[ScriptToolCall] | None = Field(
+        default=None, min_length=1, description="Reply with these function calls instead of text."
+    )
+    handoff: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Hand off to this agent: shorthand for one call of the tool 'transfer_to_<handoff>' "
+        "with no arguments.",
+    )
+    error: str | None = Field(
+        default=None, description="Fail the model call with this error message instead of replying."
+    )
+    error_kind: Literal["model_error", "rate_limited", "transient"] = Field(
+        default="model_error",
+        description="With `error`: `rate_limited` and `transient` errors are retried by the server, "
+        "`model_error` is not.",
+    )
+    hang: bool | None = Field(default=None, description="Never answer this call (until it is cancelled or times out).")
+    delay_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delay in milliseconds before each streamed chunk after the first, for this step only "
+        "(overrides the model variant's delay).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_action(self) -> ScriptStep:
+        chosen = [
+            name
+            for name, value in (
+                ("text", self.text),
+                ("tool_calls", self.tool_calls),
+                ("handoff", self.handoff),
+                ("error", self.error),
+                ("hang", self.hang or None),
+            )
+            if value is not None
+        ]
+        if len(chosen) != 1:
+            found = ", ".join(chosen) if chosen else "none"
+            raise ValueError(
+                f"a script step needs exactly one of text, tool_calls, handoff, error, hang (got: {found})"
+            )
+        return self
 
 
 class ModelOptions(StrictModel):

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.conversations.models import Conversation, Message
 from app.core.repository import Execution, Page, Repository, table
@@ -86,3 +86,20 @@ class MessageRepository:
         has_more = len(rows) > limit
         items = rows[:limit]
         return Page(items, str(items[-1].position) if has_more and items else None)
+
+
+class MessageSearch:
+    """The history search a run's tools are given (``app.engine.tools.HistorySearch``).
+
+    Each search reads in a short session of its own, on the read pool: a tool call must not hold a
+    session for the length of a run.
+    """
+
+    __slots__ = ("_sessions",)
+
+    def __init__(self, read_sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = read_sessionmaker
+
+    async def __call__(self, conversation_id: str, query: str, limit: int) -> list[Message]:
+        async with self._sessions() as session:
+            return await MessageRepository(session).search(conversation_id, query, limit)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
 from autogen_agentchat.base import ChatAgent, Team, TerminatedException, TerminationCondition
@@ -23,12 +24,12 @@ from autogen_agentchat.teams import BaseGroupChat, GraphFlow, RoundRobinGroupCha
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 
-from app.agents.schemas import AgentSpec, ModelOptions
 from app.engine.calls import CallPolicy, GuardedModelClient, ModelCall, Observer, TextSink
 from app.engine.graphs import build_graph
 from app.engine.providers import ModelRegistry
+from app.engine.specs import MemberSpec, ModelOptionsSpec, TeamBuildSpec
 from app.engine.tools import ToolContext, ToolRegistry
-from app.teams.schemas import ResolvedTeamSpec
+from app.patches.autogen_token_usage import set_token_counts
 
 # what a user proxy calls for its turn: (agent name) -> async (prompt, cancellation token) -> answer
 InputFunc = Callable[[str, CancellationToken | None], Awaitable[str]]
@@ -47,8 +48,17 @@ def default_person_description(name: str) -> str:
     return f"{name}, a person."
 
 
-def hands_off_to_user(spec: ResolvedTeamSpec) -> bool:
+def hands_off_to_user(spec: TeamBuildSpec) -> bool:
     return spec.kind == "swarm" and any("user" in m.handoffs for m in spec.members)
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorCap:
+    """A selector's model settings: a cap on its reply, which is a name, and nothing else."""
+
+    max_tokens: int
+    temperature: None = None
+    script: None = None
 
 
 class UsageMeter:
@@ -81,10 +91,10 @@ class BilledTokenBudget(TokenUsageTermination):
         if self.terminated:
             raise TerminatedException("Termination condition has already been reached")
         meter = self._meter
-        self._prompt_token_count, self._completion_token_count = meter.prompt, meter.completion
-        self._total_token_count = meter.prompt + meter.completion
+        set_token_counts(self, meter.prompt, meter.completion)
         if self.terminated:
-            content = f"Token budget reached: {self._total_token_count} tokens billed by the run's model calls."
+            billed = meter.prompt + meter.completion
+            content = f"Token budget reached: {billed} tokens billed by the run's model calls."
             return StopMessage(content=content, source="TokenUsageTermination")
         return None
 
@@ -92,7 +102,7 @@ class BilledTokenBudget(TokenUsageTermination):
         return None  # the budget is the run's
 
 
-def team_signature(spec: ResolvedTeamSpec) -> str:
+def team_signature(spec: TeamBuildSpec) -> str:
     """Identifies the shape of a team whose saved state another team can load."""
     shape = ",".join(m.name for m in spec.members)
     if spec.edges:
@@ -121,7 +131,7 @@ class TeamFactory:
     def client(
         self,
         model: str | None,
-        options: ModelOptions | None,
+        options: ModelOptionsSpec | None,
         *,
         agent: str,
         streaming: bool,
@@ -135,7 +145,7 @@ class TeamFactory:
 
     def build_agent(
         self,
-        spec: AgentSpec,
+        spec: MemberSpec,
         *,
         swarm: bool,
         inputs: InputProvider | None,
@@ -172,7 +182,7 @@ class TeamFactory:
         )
 
     def termination(
-        self, spec: ResolvedTeamSpec, history_len: int = 0, meter: UsageMeter | None = None
+        self, spec: TeamBuildSpec, history_len: int = 0, meter: UsageMeter | None = None
     ) -> TerminationCondition:
         # messages replayed as context arrive with the task and count towards MaxMessageTermination
         t = spec.termination
@@ -199,7 +209,7 @@ class TeamFactory:
 
     def build_team(
         self,
-        spec: ResolvedTeamSpec,
+        spec: TeamBuildSpec,
         *,
         history_len: int = 0,
         inputs: InputProvider | None = None,
@@ -219,7 +229,7 @@ class TeamFactory:
         termination = self.termination(spec, history_len, meter)
         if spec.kind == "selector":
             # the selector answers with a name: a cap keeps a chatty model from spending hundreds of tokens on it
-            cap = ModelOptions(max_tokens=self.selector_max_tokens) if self.selector_max_tokens else None
+            cap = SelectorCap(self.selector_max_tokens) if self.selector_max_tokens else None
             selector = self.client(spec.selector_model, cap, agent="selector", streaming=False, observer=observer)
             extra: dict[str, object] = {}
             if spec.selector_prompt:

@@ -35,9 +35,10 @@ from autogen_core.models import (
     RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
-from app.engine.chunks import Reasoning
+from app.engine.chunks import ErrorCode, ModelStreamError, Reasoning
+from app.engine.specs import ScriptErrorKind, ScriptStepSpec
 
 __all__ = [
     "FakeChatCompletionClient",
@@ -50,23 +51,18 @@ __all__ = [
 ]
 
 
-FakeErrorKind = Literal["model_error", "rate_limited", "transient"]
-
-
-class FakeModelError(RuntimeError):
+class FakeModelError(ModelStreamError, RuntimeError):
     """Raised by a fake model call that was told to fail (scripted error or the ``fail`` variant).
 
     ``kind`` says what a real provider's error would have been: ``rate_limited`` and ``transient``
-    ones are worth retrying, ``model_error`` is not.
+    ones are worth retrying, ``model_error`` is not. It is a ``ModelStreamError`` like a real
+    provider's, so the model call classifies and retries it as one, knowing nothing of the fake.
     """
 
-    def __init__(self, message: str, kind: FakeErrorKind = "model_error") -> None:
-        super().__init__(message)
-        self.kind: FakeErrorKind = kind
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind != "model_error"
+    def __init__(self, message: str, kind: ScriptErrorKind = "model_error") -> None:
+        code: ErrorCode = "rate_limited" if kind == "rate_limited" else "model_error"
+        super().__init__(code, message, retryable=kind != "model_error")
+        self.kind: ScriptErrorKind = kind
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,54 +145,32 @@ def parse_fake_variant(name: str) -> FakeVariant:
 # --------------------------------------------------------------------------------------------------
 
 
-class ScriptToolCall(BaseModel):
+@dataclass(frozen=True, slots=True)
+class ScriptToolCall:
     """A function call the fake model makes in a scripted step."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, description="Name of the tool (function) to call.")
-    arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the call, as a JSON object.")
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
-class ScriptStep(BaseModel):
-    """One scripted model call; a fake client consumes its steps in order, one per call."""
+@dataclass(frozen=True, slots=True)
+class ScriptStep:
+    """One scripted model call; a fake client consumes its steps in order, one per call.
 
-    # Part of the public API: a misspelt field must be reported, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    The public schema that requests write (``app/agents/schemas.py``) documents and checks the
+    fields; ``of`` reads one of those, or anything of its shape (``ScriptStepSpec``).
+    """
 
-    text: str | None = Field(default=None, description="Reply with exactly this text, streamed word by word.")
-    reasoning: str | None = Field(
-        default=None,
-        description="Reason first, as a reasoning model does: this text streams (word by word) before the reply, "
-        "apart from it (`reasoning.delta` events).",
-    )
-    tool_calls: list[ScriptToolCall] | None = Field(
-        default=None, min_length=1, description="Reply with these function calls instead of text."
-    )
-    handoff: str | None = Field(
-        default=None,
-        min_length=1,
-        description="Hand off to this agent: shorthand for one call of the tool 'transfer_to_<handoff>' "
-        "with no arguments.",
-    )
-    error: str | None = Field(
-        default=None, description="Fail the model call with this error message instead of replying."
-    )
-    error_kind: FakeErrorKind = Field(
-        default="model_error",
-        description="With `error`: `rate_limited` and `transient` errors are retried by the server, "
-        "`model_error` is not.",
-    )
-    hang: bool | None = Field(default=None, description="Never answer this call (until it is cancelled or times out).")
-    delay_ms: int | None = Field(
-        default=None,
-        ge=0,
-        description="Delay in milliseconds before each streamed chunk after the first, for this step only "
-        "(overrides the model variant's delay).",
-    )
+    text: str | None = None
+    reasoning: str | None = None  # streamed before the reply, apart from it
+    tool_calls: Sequence[ScriptToolCall] | None = None
+    handoff: str | None = None  # one call of the tool 'transfer_to_<handoff>'
+    error: str | None = None
+    error_kind: ScriptErrorKind = "model_error"
+    hang: bool = False  # never answer (until cancelled or timed out)
+    delay_ms: int | None = None  # before each chunk after the first: overrides the variant's delay
 
-    @model_validator(mode="after")
-    def _exactly_one_action(self) -> ScriptStep:
+    def __post_init__(self) -> None:
         chosen = [
             name
             for name, value in (
@@ -213,7 +187,20 @@ class ScriptStep(BaseModel):
             raise ValueError(
                 f"a script step needs exactly one of text, tool_calls, handoff, error, hang (got: {found})"
             )
-        return self
+
+    @classmethod
+    def of(cls, step: ScriptStepSpec) -> ScriptStep:
+        calls = step.tool_calls
+        return cls(
+            text=step.text,
+            reasoning=step.reasoning,
+            tool_calls=None if calls is None else [ScriptToolCall(c.name, c.arguments) for c in calls],
+            handoff=step.handoff,
+            error=step.error,
+            error_kind=step.error_kind,
+            hang=bool(step.hang),
+            delay_ms=step.delay_ms,
+        )
 
 
 @dataclass
@@ -394,7 +381,7 @@ class FakeChatCompletionClient(ChatCompletionClient):
         if step is not None and step.hang:
             return _Reply(content="", usage=RequestUsage(prompt_tokens=0, completion_tokens=0), hang=True)
 
-        calls: list[ScriptToolCall] | None = None
+        calls: Sequence[ScriptToolCall] | None = None
         if step is not None and step.handoff is not None:
             # AutoGen lower-cases handoff tool names (Handoff.name), so match it or the call misses.
             calls = [ScriptToolCall(name=f"transfer_to_{step.handoff}".lower())]
@@ -402,7 +389,9 @@ class FakeChatCompletionClient(ChatCompletionClient):
             calls = step.tool_calls
         if calls is not None:
             function_calls = [
-                FunctionCall(id=f"call_{call_number}_{index}", name=call.name, arguments=json.dumps(call.arguments))
+                FunctionCall(
+                    id=f"call_{call_number}_{index}", name=call.name, arguments=json.dumps(dict(call.arguments))
+                )
                 for index, call in enumerate(calls)
             ]
             usage = RequestUsage(prompt_tokens=prompt_tokens, completion_tokens=_TOOL_CALL_TOKENS * len(calls))

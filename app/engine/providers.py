@@ -16,12 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 import openai
 from autogen_core.models import ChatCompletionClient, ModelFamily, ModelInfo
-from autogen_ext.models.openai import _model_info as autogen_model_info
-from autogen_ext.models.openai._model_info import get_info
-from autogen_ext.models.openai._openai_client import _azure_openai_client_from_config, _openai_client_from_config
 
 from app.core.settings import Settings
-from app.engine.fake import FakeChatCompletionClient, FakeStats, parse_fake_variant
+from app.engine.fake import FakeChatCompletionClient, FakeStats, ScriptStep, parse_fake_variant
 from app.engine.openai_stream import (
     ChatEndpoint,
     LeanOpenAIChatCompletionClient,
@@ -29,9 +26,11 @@ from app.engine.openai_stream import (
     StockOpenAIChatCompletionClient,
     StreamTransport,
 )
+from app.patches import autogen_ext_private
+from app.patches.autogen_ext_private import azure_openai_client_from_config, get_info, openai_client_from_config
 
 if TYPE_CHECKING:
-    from app.agents.schemas import ModelOptions
+    from app.engine.specs import ModelOptionsSpec
 
 ProviderName = Literal["fake", "openai", "azure_openai", "openai_compatible"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "azure_openai", "openai_compatible", "fake")
@@ -39,9 +38,9 @@ PROVIDERS: tuple[ProviderName, ...] = ("openai", "azure_openai", "openai_compati
 SDK_CLIENTS_KEPT = 64
 # where AutoGen's OpenAIChatCompletionClient sends these models when no base URL is given
 AUTOGEN_BASE_URLS = {
-    "gemini-": autogen_model_info.GEMINI_OPENAI_BASE_URL,
-    "claude-": autogen_model_info.ANTHROPIC_OPENAI_BASE_URL,
-    "Llama-": autogen_model_info.LLAMA_API_BASE_URL,
+    "gemini-": autogen_ext_private.GEMINI_OPENAI_BASE_URL,
+    "claude-": autogen_ext_private.ANTHROPIC_OPENAI_BASE_URL,
+    "Llama-": autogen_ext_private.LLAMA_API_BASE_URL,
 }
 
 
@@ -148,7 +147,7 @@ class ModelRegistry:
         return True
 
     def build(
-        self, ref: ModelRef, options: ModelOptions | None = None, *, streaming: bool = False, lean: bool = False
+        self, ref: ModelRef, options: ModelOptionsSpec | None = None, *, streaming: bool = False, lean: bool = False
     ) -> ChatCompletionClient:
         """A fresh client for one agent of one run.
 
@@ -157,7 +156,7 @@ class ModelRegistry:
         their answers with ``ChunkAssembler`` (``app/engine/chunks.py``).
         """
         if ref.provider == "fake":
-            script = options.script if options and options.script else ()
+            script = [ScriptStep.of(step) for step in options.script] if options and options.script else ()
             return FakeChatCompletionClient(parse_fake_variant(ref.name), script=script, stats=self.fake_stats)
         args: dict[str, Any] = {}
         if options is not None:
@@ -221,10 +220,10 @@ class ModelRegistry:
             return kept
         sdk: openai.AsyncOpenAI
         if ref.provider == "azure_openai":
-            sdk = _azure_openai_client_from_config(config)
+            sdk = azure_openai_client_from_config(config)
             auth = {"api-key": config["api_key"]}
         else:
-            sdk = _openai_client_from_config(config)
+            sdk = openai_client_from_config(config)
             auth = sdk.auth_headers
         kept = self._sdk_clients[key] = (sdk, ChatEndpoint.of(sdk, auth, self.http_client()))
         if len(self._sdk_clients) > SDK_CLIENTS_KEPT:

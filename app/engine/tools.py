@@ -6,28 +6,47 @@ the operator through ``SWARM_TOOLS`` (``module:function`` entry points).
 Every call is bounded by a timeout; a tool that raises or times out gives the
 model an error result (``is_error``) and the run goes on. Some tools need to
 know whose run calls them (the history search reads the run's own
-conversation), so each run builds its tools from a ``ToolContext``.
+conversation), so each run builds its tools from a ``ToolContext``; what a tool reads of the
+server, it reads through the context (``HistorySearch``), never a repository of its own.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
-import copy
 import importlib
 import inspect
 import operator
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from autogen_core import CancellationToken
 from autogen_core.tools import BaseTool, FunctionTool, ToolSchema
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.conversations.repository import MessageRepository
+from app.patches.autogen_function_tool import function_of, rebound
+
+
+class FoundMessage(Protocol):
+    """A stored message of a conversation, as the history search reports it."""
+
+    @property
+    def position(self) -> int: ...
+    @property
+    def agent(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+
+
+class HistorySearch(Protocol):
+    """Reads a conversation's stored messages that mention ``query`` (any case), newest first, at most ``limit``.
+
+    The conversations domain supplies it (``app.conversations.repository.MessageSearch``).
+    """
+
+    def __call__(self, conversation_id: str, query: str, limit: int) -> Awaitable[Sequence[FoundMessage]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +56,7 @@ class ToolContext:
     run_id: str
     conversation_id: str
     principal_id: str
-    read_sessionmaker: async_sessionmaker[AsyncSession]
+    history: HistorySearch
 
 
 ToolBuilder = Callable[[ToolContext], Callable[..., Any]]
@@ -64,9 +83,7 @@ class TimedTool(FunctionTool):
         ``FunctionTool`` builds a pydantic model of the arguments from the function's signature, about
         0.4 ms, on every construction: per tool, per agent, per run. A copy shares the model.
         """
-        tool = copy.copy(self)
-        tool._func = func
-        return tool
+        return rebound(self, func)
 
     async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
         try:
@@ -123,8 +140,7 @@ def history_search(ctx: ToolContext) -> Callable[..., Any]:
         """Search this conversation's earlier messages for a word or phrase; newest matches first."""
         if not query.strip():
             raise ValueError("the query is empty")
-        async with ctx.read_sessionmaker() as session:
-            found = await MessageRepository(session).search(ctx.conversation_id, query.strip(), max(1, min(limit, 20)))
+        found = await ctx.history(ctx.conversation_id, query.strip(), max(1, min(limit, 20)))
         if not found:
             return f"No earlier message mentions {query!r}."
         return "\n".join(f"[{m.position}] {m.agent}: {m.content[:300]}" for m in found)
@@ -162,7 +178,7 @@ class ToolRegistry:
         func = builder(ctx)
         first = self._built.get(name)
         code = getattr(func, "__code__", None)
-        if first is not None and code is not None and code is getattr(first._func, "__code__", None):
+        if first is not None and code is not None and code is getattr(function_of(first), "__code__", None):
             return first.for_function(func)  # the same code, so the same signature
         tool = TimedTool(func, name=name, description=description, timeout_s=self.timeout_s)
         self._built[name] = tool

@@ -18,7 +18,7 @@ def guarded(
     script: list[dict[str, Any]], variant: str = "t3", *, timeout: float = 5, retries: int = 2
 ) -> tuple[GuardedModelClient, list[ModelCall], FakeChatCompletionClient]:
     calls: list[ModelCall] = []
-    inner = FakeChatCompletionClient(parse_fake_variant(variant), script=[ScriptStep.model_validate(s) for s in script])
+    inner = FakeChatCompletionClient(parse_fake_variant(variant), script=[ScriptStep(**s) for s in script])
     policy = CallPolicy(timeout_s=timeout, max_retries=retries, backoff_s=0.001, backoff_max_s=0.01)
     return GuardedModelClient(inner, policy, agent="a", model=f"fake/{variant}", observer=calls.append), calls, inner
 

@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 
 from tests.fixtures.problems import assert_problem
-from tests.fixtures.specs import agent, run_body
+from tests.fixtures.runs import stored_events, wait_run
+from tests.fixtures.specs import agent
 
 
 def graph(members: list[dict[str, Any]], edges: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -15,10 +16,8 @@ def graph(members: list[dict[str, Any]], edges: list[dict[str, Any]], **extra: A
 
 
 async def speakers(client: httpx.AsyncClient, spec: dict[str, Any]) -> list[str]:
-    run = (await client.post("/v1/runs/wait", json=run_body(team=spec))).json()
-    assert run["status"] == "succeeded", run
-    page = await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"})
-    return [e["data"]["agent"] for e in page.json()["data"] if e["type"] == "message.completed"]
+    run = await wait_run(client, expect="succeeded", team=spec)
+    return [e["data"]["agent"] for e in await stored_events(client, run["id"]) if e["type"] == "message.completed"]
 
 
 async def test_a_conditional_edge_takes_the_branch_the_message_names(client: httpx.AsyncClient) -> None:
