@@ -45,9 +45,9 @@ from app.analytics.schemas import Bucket
 from app.conversations.models import Conversation, Message
 from app.core.db import UTCDateTime
 from app.core.errors import NotFound
+from app.core.vocabulary import RUN_STATUSES
 from app.runs.models import ModelCallRecord, Run
 
-RUN_STATUSES = ("queued", "running", "awaiting_input", "succeeded", "failed", "cancelled", "timed_out")
 PERCENTILES = (50, 95)
 
 AnySelect = Select[*tuple[Any, ...]]

@@ -10,11 +10,18 @@ from typing import Any
 
 import orjson
 
-TERMINAL_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
-DELTA = "message.delta"
-REASONING_DELTA = "reasoning.delta"
-# published at once, stored in batches (the recorder's delta rows), not committed one by one
-STREAMED_TYPES = frozenset({DELTA, REASONING_DELTA})
+from app.core.vocabulary import DELTA, REASONING_DELTA, STREAMED_TYPES, TERMINAL_TYPES, EventType
+
+__all__ = [
+    "DELTA",
+    "REASONING_DELTA",
+    "STREAMED_TYPES",
+    "TERMINAL_TYPES",
+    "Envelope",
+    "format_at",
+    "parse_at",
+    "usage_data",
+]
 
 
 def format_at(at: datetime) -> str:
@@ -38,7 +45,7 @@ def parse_at(text: str) -> datetime:
 class Envelope:
     __slots__ = ("_json", "_sse", "at", "data", "run_id", "seq", "type")
 
-    def __init__(self, run_id: str, seq: int, type: str, at: datetime, data: dict[str, Any]) -> None:
+    def __init__(self, run_id: str, seq: int, type: EventType, at: datetime, data: dict[str, Any]) -> None:
         self.run_id = run_id
         self.seq = seq
         self.type = type

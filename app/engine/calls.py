@@ -46,7 +46,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from app.core.secrets import scrub_credentials
 from app.engine.chunks import ErrorCode, EstimatedUsage, ModelStreamError, Reasoning, provider_error, readable
-from app.engine.fake import FakeModelError
 from app.engine.interrupts import StallWatch
 
 # a call's record: how it failed, or that it was cancelled
@@ -99,12 +98,33 @@ Observer = Callable[[ModelCall], None]
 TextSink = Callable[[str, str], None]
 
 
+_STREAM_TAG = "swarm_stream_id"
+
+
+def tag_stream(usage: RequestUsage, stream_id: str) -> None:
+    """Mark a fast-path call's usage with the id its streamed chunks had. AutoGen hands a result's
+    usage on, as the same object, to the message it makes of the result, so the message finds its
+    deltas by it. The tag is not a field: the usage still equals, and is, what the provider reported."""
+    fields = getattr(usage, "__dict__", None)
+    if fields is not None:
+        fields[_STREAM_TAG] = stream_id
+
+
+def stream_of(usage: RequestUsage | None) -> str | None:
+    """The id of the stream a usage's call had, when it was a fast-path call."""
+    fields = getattr(usage, "__dict__", None)
+    return None if fields is None else fields.get(_STREAM_TAG)
+
+
+def usage_estimated(usage: RequestUsage | None) -> bool:
+    """Whether a call's usage was counted here because the provider reported none."""
+    return isinstance(usage, EstimatedUsage)
+
+
 def error_code(exc: BaseException) -> ErrorCode:
     """The stable code of a failed call, by the error's type (and a refusal's status and body)."""
     if isinstance(exc, ModelCallError | ModelStreamError):
         return exc.code
-    if isinstance(exc, FakeModelError):
-        return "rate_limited" if exc.kind == "rate_limited" else "model_error"
     if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx.TimeoutException):
         return "model_timeout"
     if isinstance(exc, openai.RateLimitError):
@@ -116,8 +136,6 @@ def error_code(exc: BaseException) -> ErrorCode:
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether asking again may help: rate limits, timeouts, broken connections, 5xx, empty answers."""
-    if isinstance(exc, FakeModelError):
-        return exc.retryable
     if isinstance(exc, ModelStreamError):
         return exc.retryable
     if isinstance(exc, openai.RateLimitError):
@@ -257,7 +275,7 @@ class GuardedModelClient(ChatCompletionClient):
                 attempts=attempts,
                 error_code=error.code if error else None,
                 error_message=error.message if error else None,
-                usage_estimated=isinstance(usage, EstimatedUsage),
+                usage_estimated=usage_estimated(usage),
             )
         )
 
@@ -288,6 +306,7 @@ class GuardedModelClient(ChatCompletionClient):
                     final = item
             if final is None:
                 raise self._fail(RuntimeError("the model's stream ended without a result"))
+            tag_stream(final.usage, message_id)
             return final
         started, clock, attempts = datetime.now(UTC), time.monotonic(), 0
         try:

@@ -1,7 +1,7 @@
 """Translates AutoGen's stream items into SwarmDirector event types and payloads.
 
 Streamed chunks are not here: the run meets them first, on its per-token path
-(``RunExecution.streamed_chunk``).
+(``app/runtime/run/tokens.py``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from autogen_agentchat.messages import (
     ToolCallRequestEvent,
 )
 
-from app.engine.chunks import EstimatedUsage
+from app.core.vocabulary import EventType
+from app.engine.calls import usage_estimated
 
-Translated = list[tuple[str, dict[str, Any]]]
+Translated = list[tuple[EventType, dict[str, Any]]]
 
 
 @dataclass(slots=True)
@@ -55,7 +56,7 @@ def completed_message(message: BaseChatMessage | ThoughtEvent) -> CompletedMessa
         payload=message.model_dump(mode="json"),
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
-        usage_estimated=isinstance(usage, EstimatedUsage),
+        usage_estimated=usage_estimated(usage),
     )
 
 

@@ -2,19 +2,19 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Select, and_, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.conversations.models import Conversation, Message
+from app.core.envelope import STREAMED_TYPES, Envelope
 from app.core.repository import Execution, Page, Repository, table
+from app.core.vocabulary import ACTIVE_STATUSES as ACTIVE_STATUSES
+from app.core.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES
+from app.core.vocabulary import EventType
 from app.runs.models import ModelCallRecord, Run, RunEvent
-from app.runtime.envelope import STREAMED_TYPES, Envelope
-
-ACTIVE_STATUSES = ("queued", "running", "awaiting_input")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
 
 # prepared statements of the per-run write path, for the recorder's ``Rows`` (one executemany per batch)
 _runs = table(Run)
@@ -141,10 +141,15 @@ def pack_deltas(deltas: list[Envelope]) -> dict[str, Any]:
     return data
 
 
+def _stored_type(type_: str) -> EventType:
+    # the log holds only types this server wrote (``app.core.vocabulary``)
+    return cast(EventType, type_)
+
+
 def expand(row: RunEvent) -> list[Envelope]:
     """A stored row as the events it holds (one, or a run of deltas)."""
     if row.seq_end is None:
-        return [Envelope(row.run_id, row.seq, row.type, row.at, row.data)]
+        return [Envelope(row.run_id, row.seq, _stored_type(row.type), row.at, row.data)]
     data = row.data
     parts, offsets = data[_PARTS], data[_OFFSETS]
     base = {k: v for k, v in data.items() if k not in (_PARTS, _OFFSETS)}
@@ -152,7 +157,9 @@ def expand(row: RunEvent) -> list[Envelope]:
     for i, (text, offset) in enumerate(zip(parts, offsets, strict=True)):
         one = dict(base)
         one["text"] = text  # keeps its place among the keys
-        out.append(Envelope(row.run_id, row.seq + i, row.type, row.at + timedelta(microseconds=offset), one))
+        out.append(
+            Envelope(row.run_id, row.seq + i, _stored_type(row.type), row.at + timedelta(microseconds=offset), one)
+        )
     return out
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.schemas import StrictModel
+from app.core.vocabulary import RunStatus as RunStatus
 from app.runs.event_schemas import EventPage as EventPage
 from app.runs.event_schemas import RunError as RunError
 from app.runs.event_schemas import RunEvent
@@ -18,7 +19,6 @@ from app.teams.schemas import TeamSpec
 # the event envelope keeps its old name here; its typed variants live in app.runs.event_schemas
 EventEnvelope = RunEvent
 
-RunStatus = Literal["queued", "running", "awaiting_input", "succeeded", "failed", "cancelled", "timed_out"]
 MetadataValue = str | int | float | bool | None
 
 

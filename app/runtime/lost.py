@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation
+from app.core.envelope import Envelope, usage_data
+from app.core.vocabulary import EventType
 from app.runs.models import Run, RunEvent
 from app.runs.repository import RunQueueRepository
-from app.runtime.envelope import Envelope, usage_data
 
 
 async def end_lost_run(
@@ -28,6 +29,7 @@ async def end_lost_run(
     messages, prompt, completion, estimated = await RunQueueRepository(session).usage(run.id)
     duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
     data: dict[str, Any] = {"usage": usage_data(prompt, completion, estimated), "duration_ms": duration_ms}
+    type_: EventType
     if run.cancel_requested is not None:
         type_ = "run.cancelled"
         data.update(status="cancelled", reason=run.cancel_requested)

@@ -8,6 +8,8 @@ from typing import Any
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent
 from autogen_agentchat.teams import BaseGroupChat
 
+from app.patches.autogen_output_queue import attach_output_queue
+
 
 class QueuedReasoning(ModelClientStreamingChunkEvent):
     """A streamed piece of reasoning that waits its turn on the team's output queue (answer text
@@ -41,11 +43,9 @@ class TeamOutbox:
         self._queue: OutputQueue | None = None
 
     def attach(self, team: BaseGroupChat) -> None:
-        # AutoGen's run_stream yields whatever lands on this queue, in order, and its group chat
-        # manager is given the queue when the team first starts: replaced before that, ours is the
-        # one both use (pinned AutoGen version)
+        """Make the team's output queue ours, before it first starts (``app/patches/autogen_output_queue.py``)."""
         self._queue = OutputQueue()
-        team._output_message_queue = self._queue
+        attach_output_queue(team, self._queue)
 
     @property
     def idle(self) -> bool:

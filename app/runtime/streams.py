@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.envelope import Envelope
 from app.runs.models import Run
 from app.runs.repository import TERMINAL_STATUSES, RunEventRepository
-from app.runtime.bus import EventBus
-from app.runtime.envelope import Envelope
+from app.runtime.bus import EventBus, Subscription
 from app.runtime.redis_bus import RedisStreams
 
 PAGE = 500
@@ -87,6 +87,23 @@ async def _stored(
             return
 
 
+async def _follow_local(
+    sub: Subscription, cursor: _Cursor
+) -> AsyncIterator[list[Envelope] | StreamLagged | StreamClosing]:
+    """A run live in this process, from its channel, until it ends, the watcher lags, or the channel closes."""
+    while True:
+        if out := cursor.take(await sub.next_batch()):
+            yield out
+        if cursor.done:
+            return
+        if sub.lagged:
+            yield StreamLagged(cursor.last)
+            return
+        if sub.closed:
+            yield StreamClosing(cursor.last)
+            return
+
+
 async def follow_batches(
     sessionmaker: async_sessionmaker[AsyncSession],
     bus: EventBus,
@@ -144,17 +161,11 @@ async def follow_batches(
                     return
                 await asyncio.sleep(poll_s)
                 continue
-            while True:
-                if out := cursor.take(await sub.next_batch()):
-                    yield out
-                if cursor.done:
-                    return
-                if sub.lagged:
-                    yield StreamLagged(cursor.last)
-                    break
-                if sub.closed:
-                    yield StreamClosing(cursor.last)
-                    return
+            async for news in _follow_local(sub, cursor):
+                yield news
+            if cursor.done or not sub.lagged:
+                return
+            # the watcher fell behind and its subscription was dropped: read on from storage
         finally:
             if sub is not None:
                 sub.close()

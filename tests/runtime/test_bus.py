@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from app.core.db import utcnow
+from app.core.envelope import Envelope
 from app.runtime.bus import EventBus
-from app.runtime.envelope import Envelope
 
 
 def env(seq: int, type_: str = "message.delta") -> Envelope:

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.conversations.models import Conversation, Message
 from app.conversations.repository import message_stored
 from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.envelope import Envelope
 from app.core.migrate import upgrade_head
 from app.core.repository import new_row
 from app.runs.models import Run, RunEvent
 from app.runs.repository import event_insert, run_started
 from app.runtime.bus import EventBus
-from app.runtime.envelope import Envelope
 from app.runtime.recorder import EventRecorder, Rows, StorageError, Superseded
 
 
