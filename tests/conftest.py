@@ -9,16 +9,20 @@ fixture, directly or through ``settings``, ``app``, ``client``, ``live_server`` 
 ``live_client``, runs once per backend, with the ids ``[embedded]`` and ``[distributed]``.
 A test about the embedded mode itself is marked ``embedded_only`` and runs on it alone.
 Elsewhere the fixtures give the embedded backend only.
+
+An app with settings of its own is ``serve_app(backend.settings(tmp_path, ...))`` in process, or
+``with LiveServer(...) as server`` on a real uvicorn. Starting, waiting for and reading back runs
+is ``tests/fixtures/runs.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app import patches
-from app.core.services import Services
+from app.api.services import Services
 from app.core.settings import Settings
 from app.main import create_app
 from app.server import SwarmServer
@@ -137,16 +141,34 @@ def settings(backend: Backend, tmp_path: Path) -> Settings:
     return backend.settings(tmp_path)
 
 
+def started(app: FastAPI) -> LifespanManager:
+    """``app`` under its lifespan, started and stopped within bounds that a loaded machine meets."""
+    return LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
+
+
+def asgi_client(app: FastAPI) -> httpx.AsyncClient:
+    """A client that calls ``app`` in process (the ASGI transport buffers a whole body: no streaming timing)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@asynccontextmanager
+async def serve_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """``create_app(settings)`` started, and a client of it: for an app with settings of its own."""
+    application = create_app(settings)
+    async with started(application), asgi_client(application) as client:
+        yield application, client
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
-    async with LifespanManager(application, startup_timeout=30, shutdown_timeout=30):
+    async with started(application):
         yield application
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+    async with asgi_client(app) as c:
         yield c
 
 
@@ -188,31 +210,24 @@ class LiveServer:
         self._thread.join(timeout=30)
         self._sock.close()
 
+    def client(self) -> httpx.AsyncClient:
+        """A client of this server over loopback: a stream arrives as it is sent."""
+        return httpx.AsyncClient(base_url=self.url, timeout=30)
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[LiveServer]:
-    server = LiveServer(settings).start()
-    try:
+    with LiveServer(settings) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 async def live_client(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as c:
+    async with live_server.client() as c:
         yield c
-
-
-async def wait_for_status(
-    client: httpx.AsyncClient, run_id: str, statuses: set[str], timeout: float = 15
-) -> dict[str, Any]:
-    """Poll a run until it reaches one of ``statuses`` (a bound, not a timing assumption)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        run = (await client.get(f"/v1/runs/{run_id}")).json()
-        if run["status"] in statuses:
-            return dict(run)
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"run {run_id} stayed {run['status']}, wanted {statuses}")
-        await asyncio.sleep(0.02)

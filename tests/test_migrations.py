@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import create_engine
 from app.core.migrate import upgrade_head
-from app.core.schema import Base
+from app.schema import Base
 
 TABLES = {"agents", "api_keys", "conversations", "messages", "runs", "run_events", "teams"}
 

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_app
 
 SECRET = "sk-test-SECRET123"
 
@@ -23,11 +21,7 @@ def providers(body: dict[str, object]) -> dict[str, bool]:
 
 @pytest.fixture
 async def keyed_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    application = create_app(make_settings(tmp_path, openai_api_key=SECRET))
-    async with (
-        LifespanManager(application, startup_timeout=30, shutdown_timeout=30),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as c,
-    ):
+    async with serve_app(make_settings(tmp_path, openai_api_key=SECRET)) as (_, c):
         yield c
 
 

@@ -9,11 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.main import create_app
-from tests.conftest import Backend
+from tests.conftest import Backend, serve_app
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
 from tests.fixtures.specs import agent
@@ -252,11 +250,7 @@ async def test_a_script_with_a_fake_model_is_accepted(client: httpx.AsyncClient)
 @pytest.fixture
 async def openai_client(backend: Backend, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A server with an OpenAI key configured (never called: only validation runs)."""
-    application = create_app(backend.settings(tmp_path, openai_api_key="sk-test-not-a-real-key"))
-    async with (
-        LifespanManager(application, startup_timeout=30, shutdown_timeout=30),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as c,
-    ):
+    async with serve_app(backend.settings(tmp_path, openai_api_key="sk-test-not-a-real-key")) as (_, c):
         yield c
 
 

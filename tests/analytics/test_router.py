@@ -23,7 +23,8 @@ from app.runs.models import ModelCallRecord
 from tests.conftest import services_of
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
-from tests.fixtures.specs import agent, run_body, team
+from tests.fixtures.runs import wait_run
+from tests.fixtures.specs import agent, team
 
 Headers = dict[str, str]
 # the main figures are checked end to end on both backends; the rest on SQLite
@@ -95,12 +96,6 @@ class History:
 # -- building the history, and the figures it should give ---------------------------------------
 
 
-async def wait_run(client: httpx.AsyncClient, headers: Headers, **body: Any) -> dict[str, Any]:
-    r = await client.post("/v1/runs/wait", json=run_body(**body), headers=headers)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
 def single(team_name: str, member: dict[str, Any]) -> dict[str, Any]:
     return team(team_name, kind="single", members=[member], max_messages=None)
 
@@ -111,15 +106,15 @@ async def history(app: FastAPI, client: httpx.AsyncClient) -> History:
     since = datetime.now(UTC) - timedelta(seconds=1)
     # a few milliseconds a word, so that latencies and times to first token differ from zero
     pair = team("alpha", model="fake/t5-f3-d1", max_messages=3)
-    first = await wait_run(client, alice, team=pair)
+    first = await wait_run(client, headers=alice, team=pair)
     runs = [
         first,
         # the same conversation goes on: two runs in one conversation
-        await wait_run(client, alice, team=pair, task="Go on.", conversation_id=first["conversation_id"]),
-        await wait_run(client, alice, team=single("beta", agent("solo", "fake/t9-f2-d1"))),
+        await wait_run(client, headers=alice, team=pair, task="Go on.", conversation_id=first["conversation_id"]),
+        await wait_run(client, headers=alice, team=single("beta", agent("solo", "fake/t9-f2-d1"))),
         await wait_run(
             client,
-            alice,
+            headers=alice,
             team=single(
                 "beta",
                 agent(
@@ -137,12 +132,12 @@ async def history(app: FastAPI, client: httpx.AsyncClient) -> History:
         ),
         await wait_run(
             client,
-            alice,
+            headers=alice,
             team=single("gamma", agent("broken", "fake/t5", model_options={"script": [{"error": "boom"}]})),
         ),
     ]
     assert Counter(r["status"] for r in runs) == {"succeeded": 4, "failed": 1}
-    bob_run = await wait_run(client, bob, team=single("delta", agent("solo", "fake/t7")))
+    bob_run = await wait_run(client, headers=bob, team=single("delta", agent("solo", "fake/t7")))
     assert bob_run["status"] == "succeeded"
     return History(alice, bob, since, datetime.now(UTC) + timedelta(seconds=1), runs, bob_run)
 

@@ -23,11 +23,8 @@ runner = CliRunner()
 @pytest.fixture
 def other_server(tmp_path: Path) -> Iterator[LiveServer]:
     (tmp_path / "other").mkdir()
-    server = LiveServer(make_settings(tmp_path / "other")).start()
-    try:
+    with LiveServer(make_settings(tmp_path / "other")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def invoke(*args: str, input: str | None = None) -> tuple[int, str]:

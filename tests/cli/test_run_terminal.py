@@ -62,11 +62,8 @@ def finish(child: pexpect.spawn) -> tuple[str, int]:
 @pytest.fixture
 def slow_server(tmp_path: Path) -> Iterator[LiveServer]:
     """Every agent without a model streams 30 words, 10 ms apart: streaming you can watch."""
-    server = LiveServer(make_settings(tmp_path, default_model="fake/t30-d10")).start()
-    try:
+    with LiveServer(make_settings(tmp_path, default_model="fake/t30-d10")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def agent_style(output: str, agent: str) -> str:
@@ -90,8 +87,7 @@ def test_run_streams_both_agents_in_their_own_colours_and_exits_0(slow_server: L
 
 def test_ctrl_c_cancels_the_run_on_the_server(tmp_path: Path) -> None:
     # 400 words, 20 ms apart: eight seconds a message, far longer than the cancel takes
-    server = LiveServer(make_settings(tmp_path, default_model="fake/t400-d20")).start()
-    try:
+    with LiveServer(make_settings(tmp_path, default_model="fake/t400-d20")) as server:
         child = spawn("run", "demo", "Write a long poem.", "--url", server.url)
         child.expect(RUN_ID)
         run_id = child.match.group(1)
@@ -105,8 +101,6 @@ def test_ctrl_c_cancels_the_run_on_the_server(tmp_path: Path) -> None:
         run = httpx.get(f"{server.url}/v1/runs/{run_id}").json()
         assert run["status"] == "cancelled"
         assert run["stop_reason"] == "cancelled"
-    finally:
-        server.stop()
 
 
 def test_an_agent_asks_and_the_answer_is_typed_in_place(slow_server: LiveServer, tmp_path: Path) -> None:

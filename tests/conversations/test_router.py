@@ -7,17 +7,10 @@ from typing import Any
 import httpx
 
 from tests.fixtures.problems import assert_problem
+from tests.fixtures.runs import stored_events, wait_run
 from tests.fixtures.specs import agent, run_body, team
 
 MISSING = "conv_01JDAX3G4F6Q3C9W8R4T0M2N7B"
-
-
-async def wait_run(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    r = await client.post("/v1/runs/wait", json=run_body(**body))
-    assert r.status_code == 200, r.text
-    run = dict(r.json())
-    assert run["status"] == "succeeded", run
-    return run
 
 
 def single(name: str = "solo") -> dict[str, Any]:
@@ -39,8 +32,8 @@ async def test_a_fresh_server_has_no_conversations(client: httpx.AsyncClient) ->
 async def test_each_run_without_a_conversation_starts_one_and_the_list_shows_them_newest_first(
     client: httpx.AsyncClient,
 ) -> None:
-    first = await wait_run(client, task="First task", team=single())
-    second = await wait_run(client, task="Second task", team=single())
+    first = await wait_run(client, expect="succeeded", task="First task", team=single())
+    second = await wait_run(client, expect="succeeded", task="Second task", team=single())
     assert first["conversation_id"] != second["conversation_id"]
     r = await client.get("/v1/conversations")
     assert r.status_code == 200
@@ -51,7 +44,9 @@ async def test_each_run_without_a_conversation_starts_one_and_the_list_shows_the
 
 
 async def test_list_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
-    ids = [(await wait_run(client, task=f"t{i}", team=single()))["conversation_id"] for i in range(3)]
+    ids = [
+        (await wait_run(client, expect="succeeded", task=f"t{i}", team=single()))["conversation_id"] for i in range(3)
+    ]
     page = (await client.get("/v1/conversations", params={"limit": 2})).json()
     assert [c["id"] for c in page["data"]] == [ids[2], ids[1]]
     rest = (await client.get("/v1/conversations", params={"limit": 2, "cursor": page["next_cursor"]})).json()
@@ -61,7 +56,7 @@ async def test_list_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
 
 async def test_get_shows_counts_title_and_saved_state(client: httpx.AsyncClient) -> None:
     long_task = "  " + "word " * 40
-    run = await wait_run(client, task=long_task, team=team(model="fake/t3", max_messages=3))
+    run = await wait_run(client, expect="succeeded", task=long_task, team=team(model="fake/t3", max_messages=3))
     r = await client.get(f"/v1/conversations/{run['conversation_id']}")
     assert r.status_code == 200
     conversation = r.json()
@@ -87,13 +82,15 @@ async def test_a_failed_run_leaves_no_state_to_continue_from(client: httpx.Async
 
 async def test_a_stored_teams_conversation_names_the_team(client: httpx.AsyncClient) -> None:
     demo = (await client.get("/v1/teams/demo")).json()
-    run = await wait_run(client, team_id="demo")
+    run = await wait_run(client, expect="succeeded", team_id="demo")
     conversation = (await client.get(f"/v1/conversations/{run['conversation_id']}")).json()
     assert conversation["team_id"] == demo["id"]
 
 
 async def test_messages_are_in_order_from_position_one_and_start_with_the_task(client: httpx.AsyncClient) -> None:
-    run = await wait_run(client, task="Write a haiku about rivers.", team=team(model="fake/t3", max_messages=4))
+    run = await wait_run(
+        client, expect="succeeded", task="Write a haiku about rivers.", team=team(model="fake/t3", max_messages=4)
+    )
     page = await messages_of(client, run["conversation_id"])
     messages = page["data"]
     assert page.get("next_after") is None
@@ -112,11 +109,9 @@ async def test_messages_are_in_order_from_position_one_and_start_with_the_task(c
 
 
 async def test_each_message_is_the_stored_message_completed_event(client: httpx.AsyncClient) -> None:
-    run = await wait_run(client, team=team(model="fake/t3", max_messages=3))
+    run = await wait_run(client, expect="succeeded", team=team(model="fake/t3", max_messages=3))
     messages = (await messages_of(client, run["conversation_id"]))["data"]
-    events = (
-        await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"}, params={"limit": 1000})
-    ).json()["data"]
+    events = await stored_events(client, run["id"])
     completed = {e["seq"]: e for e in events if e["type"] == "message.completed"}
     assert sorted(completed) == [m["seq"] for m in messages]
     for m in messages:
@@ -125,7 +120,7 @@ async def test_each_message_is_the_stored_message_completed_event(client: httpx.
 
 
 async def test_after_and_limit_page_through_the_messages(client: httpx.AsyncClient) -> None:
-    run = await wait_run(client, team=team(model="fake/t3", max_messages=5))
+    run = await wait_run(client, expect="succeeded", team=team(model="fake/t3", max_messages=5))
     conversation_id = run["conversation_id"]
     everything = (await messages_of(client, conversation_id))["data"]
     assert len(everything) == 5
@@ -152,8 +147,10 @@ async def test_after_and_limit_page_through_the_messages(client: httpx.AsyncClie
 
 
 async def test_run_id_filters_one_runs_messages(client: httpx.AsyncClient) -> None:
-    first = await wait_run(client, task="One.", team=single())
-    second = await wait_run(client, task="Two.", team=single(), conversation_id=first["conversation_id"])
+    first = await wait_run(client, expect="succeeded", task="One.", team=single())
+    second = await wait_run(
+        client, expect="succeeded", task="Two.", team=single(), conversation_id=first["conversation_id"]
+    )
     conversation_id = first["conversation_id"]
 
     everything = (await messages_of(client, conversation_id))["data"]
@@ -183,7 +180,7 @@ async def test_unknown_conversation_ids_are_404(client: httpx.AsyncClient) -> No
 
 
 async def test_bad_paging_parameters_are_422(client: httpx.AsyncClient) -> None:
-    run = await wait_run(client, team=single())
+    run = await wait_run(client, expect="succeeded", team=single())
     url = f"/v1/conversations/{run['conversation_id']}/messages"
     for params, field in (({"after": -1}, "after"), ({"limit": 0}, "limit"), ({"limit": 501}, "limit")):
         body = assert_problem(await client.get(url, params=params), 422, "invalid_request")

@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.deploy.tools import nginx_binary
-from tests.fixtures.process import free_port, spawn_serve, wait_until_up
+from tests.fixtures.process import free_port, spawn_serve, stop_processes, wait_until_up
 from tests.fixtures.services import service_unusable
 from tests.fixtures.specs import team
 
@@ -103,15 +103,7 @@ async def lb(nginx: Path, tmp_path: Path) -> AsyncIterator[str]:
                 raise AssertionError("nginx did not proxy /readyz")
         yield url
     finally:
-        for proc in (proxy, server):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in (proxy, server):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes([proxy, server])
 
 
 def test_the_conf_streams_unbuffered_and_upgrades() -> None:

@@ -23,7 +23,7 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tests.fixtures.process import free_port
+from tests.fixtures.process import free_port, stop_processes
 from tests.fixtures.specs import team
 
 pytestmark = pytest.mark.e2e
@@ -63,15 +63,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     try:
         yield started
     finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in started:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes(started)
 
 
 async def until_listening(procs: list[subprocess.Popen[bytes]], port: int, logs: list[Path]) -> None:

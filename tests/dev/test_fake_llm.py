@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import openai
 import pytest
 
 from app.dev.fake_llm import Workload
+from tests.fixtures.process import fake_llm
 
 SWARMDIRECTOR = Path(sys.executable).parent / "swarmdirector"
 
@@ -19,15 +19,8 @@ SWARMDIRECTOR = Path(sys.executable).parent / "swarmdirector"
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     """``swarmdirector dev fake-llm --port 0``, as the docs tell a user to start it."""
-    proc = subprocess.Popen([str(SWARMDIRECTOR), "dev", "fake-llm", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("fake model server on http://127.0.0.1:"), line
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with fake_llm(str(SWARMDIRECTOR), "dev", "fake-llm") as url:
+        yield url
 
 
 def test_model_names_pick_the_workload() -> None:

@@ -14,29 +14,21 @@ import httpx
 from pydantic import BaseModel
 
 from app.runs.event_schemas import EVENT_TYPES, TypedRunEvent
-from tests.conftest import wait_for_status
-from tests.fixtures.specs import agent, run_body, team
+from tests.fixtures.runs import start_run, stored_events, wait_for_status, wait_run
+from tests.fixtures.specs import agent, team
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
 
-async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
-    r = await client.get(f"/v1/runs/{run_id}/events", headers={"accept": "application/json"}, params={"limit": 1000})
-    assert r.status_code == 200, r.text
-    return list(r.json()["data"])
-
-
 async def finished(client: httpx.AsyncClient, spec: dict[str, Any]) -> str:
-    r = await client.post("/v1/runs/wait", json=run_body(team=spec))
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
+    return str((await wait_run(client, team=spec))["id"])
 
 
 async def answered(client: httpx.AsyncClient) -> str:
     spec = team(members=[agent("helper", "fake/t5"), {"name": "human", "kind": "user_proxy"}], max_messages=4)
-    run_id = str((await client.post("/v1/runs", json=run_body(team=spec))).json()["id"])
+    run_id = str((await start_run(client, team=spec))["id"])
     await wait_for_status(client, run_id, {"awaiting_input"})
-    request = next(e for e in await events_of(client, run_id) if e["type"] == "input.requested")["data"]
+    request = next(e for e in await stored_events(client, run_id) if e["type"] == "input.requested")["data"]
     r = await client.post(f"/v1/runs/{run_id}/input", json={"request_id": request["request_id"], "content": "Yes."})
     assert r.status_code == 202, r.text
     await wait_for_status(client, run_id, TERMINAL)
@@ -44,7 +36,7 @@ async def answered(client: httpx.AsyncClient) -> str:
 
 
 async def cancelled(client: httpx.AsyncClient) -> str:
-    run_id = str((await client.post("/v1/runs", json=run_body(team=team(model="fake/t2000-d5")))).json()["id"])
+    run_id = str((await start_run(client, team=team(model="fake/t2000-d5")))["id"])
     await wait_for_status(client, run_id, {"running"})
     await client.post(f"/v1/runs/{run_id}/cancel")
     await wait_for_status(client, run_id, {"cancelled"})
@@ -113,7 +105,7 @@ async def test_every_event_the_server_emits_matches_its_documented_schema(client
         await answered(client),
         await cancelled(client),
     ]
-    events = [e for events in await asyncio.gather(*(events_of(client, r) for r in runs)) for e in events]
+    events = [e for events in await asyncio.gather(*(stored_events(client, r) for r in runs)) for e in events]
     seen: set[str] = set()
     for raw in events:
         typed = TypedRunEvent.model_validate(raw).root

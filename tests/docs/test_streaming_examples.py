@@ -44,11 +44,8 @@ def test_every_example_has_a_test() -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    live = LiveServer(make_settings(tmp_path, default_model="fake/t12-d2")).start()
-    try:
+    with LiveServer(make_settings(tmp_path, default_model="fake/t12-d2")) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def run_example(

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from tests.conftest import LiveServer, make_settings, wait_for_status
+from tests.conftest import LiveServer, make_settings
+from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import agent, team
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,11 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, wait_for_status
-from tests.e2e.sse import read_events
+from tests.conftest import LiveServer
 from tests.e2e.test_streaming import assert_well_formed
 from tests.e2e.ws import WsClient, events_of
+from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import agent, run_body, team
+from tests.fixtures.sse import read_events
 
 pytestmark = pytest.mark.e2e
 

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Backend, LiveServer, make_settings, wait_for_status
-from tests.e2e.sse import collect, read_events
+from tests.conftest import Backend, LiveServer, make_settings
 from tests.fixtures.process import free_port, spawn_serve, wait_until_up
+from tests.fixtures.runs import start_run, wait_for_status
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import collect, read_events
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +43,11 @@ def deltas_by_message(events: list[dict[str, Any]]) -> dict[str, str]:
     return {k: "".join(v) for k, v in text.items()}
 
 
-async def start_run(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    r = await client.post("/v1/runs", json=run_body(**body))
-    assert r.status_code == 202, r.text
-    return dict(r.json())
-
-
 async def test_stream_is_dense_ordered_and_deltas_rebuild_each_message(
     live_client: httpx.AsyncClient,
 ) -> None:
     events = await collect(
-        live_client, "POST", "/v1/runs/stream", json=run_body(team=team(model="fake/t12", max_messages=4))
+        live_client, "/v1/runs/stream", method="POST", json=run_body(team=team(model="fake/t12", max_messages=4))
     )
     assert_well_formed(events)
     assert events[-1]["type"] == "run.completed"
@@ -81,18 +76,17 @@ async def test_resume_with_last_event_id_misses_nothing_and_repeats_nothing(
             if len(first) == 7:
                 break  # the client goes away mid-run
     assert [e["seq"] for e in first] == list(range(1, 8))
-    rest = await collect(live_client, "GET", f"/v1/runs/{run['id']}/events", headers={"Last-Event-ID": "7"})
+    rest = await collect(live_client, f"/v1/runs/{run['id']}/events", headers={"Last-Event-ID": "7"})
     assert rest[0]["seq"] == 8
     assert_well_formed(first + rest)
     # the stored log says the same thing as the two live halves
-    full = await collect(live_client, "GET", f"/v1/runs/{run['id']}/events")
+    full = await collect(live_client, f"/v1/runs/{run['id']}/events")
     assert full == first + rest
     # ?after= is the same as Last-Event-ID, and the header wins over the query
-    tail = await collect(live_client, "GET", f"/v1/runs/{run['id']}/events?after=3")
+    tail = await collect(live_client, f"/v1/runs/{run['id']}/events?after=3")
     assert tail == full[3:]
     tail = await collect(
         live_client,
-        "GET",
         f"/v1/runs/{run['id']}/events?after=0",
         headers={"Last-Event-ID": str(len(full) - 1)},
     )
@@ -102,7 +96,7 @@ async def test_resume_with_last_event_id_misses_nothing_and_repeats_nothing(
 async def test_two_watchers_see_identical_sequences(live_client: httpx.AsyncClient) -> None:
     run = await start_run(live_client, team=team(model="fake/t30-d3", max_messages=3))
     url = f"/v1/runs/{run['id']}/events"
-    a, b = await asyncio.gather(collect(live_client, "GET", url), collect(live_client, "GET", url))
+    a, b = await asyncio.gather(collect(live_client, url), collect(live_client, url))
     assert_well_formed(a)
     assert a == b
 
@@ -156,25 +150,19 @@ async def test_cancel_mid_stream_stops_the_model_within_a_second(
 
 async def test_restart_keeps_every_finished_run_message_and_event(backend: Backend, tmp_path: Any) -> None:
     settings = backend.settings(tmp_path)
-    first = LiveServer(settings).start()
-    try:
-        async with httpx.AsyncClient(base_url=first.url, timeout=30) as client:
-            events = await collect(client, "POST", "/v1/runs/stream", json=run_body(team=team(max_messages=3)))
+    with LiveServer(settings) as first:
+        async with first.client() as client:
+            events = await collect(client, "/v1/runs/stream", method="POST", json=run_body(team=team(max_messages=3)))
             run_id = events[0]["run_id"]
             run = (await client.get(f"/v1/runs/{run_id}")).json()
             conversation_id = run["conversation_id"]
             messages = (await client.get(f"/v1/conversations/{conversation_id}/messages")).json()
-    finally:
-        first.stop()
-    second = LiveServer(settings).start()
-    try:
-        async with httpx.AsyncClient(base_url=second.url, timeout=30) as client:
+    with LiveServer(settings) as second:
+        async with second.client() as client:
             assert (await client.get(f"/v1/runs/{run_id}")).json() == run
             assert (await client.get(f"/v1/conversations/{conversation_id}/messages")).json() == messages
-            assert await collect(client, "GET", f"/v1/runs/{run_id}/events") == events
+            assert await collect(client, f"/v1/runs/{run_id}/events") == events
             assert len(messages["data"]) == 3
-    finally:
-        second.stop()
 
 
 # embedded only: a single server settles the runs a dead process left at its next start; in the
@@ -201,13 +189,12 @@ async def test_a_run_left_running_by_a_killed_process_fails_with_server_restarte
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    server = LiveServer(settings).start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    with LiveServer(settings) as server:
+        async with server.client() as client:
             settled = (await client.get(f"/v1/runs/{run['id']}")).json()
             assert settled["status"] == "failed"
             assert settled["error"]["code"] == "server_restarted"
-            events = await collect(client, "GET", f"/v1/runs/{run['id']}/events")
+            events = await collect(client, f"/v1/runs/{run['id']}/events")
             assert_well_formed(events)
             assert events[-1]["type"] == "run.failed"
             committed = [e["data"]["message_id"] for e in events if e["type"] == "message.completed"]
@@ -232,15 +219,13 @@ async def test_a_run_left_running_by_a_killed_process_fails_with_server_restarte
             seen = REPLY.match(after.json()["result"]["text"])
             assert seen is not None
             assert int(seen.group(2)) == 1 + len(messages) + 1
-    finally:
-        server.stop()
 
 
 async def test_stopping_the_server_closes_streams_with_a_resume_point(backend: Backend, tmp_path: Any) -> None:
     settings = backend.settings(tmp_path, shutdown_grace_s=0.1)
     server = LiveServer(settings).start()
     frames: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async with server.client() as client:
         run = await start_run(client, team=team(model="fake/t5000-d5", max_messages=3))
         async with client.stream("GET", f"/v1/runs/{run['id']}/events") as response:
             async for event in read_events(response):
@@ -252,14 +237,11 @@ async def test_stopping_the_server_closes_streams_with_a_resume_point(backend: B
     assert closing["type"] == "stream.closing"
     assert closing["reason"] == "shutdown"
     assert closing["last_seq"] == frames[-2]["seq"]
-    again = LiveServer(settings).start()
-    try:
-        async with httpx.AsyncClient(base_url=again.url, timeout=30) as client:
+    with LiveServer(settings) as again:
+        async with again.client() as client:
             rest = await collect(
-                client, "GET", f"/v1/runs/{run['id']}/events", headers={"Last-Event-ID": str(closing["last_seq"])}
+                client, f"/v1/runs/{run['id']}/events", headers={"Last-Event-ID": str(closing["last_seq"])}
             )
             assert_well_formed(frames[:-1] + rest)
             assert rest[-1]["type"] == "run.cancelled"
             assert rest[-1]["data"]["reason"] == "shutdown"
-    finally:
-        again.stop()

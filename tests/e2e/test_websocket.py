@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from tests.conftest import Backend, LiveServer
-from tests.e2e.sse import collect
 from tests.e2e.test_streaming import assert_well_formed
 from tests.e2e.ws import WsClient, events_of
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import collect
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ async def test_two_runs_on_one_socket_interleave_and_each_is_complete(live_serve
         assert a in order[first_b:], "the runs' events interleave on the socket"
         async with httpx.AsyncClient(base_url=live_server.url) as client:
             for run_id in (a, b):
-                assert events_of(ws.frames, run_id) == await collect(client, "GET", f"/v1/runs/{run_id}/events")
+                assert events_of(ws.frames, run_id) == await collect(client, f"/v1/runs/{run_id}/events")
 
 
 async def test_a_dropped_socket_resumes_with_after_without_gap_or_duplicate(live_server: LiveServer) -> None:
@@ -109,8 +109,7 @@ async def test_cancel_over_the_socket_ends_the_run_within_a_second(live_server: 
 
 
 async def test_subscriptions_per_socket_are_bounded(backend: Backend, tmp_path: Path) -> None:
-    server = LiveServer(backend.settings(tmp_path, ws_max_subscriptions=2)).start()
-    try:
+    with LiveServer(backend.settings(tmp_path, ws_max_subscriptions=2)) as server:
         async with WsClient(server.url) as ws:
             for i in range(2):
                 ack = await ws.reply_to(start_frame(str(i), team=team(model="fake/t500-d5", max_messages=3)))
@@ -124,8 +123,6 @@ async def test_subscriptions_per_socket_are_bounded(backend: Backend, tmp_path: 
             assert ack["type"] == "ack"
             unsub = await ws.reply_to({"type": "unsubscribe", "id": "u", "run_id": ack["run"]["id"]})
             assert unsub["code"] == "not_subscribed"
-    finally:
-        server.stop()
 
 
 async def test_the_ack_comes_before_the_runs_first_event(live_server: LiveServer) -> None:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_app
 from tests.fixtures.specs import agent, run_body, team
 
 
@@ -23,11 +20,7 @@ async def test_streams_deltas_and_real_usage_through_the_openai_client(
     tmp_path: Path, fake_llm_url: str, fast_tokens: bool
 ) -> None:
     settings = make_settings(tmp_path, openai_compatible_base_url=fake_llm_url, fast_tokens=fast_tokens)
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
+    async with serve_app(settings) as (_, client):
         members = [agent("local", "openai_compatible/fake-t8")]
         r = await client.post("/v1/runs/wait", json=run_body(team=team(kind="single", members=members)))
         run = r.json()

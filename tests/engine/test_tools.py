@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from autogen_core import CancellationToken
 
 from app.engine.tools import ToolContext, ToolRegistry, calculator
-from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_app
+from tests.fixtures.runs import stored_events, wait_run
 from tests.fixtures.specs import agent, run_body, team
 
 
@@ -23,9 +23,8 @@ def tool_team(tool: str, arguments: dict[str, Any], model: str = "fake/t3") -> d
 
 
 async def tool_result(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    run = (await client.post("/v1/runs/wait", json=body)).json()
-    page = await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"})
-    return run, next(e["data"] for e in page.json()["data"] if e["type"] == "tool.result")
+    run = await wait_run(client, **body)
+    return run, next(e["data"] for e in await stored_events(client, run["id"]) if e["type"] == "tool.result")
 
 
 async def test_calculator_refuses_anything_but_arithmetic() -> None:
@@ -50,15 +49,25 @@ async def test_search_history_reads_the_runs_own_conversation(client: httpx.Asyn
     assert result["content"] == "No earlier message mentions '100%_off'."
 
 
+async def test_search_history_reads_through_the_runs_context() -> None:
+    asked: list[tuple[str, str, int]] = []
+
+    async def history(conversation_id: str, query: str, limit: int) -> list[SimpleNamespace]:
+        asked.append((conversation_id, query, limit))
+        return [SimpleNamespace(position=3, agent="writer", content="Pineapple again.")] if query == "pine" else []
+
+    tool = ToolRegistry.with_builtins().build("search_history", ToolContext("r", "conv_1", "p", history))
+    token = CancellationToken()
+    assert await tool.run_json({"query": " pine ", "limit": 99}, token) == "[3] writer: Pineapple again."
+    assert await tool.run_json({"query": "kiwi"}, token) == "No earlier message mentions 'kiwi'."
+    assert asked == [("conv_1", "pine", 20), ("conv_1", "kiwi", 5)]
+
+
 async def test_operator_tools_come_from_entry_points_and_calls_are_bounded(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, tools=["tests.fixtures.tools:shout", "tests.fixtures.tools:sleepy"], tool_timeout_s=0.1
     )
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client,
-    ):
+    async with serve_app(settings) as (_, client):
         listed = (await client.get("/v1/models")).json()["tools"]
         assert {"shout", "sleepy", "calculator", "current_time", "search_history"} <= set(listed)
         run, result = await tool_result(client, run_body(team=tool_team("shout", {"text": "hi"})))

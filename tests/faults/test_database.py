@@ -12,13 +12,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import LiveServer, make_settings
 from tests.faults.conftest import PostgresDatabase
-from tests.faults.stream import read_events
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import read_events
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +30,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
 
 async def outage_during_a_run(tmp_path: Path, database: PostgresDatabase) -> dict[str, Any]:
     settings = make_settings(tmp_path, database_url=database.url, storage_retry_s=0.5, readyz_timeout_s=1)
-    server = LiveServer(settings).start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    with LiveServer(settings) as server:
+        async with server.client() as client:
             r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t120-d5", max_messages=4)))
             run_id = r.json()["id"]
             seen: list[dict[str, Any]] = []
@@ -75,8 +73,6 @@ async def outage_during_a_run(tmp_path: Path, database: PostgresDatabase) -> dic
                 "conversation": conversation,
                 "during_outage": during_outage,
             }
-    finally:
-        server.stop()
 
 
 async def test_a_database_outage_fails_the_run_cleanly_and_it_settles_when_the_database_is_back(

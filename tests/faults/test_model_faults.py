@@ -9,11 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_app
 from tests.faults.provider import FaultyProvider
+from tests.fixtures.runs import stored_events, wait_run
 from tests.fixtures.specs import agent, run_body, team
 
 
@@ -32,24 +31,15 @@ async def client(tmp_path: Path, provider: FaultyProvider) -> AsyncIterator[http
         model_max_retries=0,
         run_timeout_s=30,
     )
-    app = create_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t", timeout=60) as c,
-    ):
+    async with serve_app(settings) as (_, c):
         yield c
 
 
 async def run_to_fault(client: httpx.AsyncClient, fault: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A writer that answers, then a critic whose provider misbehaves."""
     members = [agent("writer", "fake/t5"), agent("critic", f"openai_compatible/{fault}")]
-    r = await client.post("/v1/runs/wait", json=run_body(team=team(members=members, max_messages=4)))
-    assert r.status_code == 200, r.text
-    run = r.json()
-    page = await client.get(
-        f"/v1/runs/{run['id']}/events", params={"limit": 1000}, headers={"accept": "application/json"}
-    )
-    return run, page.json()["data"]
+    run = await wait_run(client, team=team(members=members, max_messages=4))
+    return run, await stored_events(client, run["id"])
 
 
 async def assert_committed_messages_intact(

@@ -14,11 +14,12 @@ import httpx
 import pytest
 
 from app.core.settings import Settings
-from tests.conftest import LiveServer, make_settings, wait_for_status
+from tests.conftest import LiveServer, make_settings
 from tests.e2e.test_streaming import assert_well_formed
-from tests.faults.stream import collect, read_events
 from tests.fixtures.process import free_port, spawn_serve, wait_until_up
+from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import agent, run_body, team
+from tests.fixtures.sse import collect, read_events
 
 pytestmark = pytest.mark.e2e
 
@@ -97,9 +98,8 @@ async def test_sigterm_ends_live_runs_cancelled_with_reason_shutdown(
     # uvicorn re-raises the signal once it has shut down gracefully
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM), proc.stderr.read().decode() if proc.stderr else ""
     assert frames[-1]["type"] == "stream.closing" and frames[-1]["reason"] == "shutdown"
-    server = LiveServer(settings).start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    with LiveServer(settings) as server:
+        async with server.client() as client:
             for name in ("streaming", "waiting"):
                 run = await assert_settled(client, runs[name]["id"], "cancelled", "shutdown")
                 last = (await collect(client, f"/v1/runs/{run['id']}/events"))[-1]
@@ -107,8 +107,6 @@ async def test_sigterm_ends_live_runs_cancelled_with_reason_shutdown(
             # the run that never started was not lost: it starts again on this server
             done = await wait_for_status(client, runs["queued"]["id"], {"succeeded", "failed", "cancelled"})
             assert done["status"] in ("succeeded", "cancelled"), done
-    finally:
-        server.stop()
 
 
 async def test_a_restart_settles_runs_a_dead_process_left_running(
@@ -120,9 +118,8 @@ async def test_a_restart_settles_runs_a_dead_process_left_running(
         runs = await live_runs(client)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    server = LiveServer(settings).start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    with LiveServer(settings) as server:
+        async with server.client() as client:
             for name in ("streaming", "waiting"):
                 await assert_settled(client, runs[name]["id"], "failed", "server_restarted")
             done = await wait_for_status(client, runs["queued"]["id"], {"succeeded", "failed", "cancelled"})
@@ -130,5 +127,3 @@ async def test_a_restart_settles_runs_a_dead_process_left_running(
             # the queued run continued the conversation: it has the interrupted run's committed messages
             messages = (await client.get(f"/v1/conversations/{done['conversation_id']}/messages")).json()["data"]
             assert {m["run_id"] for m in messages} == {runs["streaming"]["id"], done["id"]}
-    finally:
-        server.stop()

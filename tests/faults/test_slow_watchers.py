@@ -19,8 +19,8 @@ import pytest
 
 from app.core.settings import Settings
 from tests.conftest import LiveServer, make_settings
-from tests.faults.stream import read_events, sse_frames
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import read_events, sse_frames
 
 pytestmark = pytest.mark.e2e
 
@@ -89,8 +89,7 @@ async def healthy_watcher(client: httpx.AsyncClient, run_id: str) -> tuple[list[
 
 async def test_a_stalled_watcher_is_cut_loose_and_fifty_healthy_ones_keep_the_models_pace(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, watcher_buffer=16, sse_send_timeout_s=SEND_TIMEOUT_S)
-    server = SmallBufferServer(settings).start()
-    try:
+    with SmallBufferServer(settings) as server:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
             model = f"fake/t600-d{TOKEN_DELAY_MS}"
@@ -117,8 +116,6 @@ async def test_a_stalled_watcher_is_cut_loose_and_fifty_healthy_ones_keep_the_mo
             rest = [e["seq"] async for e in _events(client, run["id"], {"last-event-id": str(got[-1] if got else 0)})]
             assert got + rest == list(range(1, n + 1)), "and it resumes where it was cut"
             print(f"events={n} stalled_got={len(got)} healthy_max_gap={max_gap * 1000:.1f}ms")
-    finally:
-        server.stop()
 
 
 async def _events(client: httpx.AsyncClient, run_id: str, headers: dict[str, str]) -> Any:

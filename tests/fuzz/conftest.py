@@ -14,9 +14,9 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from app.core.services import Services
+from app.api.services import Services
 from app.main import create_app
-from tests.conftest import make_settings, services_of
+from tests.conftest import make_settings, services_of, started
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ class AppThread:
 
         async def enter() -> LifespanManager:
             # built on the loop: it detects its async library from there
-            manager = LifespanManager(self.app, startup_timeout=30, shutdown_timeout=30)
+            manager = started(self.app)
             await manager.__aenter__()
             return manager
 

@@ -17,11 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.runtime.envelope import Envelope
+from app.core.envelope import Envelope
 from app.runtime.streams import follow
-from tests.conftest import LiveServer
-from tests.e2e.sse import read_events
+from tests.conftest import LiveServer, asgi_client
+from tests.fixtures.runs import wait_run
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import read_events
 from tests.fuzz.conftest import AppThread
 
 
@@ -72,15 +73,13 @@ async def watch(app: AppThread, run_id: str, pattern: list[tuple[int, int]]) -> 
 
 
 async def finished_run(app: AppThread, model: str) -> tuple[str, int]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app), base_url="http://t") as client:
-        r = await client.post("/v1/runs/wait", json=run_body(team=team(model=model, max_messages=4)))
-        run = r.json()
-        assert run["status"] == "succeeded", run
+    async with asgi_client(app.app) as client:
+        run = await wait_run(client, expect="succeeded", team=team(model=model, max_messages=4))
         return run["id"], run["last_seq"]
 
 
 async def start_run(app: AppThread, model: str) -> str:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app), base_url="http://t") as client:
+    async with asgi_client(app.app) as client:
         r = await client.post("/v1/runs", json=run_body(team=team(model=model, max_messages=4)))
         return str(r.json()["id"])
 
@@ -110,7 +109,7 @@ def test_fifty_watchers_with_any_patterns_on_a_live_run_get_every_event_once(
     async def scenario() -> tuple[list[list[int]], int]:
         run_id = await start_run(app_thread, "fake/t40-d2")
         results = await asyncio.gather(*(watch(app_thread, run_id, p) for p in patterns))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_thread.app), base_url="http://t") as c:
+        async with asgi_client(app_thread.app) as c:
             run = (await c.get(f"/v1/runs/{run_id}")).json()
         assert run["status"] == "succeeded", run
         return list(results), int(run["last_seq"])
@@ -124,11 +123,8 @@ def test_fifty_watchers_with_any_patterns_on_a_live_run_get_every_event_once(
 def live_server_for_fuzz(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.conftest import make_settings
 
-    server = LiveServer(make_settings(tmp_path_factory.mktemp("sse"))).start()
-    try:
+    with LiveServer(make_settings(tmp_path_factory.mktemp("sse"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def watch_sse(client: httpx.AsyncClient, run_id: str, pattern: list[tuple[int, int]]) -> list[int]:
@@ -156,7 +152,7 @@ def test_sse_watchers_with_any_patterns_on_a_live_run_get_every_event_once(
     live_server_for_fuzz: LiveServer, patterns: list[list[tuple[int, int]]]
 ) -> None:
     async def scenario() -> None:
-        async with httpx.AsyncClient(base_url=live_server_for_fuzz.url, timeout=30) as client:
+        async with live_server_for_fuzz.client() as client:
             r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t40-d2", max_messages=4)))
             run_id = r.json()["id"]
             results = await asyncio.gather(*(watch_sse(client, run_id, p) for p in patterns))

@@ -49,11 +49,8 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live
         max_runs_per_minute=10_000,
         max_live_runs_per_principal=10_000,
     )
-    server = LiveServer(server_settings).start()
-    try:
+    with LiveServer(server_settings) as server:
         yield server, create_key(server_settings.database_url, "local")
-    finally:
-        server.stop()
 
 
 # what the contract promises; "schema-valid data is accepted" is not among them (an unknown model or

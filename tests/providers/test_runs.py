@@ -24,6 +24,7 @@ from sqlalchemy import select
 from app.core.settings import Settings
 from app.runs.models import ModelCallRecord
 from tests.conftest import Backend, services_of
+from tests.fixtures.runs import stored_events, wait_run
 from tests.fixtures.specs import agent
 from tests.providers.replay import CLOSING_TEXT, CLOSING_USAGE, ReplayServer, transcripts
 from tests.providers.test_conformance import TAG
@@ -46,19 +47,16 @@ def settings(request: pytest.FixtureRequest, backend: Backend, tmp_path: Path, r
 
 async def run_transcript(client: httpx.AsyncClient, stem: str, *, reflect: bool) -> dict[str, Any]:
     member = agent("solo", f"openai_compatible/{stem}", reflect_on_tool_use=reflect)
-    body = {"team": {"name": "probe", "kind": "single", "members": [member]}, "task": "What is the weather?"}
-    r = await client.post("/v1/runs/wait", json=body)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
+    return await wait_run(
+        client, team={"name": "probe", "kind": "single", "members": [member]}, task="What is the weather?"
+    )
 
 
 async def read_all(client: httpx.AsyncClient, run: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's log and messages, as a client reads them: every read answers."""
-    r = await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"}, params={"limit": 1000})
+    events = await stored_events(client, run["id"])
+    r = await client.get(f"/v1/conversations/{run['conversation_id']}/messages")
     assert r.status_code == 200, r.text
-    r2 = await client.get(f"/v1/conversations/{run['conversation_id']}/messages")
-    assert r2.status_code == 200, r2.text
-    events = list(r.json()["data"])
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "dense seqs"
     assert sum(e["type"] in ("run.completed", "run.failed", "run.cancelled") for e in events) == 1
     return events

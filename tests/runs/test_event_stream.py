@@ -11,12 +11,12 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
 import pytest
 
 from app.runs.sse import PING, SEP, SSE_HEADERS, EventStream
 from app.runtime.bus import EventBus
-from tests.conftest import LiveServer, make_settings, wait_for_status
+from tests.conftest import LiveServer, make_settings
+from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import run_body, team
 
 SCOPE = {"type": "http", "method": "GET", "path": "/v1/runs/r/events"}
@@ -182,10 +182,9 @@ def watchers(bus: EventBus) -> int:
 
 
 async def test_a_watcher_that_leaves_a_live_run_releases_its_subscription(tmp_path: Any) -> None:
-    server = LiveServer(make_settings(tmp_path, sse_ping_s=0.2)).start()
-    try:
+    with LiveServer(make_settings(tmp_path, sse_ping_s=0.2)) as server:
         bus = server.services.bus
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with server.client() as client:
             # the model waits 3 s before its first chunk: the stream is idle, and pings keep it open
             body = run_body(team=team(model="fake/t5-f3000", max_messages=2))
             async with client.stream("POST", "/v1/runs/stream", json=body) as response:
@@ -204,5 +203,3 @@ async def test_a_watcher_that_leaves_a_live_run_releases_its_subscription(tmp_pa
             assert run["status"] == "running", "the run goes on without its watcher"
             finished = await wait_for_status(client, run_id, {"succeeded", "failed", "cancelled"})
             assert finished["status"] == "succeeded"
-    finally:
-        server.stop()

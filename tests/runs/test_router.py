@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.main import create_app
-from tests.conftest import Backend, wait_for_status
+from tests.conftest import Backend, serve_app
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
+from tests.fixtures.runs import start_run, stored_events, wait_for_status, wait_run
 from tests.fixtures.specs import agent, run_body, team
 
 TERMINAL_EVENTS = {"run.completed", "run.failed", "run.cancelled"}
@@ -32,30 +31,10 @@ REPLY = re.compile(r"^Fake reply (\d+) after (\d+) messages:")
 # -- helpers -------------------------------------------------------------------------------------
 
 
-async def start(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    r = await client.post("/v1/runs", json=run_body(**body))
-    assert r.status_code == 202, r.text
-    return dict(r.json())
-
-
-async def wait_run(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    r = await client.post("/v1/runs/wait", json=run_body(**body))
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
 async def cancel(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
     r = await client.post(f"/v1/runs/{run_id}/cancel")
     assert r.status_code in (200, 202), r.text
     return await wait_for_status(client, run_id, {"cancelled"})
-
-
-async def all_events(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
-    r = await client.get(f"/v1/runs/{run_id}/events", headers={"accept": "application/json"}, params={"limit": 1000})
-    assert r.status_code == 200, r.text
-    page = r.json()
-    assert page["has_more"] is False
-    return list(page["data"])
 
 
 async def list_all(client: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
@@ -87,11 +66,7 @@ def ts(value: str) -> datetime:
 @pytest.fixture
 async def limited_client(backend: Backend, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A server with small limits: tasks of at most 50 characters, bodies of at most 1024 bytes."""
-    application = create_app(backend.settings(tmp_path, max_task_chars=50, max_body_bytes=1024))
-    async with (
-        LifespanManager(application, startup_timeout=30, shutdown_timeout=30),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as c,
-    ):
+    async with serve_app(backend.settings(tmp_path, max_task_chars=50, max_body_bytes=1024)) as (_, c):
         yield c
 
 
@@ -121,7 +96,7 @@ async def test_create_is_202_with_a_location_and_the_run_succeeds(client: httpx.
     assert done["usage"]["total_tokens"] > 0
     assert done["metadata"] == run["metadata"]
     assert ts(done["created_at"]) <= ts(done["started_at"]) <= ts(done["finished_at"])
-    assert done["last_seq"] == len(await all_events(client, run["id"]))
+    assert done["last_seq"] == len(await stored_events(client, run["id"]))
 
 
 async def test_wait_returns_the_finished_run_with_usage_and_result(client: httpx.AsyncClient) -> None:
@@ -261,7 +236,7 @@ async def test_event_pages_are_dense_from_one_and_end_with_one_terminal_event(cl
     assert pages > 1
 
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert events == await all_events(client, run["id"])
+    assert events == await stored_events(client, run["id"])
     assert len(events) == run["last_seq"]
     assert {e["run_id"] for e in events} == {run["id"]}
     assert events[0]["type"] == "run.queued" and events[1]["type"] == "run.started"
@@ -311,7 +286,7 @@ async def test_events_as_sse_replay_a_finished_run(client: httpx.AsyncClient) ->
 
 
 async def test_cancel_stops_a_running_run_and_is_idempotent(client: httpx.AsyncClient) -> None:
-    run = await start(client, team=team(model=SLOW))
+    run = await start_run(client, team=team(model=SLOW))
     await wait_for_status(client, run["id"], {"running"})
     r = await client.post(f"/v1/runs/{run['id']}/cancel")
     assert r.status_code in (200, 202), r.text
@@ -321,7 +296,7 @@ async def test_cancel_stops_a_running_run_and_is_idempotent(client: httpx.AsyncC
     again = await client.post(f"/v1/runs/{run['id']}/cancel")
     assert again.status_code == 200
     assert again.json()["status"] == "cancelled"
-    events = await all_events(client, run["id"])
+    events = await stored_events(client, run["id"])
     assert events[-1]["type"] == "run.cancelled"
     assert [e["type"] for e in events].count("run.cancelled") == 1
 
@@ -346,7 +321,7 @@ async def test_unknown_run_ids_are_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_busy_conversation_rejects_a_second_run(client: httpx.AsyncClient) -> None:
-    first = await start(client, team=team(model=SLOW))
+    first = await start_run(client, team=team(model=SLOW))
     before = await counts(client)
     r = await client.post("/v1/runs", json=run_body(team=single(), conversation_id=first["conversation_id"]))
     body = assert_problem(r, 409, "conversation_busy")
@@ -356,8 +331,8 @@ async def test_a_busy_conversation_rejects_a_second_run(client: httpx.AsyncClien
 
 
 async def test_enqueue_starts_after_the_run_in_front_finishes(client: httpx.AsyncClient) -> None:
-    first = await start(client, team=team(model="fake/t30-d3", max_messages=3))
-    second = await start(client, team=single(), conversation_id=first["conversation_id"], if_busy="enqueue")
+    first = await start_run(client, team=team(model="fake/t30-d3", max_messages=3))
+    second = await start_run(client, team=single(), conversation_id=first["conversation_id"], if_busy="enqueue")
     assert second["conversation_id"] == first["conversation_id"]
     assert second["status"] == "queued"
     second = await wait_for_status(client, second["id"], {"succeeded", "failed", "cancelled", "timed_out"})
@@ -371,26 +346,26 @@ async def test_enqueue_starts_after_the_run_in_front_finishes(client: httpx.Asyn
 
 
 async def test_interrupt_cancels_the_run_going_and_starts(client: httpx.AsyncClient) -> None:
-    first = await start(client, team=team(model=SLOW))
-    second = await start(client, team=single(), conversation_id=first["conversation_id"], if_busy="interrupt")
+    first = await start_run(client, team=team(model=SLOW))
+    second = await start_run(client, team=single(), conversation_id=first["conversation_id"], if_busy="interrupt")
     second = await wait_for_status(client, second["id"], {"succeeded", "failed", "cancelled", "timed_out"})
     assert second["status"] == "succeeded"
     first = await wait_for_status(client, first["id"], {"succeeded", "failed", "cancelled", "timed_out"})
     assert first["status"] == "cancelled"
     assert first["stop_reason"] == "interrupted"
-    terminal = (await all_events(client, first["id"]))[-1]
+    terminal = (await stored_events(client, first["id"]))[-1]
     assert terminal["type"] == "run.cancelled"
     assert terminal["data"]["reason"] == "interrupted"
 
 
 async def test_a_queued_run_behind_a_running_one_is_cancelled_before_it_starts(client: httpx.AsyncClient) -> None:
-    first = await start(client, team=team(model=SLOW))
-    queued = await start(client, team=single(), conversation_id=first["conversation_id"], if_busy="enqueue")
+    first = await start_run(client, team=team(model=SLOW))
+    queued = await start_run(client, team=single(), conversation_id=first["conversation_id"], if_busy="enqueue")
     r = await client.post(f"/v1/runs/{queued['id']}/cancel")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled"
     assert r.json()["started_at"] is None
-    events = await all_events(client, queued["id"])
+    events = await stored_events(client, queued["id"])
     assert [e["type"] for e in events] == ["run.queued", "run.cancelled"]
     assert [e["seq"] for e in events] == [1, 2]
     # the run in front is untouched, and still makes the conversation busy
@@ -457,8 +432,8 @@ async def test_a_different_team_continues_from_the_stored_messages(client: httpx
 async def test_a_run_enqueued_behind_another_sees_that_runs_messages(client: httpx.AsyncClient) -> None:
     base = await wait_run(client, team=single(), task="First.")
     conversation_id = base["conversation_id"]
-    middle = await start(client, team=single(model="fake/t60-d3"), task="Second.", conversation_id=conversation_id)
-    last = await start(client, team=single(), task="Third.", conversation_id=conversation_id, if_busy="enqueue")
+    middle = await start_run(client, team=single(model="fake/t60-d3"), task="Second.", conversation_id=conversation_id)
+    last = await start_run(client, team=single(), task="Third.", conversation_id=conversation_id, if_busy="enqueue")
     last = await wait_for_status(client, last["id"], {"succeeded", "failed", "cancelled", "timed_out"})
     middle = (await client.get(f"/v1/runs/{middle['id']}")).json()
     assert middle["status"] == last["status"] == "succeeded"

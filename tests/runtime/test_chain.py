@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from tests.fixtures.problems import assert_problem
-from tests.fixtures.specs import agent, run_body
+from tests.fixtures.runs import stored_events, wait_run
+from tests.fixtures.specs import agent
 
 
 def chain(members: list[dict[str, Any]], steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -16,11 +17,8 @@ def chain(members: list[dict[str, Any]], steps: list[dict[str, Any]], **extra: A
 
 
 async def run_chain(client: httpx.AsyncClient, spec: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    run = (await client.post("/v1/runs/wait", json=run_body(team=spec))).json()
-    page = await client.get(
-        f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"}, params={"limit": 1000}
-    )
-    return run, page.json()["data"]
+    run = await wait_run(client, team=spec)
+    return run, await stored_events(client, run["id"])
 
 
 def at(event: dict[str, Any]) -> datetime:

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from app.runs.models import RunEvent
 from tests.conftest import services_of
-from tests.faults.stream import collect
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import collect
 
 
 async def test_deltas_take_few_rows_and_replay_exactly_as_streamed(app: FastAPI, client: httpx.AsyncClient) -> None:

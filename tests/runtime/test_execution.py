@@ -8,23 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
 from app.runtime.recorder import EventRecorder
-from tests.conftest import Backend
-from tests.fixtures.specs import agent, run_body, team
-
-
-async def wait_run(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    r = await client.post("/v1/runs/wait", json=run_body(**body))
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
-    r = await client.get(f"/v1/runs/{run_id}/events", headers={"accept": "application/json"}, params={"limit": 1000})
-    return list(r.json()["data"])
+from tests.conftest import Backend, serve_app
+from tests.fixtures.runs import stored_events, wait_run
+from tests.fixtures.specs import agent, team
 
 
 async def test_a_tool_call_and_its_result_are_events_and_the_run_goes_on(client: httpx.AsyncClient) -> None:
@@ -35,7 +23,7 @@ async def test_a_tool_call_and_its_result_are_events_and_the_run_goes_on(client:
     member = agent("solver", "fake/t4", tools=["calculator"], model_options={"script": script})
     run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
     assert run["status"] == "succeeded"
-    events = await events_of(client, run["id"])
+    events = await stored_events(client, run["id"])
     call = next(e for e in events if e["type"] == "tool.call")
     result = next(e for e in events if e["type"] == "tool.result")
     assert call["data"]["name"] == "calculator"
@@ -50,7 +38,7 @@ async def test_a_raising_tool_gives_is_error_and_the_run_finishes(client: httpx.
     member = agent("solver", "fake/t4", tools=["calculator"], model_options={"script": script})
     run = await wait_run(client, team=team(kind="single", members=[member], max_messages=None))
     assert run["status"] == "succeeded"
-    result = next(e for e in await events_of(client, run["id"]) if e["type"] == "tool.result")
+    result = next(e for e in await stored_events(client, run["id"]) if e["type"] == "tool.result")
     assert result["data"]["is_error"] is True
 
 
@@ -61,7 +49,7 @@ async def test_swarm_hand_offs_are_events_and_change_the_speaker(client: httpx.A
     ]
     run = await wait_run(client, team=team(kind="swarm", members=members, max_messages=4))
     assert run["status"] == "succeeded"
-    events = await events_of(client, run["id"])
+    events = await stored_events(client, run["id"])
     handoff = next(e for e in events if e["type"] == "handoff")
     assert handoff["data"]["source"] == "triage" and handoff["data"]["target"] == "expert"
     speakers = [e["data"]["agent"] for e in events if e["type"] == "message.completed"]
@@ -74,7 +62,7 @@ async def test_selector_teams_emit_speaker_selected(client: httpx.AsyncClient) -
         client, team=team(kind="selector", members=members, max_messages=4, selector_model="fake/default")
     )
     assert run["status"] == "succeeded"
-    events = await events_of(client, run["id"])
+    events = await stored_events(client, run["id"])
     selected = [e["data"]["agents"] for e in events if e["type"] == "speaker.selected"]
     spoke = [e["data"]["agent"] for e in events if e["type"] == "message.completed" and e["data"]["agent"] != "user"]
     assert len(selected) == 3
@@ -88,7 +76,7 @@ async def test_a_failing_model_fails_the_run_with_a_stable_code(client: httpx.As
     assert run["error"]["code"] == "model_error"
     assert "upstream exploded" in run["error"]["message"]
     assert "Traceback" not in run["error"]["message"]
-    events = await events_of(client, run["id"])
+    events = await stored_events(client, run["id"])
     assert events[-1]["type"] == "run.failed"
     assert events[-1]["data"]["error"]["code"] == "model_error"
 
@@ -97,7 +85,7 @@ async def test_a_run_over_its_time_limit_ends_timed_out(client: httpx.AsyncClien
     run = await wait_run(client, team=team(model="fake/t1000-d5", max_messages=3), timeout_s=0.3)
     assert run["status"] == "timed_out"
     assert run["error"]["code"] == "timed_out"
-    events = await events_of(client, run["id"])
+    events = await stored_events(client, run["id"])
     assert events[-1]["type"] == "run.failed"
     assert events[-1]["data"]["status"] == "timed_out"
 
@@ -132,11 +120,7 @@ async def test_a_model_that_fails_twice_then_answers_completes_the_run(client: h
 
 async def test_a_model_that_always_times_out_fails_the_run_with_model_timeout(backend: Backend, tmp_path: Path) -> None:
     settings = backend.settings(tmp_path, model_timeout_s=0.1, model_max_retries=1)
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
-    ):
+    async with serve_app(settings) as (_, c):
         member = agent("stuck", "fake/t3", model_options={"script": [{"hang": True}] * 5})
         run = await wait_run(c, team=team(kind="single", members=[member], max_messages=None))
     assert run["status"] == "failed"
@@ -171,7 +155,7 @@ async def test_the_task_s_message_is_stored_with_run_started_in_one_commit(
     second = await wait_run(client, task="second question", conversation_id=first["conversation_id"])
     for run, task in ((first, "first question"), (second, "second question")):
         assert run["status"] == "succeeded"
-        events = await events_of(client, run["id"])
+        events = await stored_events(client, run["id"])
         assert [e["type"] for e in events[:3]] == ["run.queued", "run.started", "message.completed"]
         asked = [e["data"] for e in events if e["type"] == "message.completed" and e["data"]["agent"] == "user"]
         position = 1 if run is first else first["message_count"] + 1

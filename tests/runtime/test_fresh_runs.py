@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from tests.conftest import services_of
-from tests.e2e.sse import collect
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import collect
 
 pytestmark = pytest.mark.embedded_only
 
@@ -50,7 +50,7 @@ async def test_a_new_conversation_s_run_reads_no_context_and_its_stream_reads_no
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     with statements(app) as seen:
-        events = await collect(client, "POST", "/v1/runs/stream", json=run_body(team=team(max_messages=2)))
+        events = await collect(client, "/v1/runs/stream", method="POST", json=run_body(team=team(max_messages=2)))
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["type"] == "run.queued" and events[-1]["type"] == "run.completed"
     assert reads_of(seen, "run_events") == []

@@ -20,6 +20,7 @@ from autogen_agentchat.teams import RoundRobinGroupChat
 
 from app.engine.fake import FakeChatCompletionClient, parse_fake_variant
 from app.runtime.outbox import TeamOutbox
+from tests.fixtures.runs import stored_events
 from tests.fixtures.specs import agent, run_body, team
 
 
@@ -57,9 +58,7 @@ async def test_most_chunks_skip_the_queue_and_every_delta_keeps_its_place(
     spec = team(members=[agent("writer", "fake/t40-d5"), agent("critic", "fake/t40-d5")], max_messages=3)
     run = (await client.post("/v1/runs/wait", json=run_body(team=spec))).json()
     assert run["status"] == "succeeded", run
-    events = (
-        await client.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/json"}, params={"limit": 1000})
-    ).json()["data"]
+    events = await stored_events(client, run["id"])
     deltas = [e for e in events if e["type"] == "message.delta"]
     assert len(deltas) > 80  # 40 words per reply, after the fake model's "Fake reply ..." preamble
     assert len(queued) < len(deltas) // 2, f"{len(queued)} of {len(deltas)} chunks went through the team's queue"

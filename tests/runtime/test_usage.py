@@ -19,13 +19,8 @@ from app.engine.tools import ToolRegistry
 from app.runs.models import ModelCallRecord
 from app.teams.schemas import ResolvedTeamSpec
 from tests.conftest import make_settings, services_of
-from tests.fixtures.specs import agent, run_body, team
-
-
-async def wait_run(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    r = await client.post("/v1/runs/wait", json=run_body(**body))
-    assert r.status_code == 200, r.text
-    return dict(r.json())
+from tests.fixtures.runs import wait_run
+from tests.fixtures.specs import agent, team
 
 
 async def calls_of(app: FastAPI, run_id: str) -> list[ModelCallRecord]:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.process import free_port
+from tests.fixtures.process import free_port, stop_processes
 
 LEASE_S = 1.5
 SWEEP_S = 0.25
@@ -111,15 +111,7 @@ class Cluster:
         return proc.popen.wait(within)
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.alive():
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait(5)
+        stop_processes(p.popen for p in self.procs)
 
     def dump_logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log.read_text()[-4000:]}" for p in self.procs if p.log.exists())

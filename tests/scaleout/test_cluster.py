@@ -17,8 +17,9 @@ import pytest
 
 from app.runs.event_schemas import TypedRunEvent
 from tests.e2e.test_streaming import assert_well_formed
-from tests.faults.stream import collect, read_events
+from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import agent, run_body, team
+from tests.fixtures.sse import collect, read_events
 from tests.scaleout.conftest import LEASE_S, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -33,20 +34,6 @@ def asking_team() -> dict[str, Any]:
 def slow_team(max_messages: int = 40) -> dict[str, Any]:
     # every reply streams 30 tokens at 10 ms: a run long enough to act on mid-way
     return team(model="fake/t30-d10", max_messages=max_messages)
-
-
-async def run_status(
-    http: httpx.AsyncClient, url: str, run_id: str, statuses: set[str], within: float
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        run: dict[str, Any] = (await http.get(f"{url}/v1/runs/{run_id}")).json()
-        if run["status"] in statuses:
-            return run
-        if loop.time() > deadline:
-            raise AssertionError(f"run {run_id} stayed {run['status']}, wanted {statuses}")
-        await asyncio.sleep(0.05)
 
 
 async def first_message(http: httpx.AsyncClient, url: str, run_id: str) -> list[dict[str, Any]]:
@@ -91,7 +78,7 @@ async def test_any_replica_starts_streams_answers_and_cancels_any_run(
     await first_message(http, a.url, slow["id"])
     cancelled = await http.post(f"{a.url}/v1/runs/{slow['id']}/cancel")
     assert cancelled.status_code in (200, 202), cancelled.text
-    run = await run_status(http, b.url, slow["id"], {"cancelled"}, within=5)
+    run = await wait_for_status(http, slow["id"], {"cancelled"}, timeout=5, url=b.url)
     assert run["stop_reason"] == "cancelled"
     for url in (a.url, b.url):
         replay = await collect(http, f"{url}/v1/runs/{slow['id']}/events")
@@ -131,7 +118,7 @@ async def test_a_killed_worker_s_run_fails_worker_lost_and_keeps_its_messages(
 
     # the lease lapses, a sweeper (the API replica's) settles the run; the watcher gets the end
     await asyncio.wait_for(watcher, timeout=LEASE_S + 10)
-    settled = await run_status(http, a.url, run["id"], {"failed"}, within=1)
+    settled = await wait_for_status(http, run["id"], {"failed"}, timeout=1, url=a.url)
     assert settled["error"]["code"] == "worker_lost", settled
     assert watched[-1]["type"] == "run.failed" and watched[-1]["data"]["error"]["code"] == "worker_lost"
     seqs = [e["seq"] for e in watched]
@@ -156,7 +143,7 @@ async def test_with_retries_a_killed_worker_s_run_finishes_on_another(
     spare = cluster.worker("spare")  # the run is requeued when the lease lapses, and the spare takes it
     await cluster.up(spare)
 
-    finished = await run_status(http, a.url, run["id"], {"succeeded", "failed"}, within=LEASE_S + 20)
+    finished = await wait_for_status(http, run["id"], {"succeeded", "failed"}, timeout=LEASE_S + 20, url=a.url)
     assert finished["status"] == "succeeded", finished
     assert finished["attempts"] == 2
     events = await collect(http, f"{a.url}/v1/runs/{run['id']}/events")
@@ -208,7 +195,7 @@ async def test_many_runs_on_several_workers_each_run_once(cluster: Cluster, http
     assert all(r.status_code == 202 for r in runs), [r.text for r in runs if r.status_code != 202]
     ids = [r.json()["id"] for r in runs]
     for run_id in ids:
-        run = await run_status(http, a.url, run_id, {"succeeded", "failed", "cancelled"}, within=60)
+        run = await wait_for_status(http, run_id, {"succeeded", "failed", "cancelled"}, timeout=60, url=a.url)
         assert run["status"] == "succeeded" and run["attempts"] == 1, run
         events = await collect(http, f"{a.url}/v1/runs/{run_id}/events")
         assert_well_formed(events)
@@ -236,7 +223,7 @@ async def test_sigterm_stops_a_worker_gracefully(cluster: Cluster, http: httpx.A
     assert '"runs_draining"' in worker.log.read_text() and '"stopped"' in worker.log.read_text()
 
     # the run was given its grace, then cancelled with reason `shutdown`; the stream says so
-    settled = await run_status(http, a.url, run["id"], {"cancelled"}, within=1)
+    settled = await wait_for_status(http, run["id"], {"cancelled"}, timeout=1, url=a.url)
     assert settled["stop_reason"] == "shutdown"
     events = await collect(http, f"{a.url}/v1/runs/{run['id']}/events")
     assert_well_formed(events)
@@ -247,4 +234,4 @@ async def test_sigterm_stops_a_worker_gracefully(cluster: Cluster, http: httpx.A
     assert (await http.get(f"{a.url}/v1/runs/{later['id']}")).json()["status"] == "queued"
     successor = cluster.worker("successor")
     await cluster.up(successor)
-    assert (await run_status(http, a.url, later["id"], {"succeeded"}, within=15))["attempts"] == 1
+    assert (await wait_for_status(http, later["id"], {"succeeded"}, timeout=15, url=a.url))["attempts"] == 1

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.e2e.test_streaming import assert_well_formed
-from tests.faults.stream import collect
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import collect
 from tests.scaleout.conftest import Cluster
 
 pytestmark = pytest.mark.e2e

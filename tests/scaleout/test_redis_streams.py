@@ -7,14 +7,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import redis.asyncio as aioredis
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
-from tests.conftest import make_settings
-from tests.faults.stream import collect
+from tests.conftest import make_settings, serve_app
 from tests.fixtures.specs import run_body, team
+from tests.fixtures.sse import collect
 
 
 async def test_a_run_s_stream_holds_its_events_and_expires_after_the_run(
@@ -24,14 +21,10 @@ async def test_a_run_s_stream_holds_its_events_and_expires_after_the_run(
     tmp_path: Path,
 ) -> None:
     common = {"database_url": fresh_postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
-    executor = create_app(make_settings(tmp_path, stream_retention_s=120, **common))
-    # a replica that only serves: it never runs anything itself
-    replica = create_app(make_settings(tmp_path, execute_runs=False, **common))
     async with (
-        LifespanManager(executor) as one,
-        LifespanManager(replica) as two,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=one.app), base_url="http://one") as a,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=two.app), base_url="http://two") as b,
+        serve_app(make_settings(tmp_path, stream_retention_s=120, **common)) as (_, a),
+        # a replica that only serves: it never runs anything itself
+        serve_app(make_settings(tmp_path, execute_runs=False, **common)) as (_, b),
     ):
         run = (await b.post("/v1/runs/wait", json=run_body(team=team(model="fake/t12", max_messages=3)))).json()
         assert run["status"] == "succeeded" and run["attempts"] == 1
@@ -54,11 +47,7 @@ async def test_a_watcher_moves_to_the_local_bus_once_its_run_is_claimed_here(
     fresh_postgres_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
     settings = make_settings(tmp_path, database_url=fresh_postgres_url, redis_url=redis_url, redis_prefix=redis_prefix)
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t", timeout=30) as c,
-    ):
+    async with serve_app(settings) as (app, c):
         services = app.state.services
         first = (await c.post("/v1/runs", json=run_body(team=team(model="fake/t20-d10", max_messages=2)))).json()
         # queued behind the first: not claimed yet, so its watcher starts on the Redis stream

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import event, text, update
 from typer.testing import CliRunner
@@ -23,7 +22,7 @@ from app.cli import cli
 from app.core.db import utcnow
 from app.core.settings import Settings
 from app.main import create_app
-from tests.conftest import Backend, LiveServer, make_settings, services_of
+from tests.conftest import Backend, LiveServer, asgi_client, make_settings, services_of, started
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_problem
 from tests.fixtures.specs import run_body, team
@@ -33,12 +32,8 @@ from tests.fixtures.specs import run_body, team
 async def closed_app(backend: Backend, tmp_path: Path) -> AsyncIterator[FastAPI]:
     """An app that listens beyond loopback: keys are required before any exists."""
     app = create_app(backend.settings(tmp_path, host="0.0.0.0"))
-    async with LifespanManager(app):
+    async with started(app):
         yield app
-
-
-def asgi_client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
 def cli_keys(db_url: str, *args: str) -> Any:
@@ -150,11 +145,11 @@ async def test_start_up_says_whether_the_server_is_open(
 ) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    async with LifespanManager(create_app(backend.settings(tmp_path / "a", log_level="INFO"))):
+    async with started(create_app(backend.settings(tmp_path / "a", log_level="INFO"))):
         pass
     out = capfd.readouterr().err
     assert "auth_open" in out and "auth_required" not in out
-    async with LifespanManager(create_app(backend.settings(tmp_path / "b", log_level="INFO", host="0.0.0.0"))):
+    async with started(create_app(backend.settings(tmp_path / "b", log_level="INFO", host="0.0.0.0"))):
         pass
     out = capfd.readouterr().err
     assert "auth_required" in out and "beyond loopback" in out and "auth_open" not in out
@@ -179,22 +174,18 @@ def test_keys_create_list_revoke_with_a_running_server(backend: Backend, tmp_pat
     assert key_id in listed.stdout and "ci bot" in listed.stdout and "active" in listed.stdout
     assert secret not in listed.output and secret[:11] in listed.stdout
 
-    server = LiveServer(settings).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            headers = {"authorization": f"Bearer {secret}"}
-            assert client.get("/v1/runs").status_code == 401
-            r = client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t4")), headers=headers)
-            assert r.status_code == 200 and r.json()["status"] == "succeeded"
-            # the key acts as `local`, so what the open server made is still reachable
-            assert client.get("/v1/teams/demo", headers=headers).status_code == 200
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        headers = {"authorization": f"Bearer {secret}"}
+        assert client.get("/v1/runs").status_code == 401
+        r = client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t4")), headers=headers)
+        assert r.status_code == 200 and r.json()["status"] == "succeeded"
+        # the key acts as `local`, so what the open server made is still reachable
+        assert client.get("/v1/teams/demo", headers=headers).status_code == 200
 
-            revoked = cli_keys(settings.database_url, "revoke", key_id)
-            assert revoked.exit_code == 0 and "Revoked" in revoked.stdout
-            # at once, without a restart
-            assert_problem(client.get("/v1/runs", headers=headers), 401, "unauthorized")
-    finally:
-        server.stop()
+        revoked = cli_keys(settings.database_url, "revoke", key_id)
+        assert revoked.exit_code == 0 and "Revoked" in revoked.stdout
+        # at once, without a restart
+        assert_problem(client.get("/v1/runs", headers=headers), 401, "unauthorized")
     again = cli_keys(settings.database_url, "revoke", key_id)
     assert again.exit_code == 0 and "already revoked" in again.stdout
     assert "revoked" in cli_keys(settings.database_url, "list").stdout
@@ -226,23 +217,22 @@ async def test_the_socket_is_authenticated_before_it_is_accepted(
     backend: Backend, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     settings = backend.settings(tmp_path, host="0.0.0.0", log_level="INFO")
-    server = LiveServer(settings).start()
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    level = uvicorn_log.level
-    uvicorn_log.setLevel(logging.INFO)  # uvicorn logs every socket's path and query at INFO
-    try:
-        ws_url = server.url.replace("http://", "ws://") + "/v1/ws"
-        assert await _ws_status(ws_url) == 401
-        assert await _ws_status(ws_url, additional_headers={"authorization": "Bearer sd_wrong"}) == 401
-        created = await asyncio.to_thread(cli_keys, settings.database_url, "create", "--name", "ws")
-        secret = created.stdout.strip()
-        headers = {"authorization": f"Bearer {secret}"}
-        assert await _ws_status(ws_url, additional_headers=headers) == 101
-        assert await _ws_status(f"{ws_url}?access_token={secret}") == 101
-        assert await _ws_status(f"{ws_url}?access_token=sd_wrong") == 401
-    finally:
-        uvicorn_log.setLevel(level)
-        server.stop()
+    with LiveServer(settings) as server:
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        level = uvicorn_log.level
+        uvicorn_log.setLevel(logging.INFO)  # uvicorn logs every socket's path and query at INFO
+        try:
+            ws_url = server.url.replace("http://", "ws://") + "/v1/ws"
+            assert await _ws_status(ws_url) == 401
+            assert await _ws_status(ws_url, additional_headers={"authorization": "Bearer sd_wrong"}) == 401
+            created = await asyncio.to_thread(cli_keys, settings.database_url, "create", "--name", "ws")
+            secret = created.stdout.strip()
+            headers = {"authorization": f"Bearer {secret}"}
+            assert await _ws_status(ws_url, additional_headers=headers) == 101
+            assert await _ws_status(f"{ws_url}?access_token={secret}") == 101
+            assert await _ws_status(f"{ws_url}?access_token=sd_wrong") == 401
+        finally:
+            uvicorn_log.setLevel(level)
     # the query form never reaches a log line
     logged = capfd.readouterr().err
     assert '"WebSocket /v1/ws' in logged

@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.core.limits import RunLimits, TooManyRequests
-from app.main import create_app
+from app.runs.limits import RunLimits, TooManyRequests
 from app.runtime.recorder import EventRecorder, Rows
-from tests.conftest import Backend, LiveServer, wait_for_status
-from tests.e2e.sse import collect
+from tests.conftest import Backend, LiveServer, serve_app
 from tests.e2e.ws import WsClient
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
+from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import run_body, team
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """``app`` started (its lifespan) and a client that calls it in process."""
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
-        yield client
+from tests.fixtures.sse import collect
 
 
 class Clock:
@@ -62,8 +48,7 @@ def test_the_start_rate_is_a_sliding_minute_with_an_honest_retry_after() -> None
 
 
 async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(backend: Backend, tmp_path: Path) -> None:
-    app = create_app(backend.settings(tmp_path, max_runs_per_minute=2))
-    async with serving(app) as client:
+    async with serve_app(backend.settings(tmp_path, max_runs_per_minute=2)) as (app, client):
         for _ in range(2):
             assert (await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))).status_code == 202
         r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))
@@ -82,8 +67,7 @@ async def test_429_with_retry_after_once_a_principal_starts_too_many_runs(backen
 
 
 async def test_429_once_a_principal_has_too_many_live_runs(backend: Backend, tmp_path: Path) -> None:
-    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=2))
-    async with serving(app) as client:
+    async with serve_app(backend.settings(tmp_path, max_live_runs_per_principal=2)) as (app, client):
         client.headers.update(await api_key_headers(app, "local"))
         other = await api_key_headers(app, "bob")
         slow = run_body(team=team(model="fake/t5000-d20"))
@@ -106,8 +90,7 @@ async def test_429_once_a_principal_has_too_many_live_runs(backend: Backend, tmp
 async def test_a_burst_of_new_runs_takes_exactly_the_live_slots_left(backend: Backend, tmp_path: Path) -> None:
     # embedded, a new conversation's rows are written after the admission lock: the starts still being
     # written must hold their slots, or every request of a burst would find the principal idle
-    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=3))
-    async with serving(app) as client:
+    async with serve_app(backend.settings(tmp_path, max_live_runs_per_principal=3)) as (app, client):
         client.headers.update(await api_key_headers(app, "local"))
         slow = run_body(team=team(model="fake/t5000-d20"))
         answers = await asyncio.gather(*(client.post("/v1/runs", json=slow) for _ in range(7)))
@@ -153,9 +136,9 @@ def fail_writes(task: str, error: Exception, monkeypatch: pytest.MonkeyPatch) ->
 async def test_a_start_whose_rows_cannot_be_written_is_a_503_and_gives_back_its_slot(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=1, max_runs_per_minute=1))
     failing = fail_writes("doomed", IntegrityError("INSERT", {}, Exception("constraint failed")), monkeypatch)
-    async with serving(app) as client:
+    settings = backend.settings(tmp_path, max_live_runs_per_principal=1, max_runs_per_minute=1)
+    async with serve_app(settings) as (_, client):
         r = await client.post("/v1/runs", json=run_body(task="doomed", team=team(model="fake/t2")))
         body = assert_problem(r, 503, "storage_unavailable")
         assert "not started" in body["detail"] and r.headers["retry-after"] == "1"
@@ -172,9 +155,8 @@ async def test_a_start_whose_rows_cannot_be_written_is_a_503_and_gives_back_its_
 async def test_a_start_whose_write_fails_for_a_moment_is_retried(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(backend.settings(tmp_path))
     failing = fail_writes("patient", OperationalError("COMMIT", {}, Exception("database is locked")), monkeypatch)
-    async with serving(app) as client:
+    async with serve_app(backend.settings(tmp_path)) as (_, client):
         body = run_body(task="patient", team=team(model="fake/t2"))
         pending = asyncio.create_task(client.post("/v1/runs", json=body))
         while not failing.failures:
@@ -192,7 +174,6 @@ async def test_a_start_cancelled_while_its_rows_are_written_still_runs(
 ) -> None:
     # the client goes away while the run's rows wait for the recorder: once they are written, the run
     # must still get its task, or it would sit queued until the next restart
-    app = create_app(backend.settings(tmp_path))
     real = EventRecorder._write_all
     held, release = asyncio.Event(), asyncio.Event()
 
@@ -205,7 +186,7 @@ async def test_a_start_cancelled_while_its_rows_are_written_still_runs(
         await real(self, batch)
 
     monkeypatch.setattr(EventRecorder, "_write_all", write_all)
-    async with serving(app) as client:
+    async with serve_app(backend.settings(tmp_path)) as (_, client):
         body = run_body(task="held", team=team(model="fake/t2"))
         if in_conversation:
             first = await client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t2")))
@@ -225,8 +206,7 @@ async def test_a_start_cancelled_while_its_rows_are_written_still_runs(
 
 
 async def test_task_and_body_size_limits_are_clear_problems(backend: Backend, tmp_path: Path) -> None:
-    app = create_app(backend.settings(tmp_path, max_task_chars=100, max_body_bytes=4096))
-    async with serving(app) as client:
+    async with serve_app(backend.settings(tmp_path, max_task_chars=100, max_body_bytes=4096)) as (_, client):
         r = await client.post("/v1/runs", json=run_body(task="x" * 101))
         assert_field_error(r, ["body", "task"], "task_too_long")
         assert (await client.post("/v1/runs", json=run_body(task="x" * 100))).status_code == 202
@@ -246,8 +226,7 @@ async def test_websocket_frames_over_the_limit_and_runs_over_the_rate_are_refuse
     backend: Backend,
     tmp_path: Path,
 ) -> None:
-    server = LiveServer(backend.settings(tmp_path, ws_max_frame_bytes=2048, max_runs_per_minute=1)).start()
-    try:
+    with LiveServer(backend.settings(tmp_path, ws_max_frame_bytes=2048, max_runs_per_minute=1)) as server:
         async with WsClient(server.url) as ws:
             # run.start over the socket is held to the same limits as POST /v1/runs
             started = await ws.reply_to({"type": "run.start", "id": "1", "subscribe": False, **run_body()})
@@ -259,17 +238,14 @@ async def test_websocket_frames_over_the_limit_and_runs_over_the_rate_are_refuse
             reply = (await ws.until(lambda f: f["type"] in ("error", "pong")))[-1]
             assert reply["type"] == "error" and reply["code"] == "frame_too_large"  # not parsed, so no id
             assert (await ws.reply_to({"type": "ping", "id": "small"}))["type"] == "pong"
-    finally:
-        server.stop()
 
 
 async def test_a_run_whose_end_was_streamed_no_longer_counts_as_live(backend: Backend, tmp_path: Path) -> None:
-    app = create_app(backend.settings(tmp_path, max_live_runs_per_principal=1))
-    async with serving(app) as client:
+    async with serve_app(backend.settings(tmp_path, max_live_runs_per_principal=1)) as (app, client):
         client.headers.update(await api_key_headers(app, "local"))
         for _ in range(3):
             # the moment a client has seen the terminal event, it may start its next run
-            events = await collect(client, "POST", "/v1/runs/stream", json=run_body(team=team(model="fake/t2")))
+            events = await collect(client, "/v1/runs/stream", method="POST", json=run_body(team=team(model="fake/t2")))
             assert events[-1]["type"] == "run.completed"
             r = await client.post("/v1/runs", json=run_body(team=team(model="fake/t2")))
             assert r.status_code == 202, r.text

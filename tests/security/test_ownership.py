@@ -13,9 +13,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import LiveServer, wait_for_status
+from tests.conftest import LiveServer, asgi_client
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_problem
+from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import agent, run_body, team
 from tests.security.conftest import KeyedWs, create_key_async
 
@@ -67,11 +68,7 @@ def v1_operations(app: FastAPI) -> list[tuple[str, str, str, bool]]:
 
 
 async def test_every_route_with_an_id_is_404_for_another_principal(app: FastAPI) -> None:
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        httpx.AsyncClient(transport=transport, base_url="http://t") as alice_client,
-        httpx.AsyncClient(transport=transport, base_url="http://t") as bob_client,
-    ):
+    async with asgi_client(app) as alice_client, asgi_client(app) as bob_client:
         alice = await api_key_headers(app, "alice")
         bob = await api_key_headers(app, "bob")
         world = await alice_world(alice_client, alice)
@@ -122,7 +119,7 @@ async def snapshot(client: httpx.AsyncClient, headers: dict[str, str], world: di
 
 
 async def test_lists_filters_and_references_show_nothing_of_another_principal(app: FastAPI) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with asgi_client(app) as client:
         alice = await api_key_headers(app, "alice")
         bob = await api_key_headers(app, "bob")
         world = await alice_world(client, alice)
@@ -157,7 +154,7 @@ async def test_sse_resume_and_ws_subscribe_of_another_principals_run_are_refused
     url = live_server.services.settings.database_url
     alice = await create_key_async(url, "alice")
     bob = await create_key_async(url, "bob")  # one at a time: CliRunner swaps sys.stdout
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
+    async with live_server.client() as client:
         run = (await client.post("/v1/runs", json=run_body(team=team(model="fake/t200-d5")), headers=alice)).json()
         # SSE: replay, resume by header and by query, while the run is live
         for headers, query in (({}, ""), ({"last-event-id": "2"}, ""), ({}, "?after=1")):

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
-from tests.conftest import Backend
+from tests.conftest import Backend, serve_app
 from tests.faults.provider import SECRET_ECHO, FaultyProvider
 from tests.fixtures.specs import agent, run_body, team
 
@@ -50,12 +48,8 @@ async def scan_for_secrets(
             model_max_retries=0,
             **SECRETS,
         )
-        app = create_app(settings)
         seen: list[str] = []
-        async with (
-            LifespanManager(app) as manager,
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as client,
-        ):
+        async with serve_app(settings) as (_, client):
 
             async def get(path: str, **kwargs: object) -> httpx.Response:
                 r = await client.get(path, **kwargs)  # type: ignore[arg-type]

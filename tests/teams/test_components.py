@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from autogen_agentchat.agents import AssistantAgent, CodeExecutorAgent, UserProxyAgent
 from autogen_agentchat.base import Handoff
 from autogen_agentchat.conditions import (
@@ -38,9 +37,8 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from fastapi import FastAPI
 
 from app.core.settings import Settings
-from app.main import create_app
 from app.teams.models import Team
-from tests.conftest import Backend, services_of
+from tests.conftest import Backend, serve_app, services_of
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.problems import assert_field_error, assert_problem
 from tests.fixtures.specs import agent, team
@@ -431,11 +429,7 @@ async def test_azure_and_compatible_models_round_trip(client: httpx.AsyncClient)
 
 async def test_the_demo_team_round_trips_on_the_fake_model(backend: Backend, tmp_path: Path) -> None:
     # a fresh install without keys: the demo team's agents use the fake default model
-    application = create_app(backend.settings(tmp_path))
-    async with (
-        LifespanManager(application),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as bare,
-    ):
+    async with serve_app(backend.settings(tmp_path)) as (_, bare):
         exported = await export(bare, "demo")
         writer = exported["config"]["participants"][0]["config"]
         assert writer["model_client"]["provider"] == "autogen_ext.models.replay.ReplayChatCompletionClient"
@@ -626,11 +620,7 @@ async def test_replayed_replies_become_a_fake_script(client: httpx.AsyncClient) 
 async def test_an_unconfigured_provider_is_refused_where_the_component_names_it(
     backend: Backend, tmp_path: Path
 ) -> None:
-    application = create_app(backend.settings(tmp_path))  # no keys: only the fake model
-    async with (
-        LifespanManager(application),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://test") as bare,
-    ):
+    async with serve_app(backend.settings(tmp_path)) as (_, bare):  # no keys: only the fake model
         component = rr_team(assistant("a", openai_model()), assistant("b", openai_model()))
         r = await import_(bare, component)
         assert_field_error(r, [*CONFIG, "participants", 0, "config", "model_client"], "unknown_model")
