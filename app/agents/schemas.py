@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from app.core.schemas import Name, StrictModel
+from app.engine.specs import check_one_action
 
 
 class ScriptToolCall(StrictModel):
@@ -55,22 +56,7 @@ class ScriptStep(StrictModel):
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> ScriptStep:
-        chosen = [
-            name
-            for name, value in (
-                ("text", self.text),
-                ("tool_calls", self.tool_calls),
-                ("handoff", self.handoff),
-                ("error", self.error),
-                ("hang", self.hang or None),
-            )
-            if value is not None
-        ]
-        if len(chosen) != 1:
-            found = ", ".join(chosen) if chosen else "none"
-            raise ValueError(
-                f"a script step needs exactly one of text, tool_calls, handoff, error, hang (got: {found})"
-            )
+        check_one_action(self)
         return self
 
 

@@ -38,7 +38,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from app.engine.chunks import ErrorCode, ModelStreamError, Reasoning
-from app.engine.specs import ScriptErrorKind, ScriptStepSpec
+from app.engine.specs import ScriptErrorKind, ScriptStepSpec, check_one_action
 
 __all__ = [
     "FakeChatCompletionClient",
@@ -171,22 +171,7 @@ class ScriptStep:
     delay_ms: int | None = None  # before each chunk after the first: overrides the variant's delay
 
     def __post_init__(self) -> None:
-        chosen = [
-            name
-            for name, value in (
-                ("text", self.text),
-                ("tool_calls", self.tool_calls),
-                ("handoff", self.handoff),
-                ("error", self.error),
-                ("hang", self.hang or None),
-            )
-            if value is not None
-        ]
-        if len(chosen) != 1:
-            found = ", ".join(chosen) if chosen else "none"
-            raise ValueError(
-                f"a script step needs exactly one of text, tool_calls, handoff, error, hang (got: {found})"
-            )
+        check_one_action(self)
 
     @classmethod
     def of(cls, step: ScriptStepSpec) -> ScriptStep:

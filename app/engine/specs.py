@@ -46,6 +46,21 @@ class ScriptStepSpec(Protocol):
     def delay_ms(self) -> int | None: ...
 
 
+def check_one_action(step: ScriptStepSpec) -> None:
+    """A script step does exactly one thing: answers, calls tools, hands off, fails or hangs."""
+    actions = (
+        ("text", step.text),
+        ("tool_calls", step.tool_calls),
+        ("handoff", step.handoff),
+        ("error", step.error),
+        ("hang", step.hang or None),
+    )
+    chosen = [name for name, value in actions if value is not None]
+    if len(chosen) != 1:
+        found = ", ".join(chosen) if chosen else "none"
+        raise ValueError(f"a script step needs exactly one of text, tool_calls, handoff, error, hang (got: {found})")
+
+
 class ModelOptionsSpec(Protocol):
     """An agent's model settings."""
 
