@@ -11,9 +11,7 @@ from sqlalchemy.orm import aliased
 from app.conversations.models import Conversation, Message
 from app.core.envelope import STREAMED_TYPES, Envelope
 from app.core.repository import Execution, Page, Repository, table
-from app.core.vocabulary import ACTIVE_STATUSES as ACTIVE_STATUSES
-from app.core.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES
-from app.core.vocabulary import EventType
+from app.core.vocabulary import ACTIVE_STATUSES, EventType
 from app.runs.models import ModelCallRecord, Run, RunEvent
 
 # prepared statements of the per-run write path, for the recorder's ``Rows`` (one executemany per batch)

@@ -16,8 +16,9 @@ from app.core.envelope import Envelope
 from app.core.errors import Conflict, InvalidSpec
 from app.core.ids import new_id
 from app.core.repository import Execution, new_row
+from app.core.vocabulary import TERMINAL_STATUSES
 from app.runs.models import Run
-from app.runs.repository import TERMINAL_STATUSES, RunRepository, event_insert
+from app.runs.repository import RunRepository, event_insert
 from app.runs.schemas import InputCreate, RunCreate
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec

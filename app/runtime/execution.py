@@ -69,15 +69,24 @@ class RunExecution:
             CallLedger(state, journal, deps.metrics),
         )
         self.consumer = Consumer(self.parts)
-        self.run_id = state.run_id
-        self.conversation_id = state.conversation_id
-        self.principal_id = state.principal_id
         self.started_at: float | None = None
         self.settling = False  # writing (or has written) its terminal event
         self.ended = False  # its terminal event is stored (or could not be)
         self._known_seq = known_seq
 
     # -- control ---------------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self.parts.state.run_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.parts.state.conversation_id
+
+    @property
+    def principal_id(self) -> str:
+        return self.parts.state.principal_id
 
     @property
     def cancel_reason(self) -> str | None:

@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import Unavailable
 from app.core.repository import Execution, commit_inserts
+from app.core.vocabulary import TERMINAL_STATUSES
 from app.runs.models import Run
-from app.runs.repository import TERMINAL_STATUSES
 from app.runtime.bus import EventBus
 from app.runtime.cluster import Cluster
 from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest

@@ -18,8 +18,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.envelope import Envelope
+from app.core.vocabulary import TERMINAL_STATUSES
 from app.runs.models import Run
-from app.runs.repository import TERMINAL_STATUSES, RunEventRepository
+from app.runs.repository import RunEventRepository
 from app.runtime.bus import EventBus, Subscription
 from app.runtime.redis_bus import RedisStreams
 
