@@ -112,7 +112,8 @@ def prepare_process() -> None:
 
 async def open_services(settings: Settings, *, worker: bool) -> Services:
     """Steps 2 to 5: every long-lived object, built (the recorder started), nothing else running yet."""
-    database = Database.open(settings.database_url)
+    # no transaction outlives a lease: a process frozen mid-write must not keep its run's row locked
+    database = Database.open(settings.database_url, idle_transaction_s=settings.lease_s)
     if settings.auto_migrate:
         await upgrade_head(database.engine)
     sessionmaker = database.sessionmaker()

@@ -13,7 +13,9 @@ SQLite gets WAL, a busy timeout, and two engines on the one file (``Database``):
 - reads go through a pool of their own (``BEGIN DEFERRED``, ``query_only``), so a reader never
   queues behind writers.
 
-PostgreSQL has one engine for both.
+PostgreSQL has one engine for both. Its sessions end a transaction left idle longer than
+``idle_transaction_s`` (``idle_in_transaction_session_timeout``): a process frozen mid-transaction (a
+long GC pause, a stopped VM) must not hold a run's row locked past its lease, or nobody could settle it.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class _WriterPool(AsyncAdaptedQueuePool):
             raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")) from None
 
 
-def create_engine(url: str, *, readers: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, readers: bool = False, idle_transaction_s: float | None = None) -> AsyncEngine:
     """An engine for writes (and any work that may write), or with ``readers`` for reads only.
 
     On SQLite the two differ (see the module's docstring); on PostgreSQL they are alike, and one
@@ -105,7 +107,11 @@ def create_engine(url: str, *, readers: bool = False) -> AsyncEngine:
         _configure_sqlite(engine.sync_engine, "DEFERRED" if readers else "IMMEDIATE")
         sqlite_driver.configure(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if idle_transaction_s is not None and "+asyncpg" in url:
+        timeout_ms = str(max(1, int(idle_transaction_s * 1000)))
+        connect_args["server_settings"] = {"idle_in_transaction_session_timeout": timeout_ms}
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _configure_sqlite(engine: Engine, begin: str) -> None:
@@ -143,8 +149,8 @@ class Database:
     read_engine: AsyncEngine
 
     @classmethod
-    def open(cls, url: str) -> Database:
-        engine = create_engine(url)
+    def open(cls, url: str, *, idle_transaction_s: float | None = None) -> Database:
+        engine = create_engine(url, idle_transaction_s=idle_transaction_s)
         return cls(engine, create_engine(url, readers=True) if url.startswith("sqlite") else engine)
 
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:

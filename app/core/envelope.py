@@ -17,11 +17,19 @@ __all__ = [
     "REASONING_DELTA",
     "STREAMED_TYPES",
     "TERMINAL_TYPES",
+    "UNSTORED_MAX",
     "Envelope",
     "format_at",
     "parse_at",
     "usage_data",
 ]
+
+
+# The most seqs a run's published events may run ahead of its stored log (``Journal.stream`` holds a
+# delta back beyond it). Whoever ends a run whose executor is gone numbers its terminal event past
+# the stored log plus this bound (``app/runtime/lost.py``), so a seq a watcher saw live never names
+# another event. It must never shrink from one version to the next.
+UNSTORED_MAX = 8192
 
 
 def format_at(at: datetime) -> str:

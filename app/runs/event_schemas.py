@@ -70,6 +70,15 @@ def _step() -> Any:
     return _optional("integer", "Set on events of a chain: the step that emitted it.")
 
 
+def _lost_after_seq() -> Any:
+    return _optional(
+        "integer",
+        "Present when the run's executor was lost (`server_restarted`, `worker_lost`): the last seq of the "
+        "stored log. Events a watcher was sent after it and before this one were never stored: drop what was "
+        "shown of them. This event's seq is past every seq that was sent.",
+    )
+
+
 class RunUsage(BaseModel):
     """A terminal event's usage: the sum of the run's model calls, as the run's own."""
 
@@ -99,6 +108,7 @@ class RunRequeuedData(_Payload):
     reason: Literal["worker_lost"] = Field(description="Why the run goes back to the queue.")
     attempt: int = Field(description="The attempt that was lost (1 for the first).")
     max_attempts: int = Field(description="How many attempts the run may have (`retries` + 1).")
+    lost_after_seq: int | None = _lost_after_seq()
 
 
 class RunStartedData(_Payload):
@@ -220,6 +230,7 @@ class RunFailedData(_Payload):
     error: RunError
     usage: RunUsage
     duration_ms: int
+    lost_after_seq: int | None = _lost_after_seq()
 
 
 class RunCancelledData(_Payload):
@@ -229,11 +240,17 @@ class RunCancelledData(_Payload):
     )
     usage: RunUsage
     duration_ms: int
+    lost_after_seq: int | None = _lost_after_seq()
 
 
 class _Envelope(BaseModel):
     run_id: str
-    seq: int = Field(description="Dense per run: 1, 2, 3, ...; the SSE `id`.")
+    seq: int = Field(
+        description=(
+            "Dense per run: 1, 2, 3, ...; the SSE `id`. One jump: the event that settles a run whose "
+            "executor was lost carries `lost_after_seq`, and nothing is stored between."
+        )
+    )
     at: str = Field(description="UTC time, ISO 8601 with milliseconds.", examples=["2026-11-24T10:00:00.123Z"])
 
 

@@ -54,6 +54,19 @@ def set_run_fields(conn: Connection, run_id: str, **values: Any) -> None:
     conn.execute(update(_runs).where(_runs.c.id == run_id).values(**values))
 
 
+def leases_held(conn: Connection, leases: dict[str, tuple[str, int]]) -> set[str]:
+    """Of the runs in ``leases`` (run id -> the executor's worker id and attempt), those still held
+    under that lease (not swept, requeued or settled by another process), their rows locked until the
+    transaction ends: the fence of every write an executor makes."""
+    rows = conn.execute(
+        select(_runs.c.id, _runs.c.worker_id, _runs.c.attempts)
+        .where(_runs.c.id.in_(sorted(leases)), _runs.c.status.in_(ACTIVE_STATUSES))
+        .order_by(_runs.c.id)
+        .with_for_update()
+    ).all()
+    return {run_id for run_id, worker_id, attempts in rows if leases[run_id] == (worker_id, attempts)}
+
+
 SETTLED = (
     "status",
     "finished_at",
@@ -137,6 +150,43 @@ def pack_deltas(deltas: list[Envelope]) -> dict[str, Any]:
     data[_PARTS] = [d.data["text"] for d in deltas]
     data[_OFFSETS] = [int((d.at - first) / timedelta(microseconds=1)) for d in deltas]
     return data
+
+
+def packed_row(deltas: list[Envelope]) -> dict[str, Any]:
+    """The ``run_events`` row of consecutive deltas of one message (one delta: its plain row)."""
+    first, last = deltas[0], deltas[-1]
+    if len(deltas) == 1:
+        return event_row(first)
+    return {
+        "run_id": first.run_id,
+        "seq": first.seq,
+        "seq_end": last.seq,
+        "type": first.type,
+        "at": first.at,
+        "data": pack_deltas(deltas),
+    }
+
+
+def log_rows(events: list[Envelope]) -> list[dict[str, Any]]:
+    """The rows of a run's consecutive events, deltas of one message packed as the recorder packs them."""
+    rows: list[dict[str, Any]] = []
+    group: list[Envelope] = []
+    for env in events:
+        if group and (
+            env.type != group[-1].type
+            or env.seq != group[-1].seq + 1
+            or len(group) == MAX_DELTA_SPAN
+            or env.data.get("message_id") != group[-1].data.get("message_id")
+        ):
+            rows.append(packed_row(group))
+            group = []
+        if env.type in STREAMED_TYPES:
+            group.append(env)
+        else:
+            rows.append(event_row(env))
+    if group:
+        rows.append(packed_row(group))
+    return rows
 
 
 def _stored_type(type_: str) -> EventType:

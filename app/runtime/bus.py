@@ -55,7 +55,7 @@ class Subscription:
 
 
 class RunChannel:
-    __slots__ = ("done", "flushed_seq", "pending", "run_id", "subscribers", "terminal")
+    __slots__ = ("done", "flushed_seq", "on_flushed", "pending", "run_id", "subscribers", "terminal")
 
     def __init__(self, run_id: str, flushed_seq: int) -> None:
         self.run_id = run_id
@@ -64,6 +64,7 @@ class RunChannel:
         self.flushed_seq = flushed_seq
         self.terminal: Envelope | None = None
         self.done = asyncio.Event()
+        self.on_flushed: Callable[[], None] | None = None  # the run's journal, holding events back
 
 
 class EventBus:
@@ -91,6 +92,14 @@ class EventBus:
 
     def is_open(self, run_id: str) -> bool:
         return run_id in self._channels
+
+    def on_flushed(self, run_id: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` each time more of a run live here is stored; False when none is live here."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return False
+        channel.on_flushed = callback
+        return True
 
     def flushed_seq(self, run_id: str) -> int:
         """The last seq the recorder has stored of a run live here (-1 when none is: ask the database)."""
@@ -120,6 +129,8 @@ class EventBus:
         pending = channel.pending
         while pending and pending[0].seq <= seq:
             pending.popleft()
+        if channel.on_flushed is not None:
+            channel.on_flushed()
         self._maybe_close(channel)
 
     def detach(self, run_id: str) -> None:

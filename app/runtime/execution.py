@@ -101,7 +101,10 @@ class RunExecution:
     # -- the run ---------------------------------------------------------------------------------
 
     async def execute(self, turn: asyncio.Lock) -> None:
-        self.parts.journal.seq = await self._last_seq()
+        if (lease := self.parts.state.lease) is not None:
+            self.parts.deps.recorder.hold_lease(self.run_id, *lease)
+        seq, stored = await self._last_seq()
+        self.parts.journal.resume(seq, stored=stored)
         has_turn = False
         try:
             has_turn = await self._wait_turn(turn)
@@ -125,16 +128,17 @@ class RunExecution:
             if has_turn:
                 turn.release()
 
-    async def _last_seq(self) -> int:
+    async def _last_seq(self) -> tuple[int, int]:
+        """The run's last event anywhere, and its last stored one."""
         if self._known_seq is not None:
-            return self._known_seq
+            return self._known_seq, self._known_seq
         deps = self.parts.deps
         async with deps.read_sessionmaker() as session:
-            seq = await RunEventRepository(session).max_seq(self.run_id)
+            stored = await RunEventRepository(session).max_seq(self.run_id)
         if deps.streams is not None:
             # an earlier attempt's deltas may be in Redis only: continue after them, never under them
-            seq = max(seq, await deps.streams.top_seq(self.run_id))
-        return seq
+            return max(stored, await deps.streams.top_seq(self.run_id)), stored
+        return stored, stored
 
     async def _wait_turn(self, turn: asyncio.Lock) -> bool:
         """Wait for the conversation's previous run to end; False when cancelled meanwhile."""
@@ -271,3 +275,4 @@ class RunExecution:
             await settle(self.parts, outcome, self.started_at)
         finally:
             self.ended = True
+            self.parts.deps.recorder.release_lease(self.run_id)

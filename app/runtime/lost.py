@@ -6,6 +6,11 @@ distributed mode by a lapsed lease (``queue.py``: ``worker_lost``). Either way t
 the messages it stored; and its conversation's saved team state is dropped. That state is from
 before the lost run, so keeping it would make the next run forget the lost run's stored messages;
 without it, the next run rebuilds its context from all the stored messages.
+
+Its executor may have published events that were never stored: up to ``UNSTORED_MAX`` seqs past the
+stored log (``Journal``). The event that settles the run is numbered past that bound, so no seq a
+watcher was sent ever names a second event, and it says where the stored log ends
+(``lost_after_seq``): events a watcher saw after that seq are gone, and it drops them.
 """
 
 from __future__ import annotations
@@ -16,19 +21,36 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation
-from app.core.envelope import Envelope, usage_data
+from app.core.envelope import UNSTORED_MAX, Envelope, usage_data
 from app.core.vocabulary import EventType
 from app.runs.models import Run, RunEvent
 from app.runs.repository import RunQueueRepository
 
 
+def lost_seqs(stored: int, copied: int = 0) -> tuple[int, int]:
+    """Where a lost run's stored log ends, and the seq of the event that settles it: ``UNSTORED_MAX``
+    past that end, so past every seq its executor can have sent.
+
+    ``stored``: the run's last stored seq when its executor was cut off; ``copied``: the last seq
+    copied into storage since from elsewhere (the run's Redis stream)."""
+    kept = max(stored, copied)
+    return kept, kept + UNSTORED_MAX + 1
+
+
 async def end_lost_run(
-    session: AsyncSession, run: Run, seq: int, now: datetime, *, code: str, message: str
+    session: AsyncSession, run: Run, stored: int, now: datetime, *, code: str, message: str, copied: int = 0
 ) -> Envelope:
-    """Write the terminal event (at ``seq``) and the end of ``run``, a row of ``session``; commit is the caller's."""
+    """Write the terminal event and the end of ``run``, a row of ``session``; commit is the caller's.
+
+    ``stored`` and ``copied``: as for ``lost_seqs``."""
+    lost_after, seq = lost_seqs(stored, copied)
     messages, prompt, completion, estimated = await RunQueueRepository(session).usage(run.id)
     duration_ms = int((now - run.started_at).total_seconds() * 1000) if run.started_at else 0
-    data: dict[str, Any] = {"usage": usage_data(prompt, completion, estimated), "duration_ms": duration_ms}
+    data: dict[str, Any] = {
+        "usage": usage_data(prompt, completion, estimated),
+        "duration_ms": duration_ms,
+        "lost_after_seq": lost_after,
+    }
     type_: EventType
     if run.cancel_requested is not None:
         type_ = "run.cancelled"

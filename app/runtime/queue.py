@@ -12,6 +12,12 @@ lease lapsed lost its executor (killed, or cut off from the database): the
 sweeper, in any process, ends it ``failed`` with ``worker_lost`` (or
 ``cancelled``, when a cancel was asked for) or, when the run asked for
 retries, puts it back in the queue. Its committed messages stay.
+
+Before it settles a run, the sweeper copies into the database the deltas the lost executor streamed
+to the run's Redis stream but never stored, so the stored log has no gap; what neither holds is named
+by the settling event's ``lost_after_seq`` (``app/runtime/lost.py``). The run's row, locked by the
+sweep, is the lease's fence: the executor's event recorder checks in each of its transactions that the
+run is still its own (``leases_held``), so a worker that wakes after it was swept writes nothing more.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
-from app.core.envelope import Envelope, usage_data
+from app.core.envelope import STREAMED_TYPES, Envelope, usage_data
 from app.runs.models import Run, RunEvent
-from app.runs.repository import RunEventRepository, RunQueueRepository
-from app.runtime.lost import end_lost_run, forget_state
+from app.runs.repository import EVENT_INSERT, RunEventRepository, RunQueueRepository, log_rows
+from app.runtime.lost import end_lost_run, forget_state, lost_seqs
 from app.runtime.redis_bus import RedisStreams
 
 log = structlog.get_logger(__name__)
@@ -133,11 +139,33 @@ class RunQueue:
         await self._streams.write(written)
         return written
 
+    async def _copy_unstored(self, session: AsyncSession, run_id: str) -> tuple[int, int]:
+        """Store what the run's Redis stream holds past the database (the streamed events a lost
+        executor published and never wrote): the last stored seq before, and the last one copied."""
+        stored = await RunEventRepository(session).max_seq(run_id)
+        tail = await self._streams.tail(run_id, stored)
+        streamed: list[Envelope] = []
+        for env in tail:
+            if env.type not in STREAMED_TYPES:
+                break  # durable events are stored before they are published: none is missing
+            streamed.append(env)
+        if not streamed:
+            return stored, 0
+        await session.execute(EVENT_INSERT, log_rows(streamed))
+        log.info("lost_run_log_copied", run_id=run_id, after_seq=stored, events=len(streamed))
+        return stored, streamed[-1].seq
+
     async def _settle_lost(self, session: AsyncSession, run: Run, now: datetime) -> Envelope:
-        seq = await self._next_seq(session, run.id)
+        stored, copied = await self._copy_unstored(session, run.id)
         lost = run.worker_id
         if run.attempts < run.max_attempts and run.cancel_requested is None:
-            data: dict[str, Any] = {"reason": "worker_lost", "attempt": run.attempts, "max_attempts": run.max_attempts}
+            lost_after, seq = lost_seqs(stored, copied)
+            data: dict[str, Any] = {
+                "reason": "worker_lost",
+                "attempt": run.attempts,
+                "max_attempts": run.max_attempts,
+                "lost_after_seq": lost_after,
+            }
             run.status = "queued"
             run.worker_id = None
             run.lease_expires_at = None
@@ -149,10 +177,11 @@ class RunQueue:
         env = await end_lost_run(
             session,
             run,
-            seq,
+            stored,
             now,
             code="worker_lost",
             message="The worker executing the run stopped answering; its lease lapsed.",
+            copied=copied,
         )
         log.warning("run_settled_worker_lost", run_id=run.id, lost_worker=lost, status=run.status)
         return env

@@ -23,6 +23,12 @@ A batch is written on a Core connection in one greenlet (``run_sync``): its stat
 commit cost one switch into SQLAlchemy's synchronous side, not one each, and no ORM session is
 made for it (together about a third of a transaction's CPU on the event loop, measured side by side).
 
+A run executed under a lease (distributed mode: ``hold_lease``) is fenced: each transaction that
+writes for it first locks its row and checks that the lease is still this executor's. If another
+process swept the run meanwhile (this process was frozen past its lease), its rows are left out of
+the transaction and its waiting writers get ``Superseded``: nothing it writes lands after the event
+that settled it.
+
 When the database cannot be reached, a batch is retried for ``retry_for_s``
 (a restarting database or a failover costs a pause, not a run). Past that the
 recorder is *degraded*: the waiting writers get ``StorageError`` (their runs
@@ -51,7 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.envelope import Envelope
 from app.core.repository import Execution
 from app.core.sqlite_driver import DEFER_WRITE
-from app.runs.repository import EVENT_INSERT, MAX_DELTA_SPAN, event_row, pack_deltas
+from app.runs.repository import EVENT_INSERT, MAX_DELTA_SPAN, event_row, leases_held, packed_row
 from app.runtime.bus import EventBus
 
 Apply = Callable[[Connection], None]  # run in the batch's transaction, on its (synchronous) connection
@@ -94,6 +100,15 @@ class _Item:
     deltas: list[Envelope] | None = None  # consecutive deltas of one message: one row
     flush: bool = False  # a request to write out the buffered deltas
     then: Envelope | None = None  # the run's next event, written in the same transaction
+    run_id: str | None = None  # the run of a change that is not an event (a model call's record)
+
+    @property
+    def run(self) -> str | None:
+        if self.env is not None:
+            return self.env.run_id
+        if self.deltas:
+            return self.deltas[0].run_id
+        return self.run_id
 
 
 def _rows(item: _Item) -> list[dict[str, Any]]:
@@ -109,17 +124,7 @@ def _rows(item: _Item) -> list[dict[str, Any]]:
 
 def _row(item: _Item) -> dict[str, Any] | None:
     if item.deltas:
-        first, last = item.deltas[0], item.deltas[-1]
-        if len(item.deltas) == 1:
-            return event_row(first)
-        return {
-            "run_id": first.run_id,
-            "seq": first.seq,
-            "seq_end": last.seq,
-            "type": first.type,
-            "at": first.at,
-            "data": pack_deltas(item.deltas),
-        }
+        return packed_row(item.deltas)
     return event_row(item.env) if item.env is not None else None
 
 
@@ -148,8 +153,11 @@ class EventRecorder:
         self._buffers: dict[str, list[list[Envelope]]] = {}  # run -> groups of unwritten deltas
         self._buffered = 0
         self._flush_armed = False
+        self._flush_queued = False
         self._stopping = False
+        self._leases: dict[str, tuple[str, int]] = {}  # run -> (worker id, attempt) it is executed under
         self.dropped_deltas = 0
+        self.fenced = 0  # items left out because their run's lease was gone
 
     @property
     def healthy(self) -> bool:
@@ -198,10 +206,15 @@ class EventRecorder:
 
     def _request_flush(self) -> None:
         self._flush_armed = False
-        if self._buffered:
+        self.flush_soon()
+
+    def flush_soon(self) -> None:
+        """Write the buffered deltas with the next batch, without waiting for ``DELTA_FLUSH_S``."""
+        if self._buffered and not self._flush_queued:
             # a full queue is full of writes: the buffers go with the next durable events
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(_Item(None, flush=True))
+                self._flush_queued = True
 
     def _take(self, run_id: str | None) -> list[_Item]:
         """The buffered deltas of one run (or of all, for None), as items, in seq order."""
@@ -218,10 +231,17 @@ class EventRecorder:
                 items.append(_Item(None, deltas=group))
         return items
 
-    def write(self, apply: Change) -> None:
+    def hold_lease(self, run_id: str, worker_id: str, attempt: int) -> None:
+        """Fence the run's writes from now on: they land only while it is held under this lease."""
+        self._leases[run_id] = (worker_id, attempt)
+
+    def release_lease(self, run_id: str) -> None:
+        self._leases.pop(run_id, None)
+
+    def write(self, apply: Change, run_id: str | None = None) -> None:
         """Queue a change that is not an event and that nobody waits for (model-call records)."""
         try:
-            self._queue.put_nowait(_Item(None, apply))
+            self._queue.put_nowait(_Item(None, apply, run_id=run_id))
         except asyncio.QueueFull:
             log.warning("recorder_queue_full")
 
@@ -276,6 +296,7 @@ class EventRecorder:
 
     def _add(self, batch: list[_Item], item: _Item) -> None:
         if item.flush:
+            self._flush_queued = False
             batch.extend(self._take(None))
             return
         if item.env is not None:
@@ -362,28 +383,23 @@ class EventRecorder:
             log.info("storage_recovered", dropped_deltas=self.dropped_deltas)
 
     async def _write_all(self, batch: list[_Item]) -> None:
-        rows = [row for item in batch for row in _rows(item)]
-        statements: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}  # by statement, first seen first
-        for item in batch:
-            if isinstance(item.apply, Rows):
-                for stmt, params in item.apply.executions:
-                    statements.setdefault(id(stmt), (stmt, []))[1].append(params)
-        applies = [item.apply for item in batch if item.apply is not None and not isinstance(item.apply, Rows)]
+        leases = self._leases
+        fenced = {leased: leases[leased] for item in batch if (leased := item.run) in leases} if leases else {}
 
-        def write(conn: Connection) -> None:
-            # on SQLite the rows wait for the batch's next statement or its commit: one trip, BEGIN to COMMIT
-            if rows:
-                conn.execute(EVENT_INSERT, rows, execution_options=DEFER_WRITE)
-            for stmt, params_list in statements.values():
-                conn.execute(stmt, params_list, execution_options=DEFER_WRITE)
-            for apply in applies:
-                apply(conn)
+        def write(conn: Connection) -> set[str]:
+            # the fence first: the runs whose lease is gone are left out of the transaction
+            lost = set(fenced) - leases_held(conn, fenced) if fenced else set()
+            _execute(conn, [item for item in batch if item.run not in lost] if lost else batch)
             conn.commit()
+            return lost
 
         async with self._engine.connect() as conn:
-            await conn.run_sync(write)
+            lost = await conn.run_sync(write)
         flushed: dict[str, int] = {}
         for item in batch:
+            if lost and item.run in lost:
+                self._fence(item)
+                continue
             last = item.deltas[-1] if item.deltas else (item.then or item.env)
             if last is not None:
                 flushed[last.run_id] = max(flushed.get(last.run_id, 0), last.seq)
@@ -391,3 +407,31 @@ class EventRecorder:
                 item.done.set_result(None)
         for run_id, seq in flushed.items():
             self._bus.mark_flushed(run_id, seq)
+
+    def _fence(self, item: _Item) -> None:
+        """An item of a run another process settled: not written, and its writer is told."""
+        self.fenced += 1
+        if item.deltas is not None:
+            self.dropped_deltas += len(item.deltas)
+        if item.env is not None and (item.env.terminal or item.done is not None):
+            log.warning("write_fenced", run_id=item.run, seq=item.env.seq, type=item.env.type)
+        if item.done is not None and not item.done.done():
+            item.done.set_exception(Superseded("the run's lease is gone: another process settled it"))
+
+
+def _execute(conn: Connection, batch: list[_Item]) -> None:
+    """A batch's statements: its event rows, then each prepared statement once, then the ``Apply``s."""
+    rows = [row for item in batch for row in _rows(item)]
+    statements: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}  # by statement, first seen first
+    for item in batch:
+        if isinstance(item.apply, Rows):
+            for stmt, params in item.apply.executions:
+                statements.setdefault(id(stmt), (stmt, []))[1].append(params)
+    # on SQLite the rows wait for the batch's next statement or its commit: one trip, BEGIN to COMMIT
+    if rows:
+        conn.execute(EVENT_INSERT, rows, execution_options=DEFER_WRITE)
+    for stmt, params_list in statements.values():
+        conn.execute(stmt, params_list, execution_options=DEFER_WRITE)
+    for item in batch:
+        if item.apply is not None and not isinstance(item.apply, Rows):
+            item.apply(conn)

@@ -33,7 +33,7 @@ async def recover_runs(sessionmaker: async_sessionmaker[AsyncSession], manager: 
             await end_lost_run(
                 session,
                 run,
-                last + 1,
+                last,
                 utcnow(),
                 code="server_restarted",
                 message="The server stopped while the run was going.",

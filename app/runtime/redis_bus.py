@@ -118,6 +118,11 @@ class RedisStreams:
         rows: Any = await self.redis.xrevrange(self.key(run_id), count=1)
         return _seq_of(rows[0][0]) if rows else 0
 
+    async def tail(self, run_id: str, after: int) -> list[Envelope]:
+        """Every event of the run's stream after ``after``, at once (a lost run's unstored end)."""
+        entries: Any = await self.redis.xrange(self.key(run_id), min=f"{after + 1}-0", max="+")
+        return [Envelope.from_json(fields[FIELD]) for _id, fields in entries]
+
     async def read(self, run_id: str, after: int, *, block_s: float, count: int = 1000) -> list[Envelope]:
         """The events after ``after``, waiting up to ``block_s`` for the first one."""
         block_ms = max(1, int(block_s * 1000))

@@ -25,21 +25,24 @@ class RunState:
     spec: ResolvedTeamSpec
     agents: frozenset[str]  # the team's own agents: whose streamed chunks are shown
     new_conversation: bool  # the run's request created its conversation: no history, no saved state
+    lease: tuple[str, int] | None  # claimed from the queue: (worker id, attempt), which fences its writes
 
     @classmethod
     def of(cls, run: Run, *, new_conversation: bool = False) -> RunState:
         spec = ResolvedTeamSpec.model_validate(run.team_spec)
+        attempt = max(run.attempts or 0, 1)
         return cls(
             run_id=run.id,
             conversation_id=run.conversation_id,
             principal_id=run.principal_id,
             task=run.task,
-            attempt=max(run.attempts or 0, 1),
+            attempt=attempt,
             timeout_s=run.timeout_s,
             input_timeout_s=run.input_timeout_s,
             spec=spec,
             agents=frozenset(m.name for m in spec.members),
             new_conversation=new_conversation,
+            lease=(run.worker_id, attempt) if run.worker_id else None,
         )
 
 
