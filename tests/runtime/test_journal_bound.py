@@ -7,6 +7,7 @@ what the bound is about is exactly what the recorder has not done yet.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,3 +119,8 @@ async def test_a_resumed_run_counts_the_bound_from_its_stored_log() -> None:
     assert sub is not None
     delta(journal, 100)
     assert [e.seq for e in await asyncio.wait_for(sub.next_batch(), 1)] == list(range(50_001, 50_101))
+
+
+def test_the_docs_give_the_bound_the_code_has() -> None:
+    events = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text("utf-8")
+    assert f"`lost_after_seq + {UNSTORED_MAX} + 1`" in events
