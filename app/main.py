@@ -49,7 +49,7 @@ from app.agents.router import router as agents_router
 from app.analytics.router import router as analytics_router
 from app.api.deps import ServicesDep, authenticate
 from app.api.services import Services, State
-from app.auth.middleware import ApiAuth
+from app.auth.middleware import ApiAuth, OriginCheck, QueryKey
 from app.auth.service import announce_auth_mode
 from app.conversations.router import router as conversations_router
 from app.core import gc_tuning
@@ -266,6 +266,8 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     install_openapi(app, [RunEvent, EventPage, StreamLagged, StreamClosing])
     app.add_middleware(ApiAuth, authenticate=authenticate)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OriginCheck, settings=settings)
+    app.add_middleware(QueryKey)  # outside every middleware that may answer: no log line prints a key
     app.add_middleware(RequestContext)
     api_routers = (
         models_router,

@@ -65,7 +65,7 @@ async def main(repeats: int) -> dict[str, float]:
         app = create_app(settings)
         async with (
             LifespanManager(app) as manager,
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://bench") as client,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://127.0.0.1") as client,
         ):
             parallel = chain([{"parallel": [{"agent": n} for n in NAMES]}])
             sequential = chain([{"agent": n} for n in NAMES])

@@ -148,7 +148,8 @@ def started(app: FastAPI) -> LifespanManager:
 
 def asgi_client(app: FastAPI) -> httpx.AsyncClient:
     """A client that calls ``app`` in process (the ASGI transport buffers a whole body: no streaming timing)."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    # a loopback Host, as a real client of a loopback server sends (OriginCheck refuses others)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
 @asynccontextmanager

@@ -7,10 +7,13 @@ half-open (``since <= t < until``) in UTC; it defaults to the last seven days.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from app.analytics.repository import AnalyticsRepository, GroupStats, Window
 from app.analytics.schemas import (
@@ -48,6 +51,22 @@ class InvalidQuery(AppError):
         )
 
 
+# what pydantic would read as seconds since 1970 (`until=0.5` is 1970-01-01T00:00:00.5Z)
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
+
+
+def _iso_8601(value: Any) -> Any:
+    """Only ISO 8601 text: a number is refused, not taken as a Unix time."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise PydanticCustomError(
+            "datetime_from_number", "Input should be an ISO 8601 date-time, such as 2026-11-24T10:00:00Z, not a number"
+        )
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601)]
+
+
 def _utc(value: datetime, name: str) -> datetime:
     """An aware time in UTC; a time without an offset is taken to be UTC."""
     try:
@@ -63,13 +82,14 @@ def _floor(value: datetime, bucket: Bucket) -> datetime:
 
 async def analytics_window(
     since: Annotated[
-        datetime | None,
+        IsoDateTime | None,
         Query(
             description="Start of the range (included), ISO 8601; no offset means UTC. Default: 7 days before `until`."
         ),
     ] = None,
     until: Annotated[
-        datetime | None, Query(description="End of the range (excluded), ISO 8601; no offset means UTC. Default: now.")
+        IsoDateTime | None,
+        Query(description="End of the range (excluded), ISO 8601; no offset means UTC. Default: now."),
     ] = None,
     bucket: Annotated[
         Bucket,

@@ -16,6 +16,9 @@ from app.runs.schemas import Usage
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
+# the greatest position a request may name: positions are 32-bit integers in PostgreSQL
+MAX_POSITION = 2**31 - 1
+
 
 def to_read(row: Conversation) -> ConversationRead:
     return ConversationRead(
@@ -80,7 +83,7 @@ async def list_messages(
     conversation_id: str,
     session: SessionDep,
     principal: PrincipalDep,
-    after: Annotated[int, Query(ge=0, description="Return messages after this position.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_POSITION, description="Return messages after this position.")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     run_id: Annotated[str | None, Query(description="Only the messages of this run.")] = None,
 ) -> MessagePage:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://swarmdirector.dev/problems/"
@@ -131,8 +132,25 @@ _HTTP_CODES = {
 }
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_UNDECODABLE: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "The request body is not valid JSON (it must be UTF-8).",
+    RecursionError: "The request body is not valid JSON here: it is nested too deeply.",
+}
+
+
 def _loc(raw: Any) -> list[str | int]:
     return [p if isinstance(p, int) else str(p) for p in raw]
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path: Starlette's 405 names only the first route's."""
+    routes: list[BaseRoute] = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -174,24 +192,28 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-            # FastAPI reports a JSON body that is not UTF-8 as a bare 400, not as a JSON error
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI reports a JSON body it cannot decode (not UTF-8, nested too deep, a number of
+            # thousands of digits) as a bare 400, not as a JSON error
             return problem_response(
                 request,
                 status=400,
                 code="malformed_json",
                 title="Malformed JSON",
-                detail="The request body is not valid JSON (it must be UTF-8).",
+                detail=_UNDECODABLE.get(type(exc.__cause__), "The request body is not valid JSON."),
             )
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allowed}
         return problem_response(
             request,
             status=exc.status_code,
             code=code,
             title=title,
             detail=detail,
-            headers=dict(exc.headers) if exc.headers else None,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -4,13 +4,16 @@ structlog renders our events; the standard library's records (uvicorn, AutoGen,
 SQLAlchemy) go through the same renderer, so every line parses as JSON. The
 request id (bound by middleware) and run ids ride along as fields. A record
 whose traceback is an error the server expects (a cancel, and the errors the
-caller names, such as the engine's failed model call) is dropped.
+caller names, such as the engine's failed model call) is dropped. A credential in a record (an
+``access_token`` query parameter, an ``Authorization`` header line, as the ``websockets`` library logs
+a handshake at DEBUG) is redacted before anything renders it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 
 import structlog
@@ -32,6 +35,31 @@ class _DropExpectedErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, self.expected)
+
+
+_CREDENTIAL = re.compile(r"(access_token=)[^&\s\"']+|((?:proxy-)?authorization|x-api-key)(\s*:\s*).+", re.IGNORECASE)
+
+
+_HANDSHAKE_LOGGERS = frozenset({"uvicorn.error"})
+
+
+def _redacted(match: re.Match[str]) -> str:
+    if match.group(1):
+        return f"{match.group(1)}[redacted]"
+    return f"{match.group(2)}{match.group(3)}[redacted]"
+
+
+class _RedactCredentials(logging.Filter):
+    """A key must never reach a log line, whichever library logs it (uvicorn hands its error logger to
+    the ``websockets`` library, which logs a handshake's request line and headers there at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in _HANDSHAKE_LOGGERS or record.name.startswith("websockets"):
+            message = record.getMessage()
+            cleaned = _CREDENTIAL.sub(_redacted, message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return True
 
 
 def configure_logging(level: str, as_json: bool, *, expected: tuple[type[BaseException], ...] = ()) -> None:
@@ -64,6 +92,7 @@ def configure_logging(level: str, as_json: bool, *, expected: tuple[type[BaseExc
         )
     )
     handler.addFilter(_DropExpectedErrors(expected))
+    handler.addFilter(_RedactCredentials())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)

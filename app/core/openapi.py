@@ -41,7 +41,8 @@ _EVENT_STREAM_DESCRIPTION = (
     "the stream ends after the terminal event (`run.completed`, `run.failed` or `run.cancelled`). Two notices "
     "about the stream itself have no `id` and are never stored: `event: stream.lagged` (`StreamLagged`: this "
     "watcher fell behind and was re-attached; nothing to do) and `event: stream.closing` (`StreamClosing`: the "
-    "server is stopping; resume after `last_seq`). `: ping` comments keep an idle stream open. Resume with "
+    "server is stopping, or cannot read the database: see its `reason`; resume after `last_seq`). "
+    "`: ping` comments keep an idle stream open. Resume with "
     "`Last-Event-ID` or `?after=`."
 )
 
@@ -65,12 +66,13 @@ def _frame(event: dict[str, Any], data_ref: str, *, with_id: bool, retry: bool =
 def event_stream_content(event_types: list[str]) -> dict[str, Any]:
     """The ``text/event-stream`` media type of a run's event stream.
 
-    ``schema`` says what a 3.1 client sees (text); ``itemSchema`` (OpenAPI 3.2, as FastAPI
-    writes it for its own SSE routes) describes each frame and its JSON ``data``.
+    ``schema`` says what a 3.1 client sees (text); ``x-itemSchema`` describes each frame and its
+    JSON ``data``. It is OpenAPI 3.2's ``itemSchema`` (which FastAPI writes for its own SSE
+    routes) as an extension: 3.1 allows no other key there, and the generators read 3.1.
     """
     return {
         "schema": {"type": "string", "description": _EVENT_STREAM_DESCRIPTION},
-        "itemSchema": {
+        "x-itemSchema": {
             "oneOf": [
                 _frame({"type": "string", "enum": event_types}, SCHEMAS + "RunEvent", with_id=True),
                 _frame({"const": "stream.lagged"}, SCHEMAS + "StreamLagged", with_id=False),
@@ -151,7 +153,9 @@ def _finish_operation(path: str, operation: dict[str, Any]) -> None:
         media = operation["requestBody"]["content"]["application/json"]
         media["examples"] = examples["request"]
     for status, example in examples.get("responses", {}).items():
-        responses[status]["content"]["application/json"]["example"] = example
+        media = responses[status].get("content", {}).get("application/json")
+        if media is not None:  # a response with no JSON body shows no JSON example
+            media["example"] = example
 
 
 def build_openapi(app: FastAPI, extra_models: list[type[BaseModel]]) -> dict[str, Any]:

@@ -176,7 +176,7 @@ EXAMPLES: dict[str, Any] = {
             }
         }
     },
-    "stream_run_events": {"responses": {"200": {"data": _EVENTS, "last_seq": 4, "has_more": True}}},
+    "list_run_events": {"responses": {"200": {"data": _EVENTS, "last_seq": 4, "has_more": True}}},
     "event_stream": "".join(
         f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n" for e in _EVENTS
     ),

@@ -6,10 +6,11 @@ object. Validators refuse values that would be unsafe in production.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -108,6 +109,11 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="How long a run waits for a person's input before it ends `timed_out`."
     )
     max_input_chars: int = Field(default=32_000, ge=1, description="Longest answer to an input request.")
+    idempotency_window_s: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="How long a run start's `Idempotency-Key` is kept: a repeat within it gets the same run.",
+    )
 
     # -- streaming -------------------------------------------------------------------------------
     watcher_buffer: int = Field(
@@ -168,6 +174,21 @@ class Settings(BaseSettings):
             "always required when the server listens beyond loopback, in production, or once a key exists."
         ),
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names, besides `localhost` and loopback addresses, that a server which may answer without a "
+            'key (on loopback) answers to (JSON, e.g. `["swarm.internal"]`); a request whose `Host` names '
+            "another gets `400` (DNS rebinding). Not checked where keys are always required (see above)."
+        ),
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Web origins, besides the server's own, whose pages may call `/v1` and open its WebSocket "
+            '(JSON, e.g. `["https://app.example"]`); a request with another `Origin` header gets `403`.'
+        ),
+    )
     max_live_runs_per_principal: int = Field(
         default=20, ge=1, description="Runs one principal may have queued, running or awaiting input at once."
     )
@@ -179,7 +200,9 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "How long a write rides out an unreachable database before the run fails `storage_error` "
-            "(or, for a run being started, the request is refused `503 storage_unavailable` and nothing is written)."
+            "(or, for a run being started, the request is refused `503 storage_unavailable` and nothing is written); "
+            "a live stream's reads ride it out as long before the stream ends with `stream.closing` "
+            "(`storage_unavailable`)."
         ),
     )
     readyz_timeout_s: float = Field(default=2.0, gt=0, description="How long `/readyz` waits for the database.")
@@ -187,6 +210,23 @@ class Settings(BaseSettings):
     # -- logging ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable).")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[\w.-]+|\[[0-9a-f:.]+\]", name, re.IGNORECASE):
+                raise ValueError(f"{name!r} is not a host name (no scheme, port, path or wildcard)")
+        return names
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _web_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            found = re.fullmatch(r"https?://(?:[\w.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?/?", origin, re.IGNORECASE)
+            if found is None or int(found.group(1) or 0) > 65535:
+                raise ValueError(f"{origin!r} is not a web origin (`https://host[:port]`)")
+        return origins
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:

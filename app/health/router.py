@@ -3,7 +3,10 @@
 ``/readyz`` is false while the database does not answer (within
 ``SWARM_READYZ_TIMEOUT_S``) or while the event recorder cannot write, so a
 load balancer stops sending runs to a server that could not store them; in
-the distributed mode, also while Redis (the event bus) does not answer.
+the distributed mode, also while Redis (the event bus) does not answer, and
+while this process's signal listener is not subscribed (``signals``: it is
+reconnecting after Redis was lost, and cancels and input answers would not
+reach this process's runs).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.api.deps import ServicesDep
+from app.runtime.launcher import DistributedLauncher
 
 router = APIRouter(tags=["ops"])
 
@@ -51,6 +55,8 @@ async def readyz(services: ServicesDep) -> Health | JSONResponse:
             checks["bus"] = await services.launcher.bus_ready()
     except TimeoutError:
         checks["bus"] = False
+    if isinstance(services.launcher, DistributedLauncher):
+        checks["signals"] = services.launcher.cluster.signals.listening
     ok = all(checks.values())
     body = Health(status="ok" if ok else "unavailable", checks=checks)
     if not ok:

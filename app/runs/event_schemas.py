@@ -426,11 +426,15 @@ class StreamLagged(BaseModel):
 
 
 class StreamClosing(BaseModel):
-    """SSE `event: stream.closing` (no `id`): the server is stopping; resume after `last_seq` once it is back."""
+    """SSE `event: stream.closing` (no `id`): the server is stopping, or cannot read the database;
+    resume after `last_seq` (on another server, or once it is back)."""
 
     run_id: str
     last_seq: int = Field(description="Resume after this seq (`Last-Event-ID` or `?after=`).")
-    reason: Literal["shutdown"]
+    reason: Literal["shutdown", "storage_unavailable"] = Field(
+        description="`shutdown`: the server is stopping; `storage_unavailable`: the database did not answer "
+        "within `SWARM_STORAGE_RETRY_S`."
+    )
 
 
 STREAM_NOTICES: tuple[type[BaseModel], ...] = (StreamLagged, StreamClosing)

@@ -18,6 +18,8 @@ class Run(Base):
         Index("ix_runs_conversation_status", "conversation_id", "status"),
         Index("ix_runs_principal_created", "principal_id", "created_at"),
         Index("ix_runs_status_lease", "status", "lease_expires_at"),
+        # one run per (principal, Idempotency-Key): the index decides between concurrent first requests
+        Index("ix_runs_principal_idempotency_key", "principal_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -53,6 +55,9 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # the request's Idempotency-Key and the SHA-256 of its body; a repeat within the window gets this run
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    idempotency_hash: Mapped[str | None] = mapped_column(String(64), default=None)
 
     @classmethod
     def queued(
@@ -71,6 +76,8 @@ class Run(Base):
         meta: dict[str, Any],
         max_attempts: int,
         at: datetime,
+        idempotency_key: str | None = None,
+        idempotency_hash: str | None = None,
     ) -> Run:
         """A new run, queued, with every column given (``new_row`` writes it without the unit of work)."""
         return cls(
@@ -103,6 +110,8 @@ class Run(Base):
             created_at=at,
             started_at=None,
             finished_at=None,
+            idempotency_key=idempotency_key,
+            idempotency_hash=idempotency_hash,
         )
 
 

@@ -137,6 +137,19 @@ class RunRepository(Repository[Run]):
     async def unfinished(self) -> list[Run]:
         return list(await self.session.scalars(select(Run).where(Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)))
 
+    async def by_idempotency_key(self, principal_id: str, key: str) -> Run | None:
+        """The principal's run started with this ``Idempotency-Key`` (at most one: a unique index)."""
+        run: Run | None = await self.session.scalar(self._owned(principal_id).where(Run.idempotency_key == key))
+        return run
+
+    async def forget_idempotency_key(self, run_id: str, key: str) -> None:
+        """Free a key whose window has passed, so that a new run may take it."""
+        await self.session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.idempotency_key == key)
+            .values(idempotency_key=None, idempotency_hash=None)
+        )
+
 
 MAX_DELTA_SPAN = 256  # the most deltas one stored row holds
 _PARTS, _OFFSETS = "_parts", "_at_us"

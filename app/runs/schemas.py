@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from app.core.schemas import StrictModel
 from app.core.vocabulary import RunStatus as RunStatus
@@ -20,6 +20,25 @@ from app.teams.schemas import TeamSpec
 EventEnvelope = RunEvent
 
 MetadataValue = str | int | float | bool | None
+
+
+def _unquoted(value: str) -> str:
+    # draft-ietf-httpapi-idempotency-key-header sends the key as a quoted sf-string; Stripe-style
+    # clients send it bare: both name the same key
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not value:
+        raise ValueError("the key is empty")
+    return value
+
+
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+# 1 to 255 printable ASCII characters, no space at either end (a UUID, a ULID, a hash ...)
+IdempotencyKey = Annotated[
+    str,
+    StringConstraints(max_length=IDEMPOTENCY_KEY_MAX_CHARS, pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"),
+    AfterValidator(_unquoted),
+]
 
 
 class RunCreate(StrictModel):

@@ -1,9 +1,19 @@
-"""Starting and cancelling runs: validation, admission per conversation, hand-off to the run launcher."""
+"""Starting and cancelling runs: validation, admission per conversation, hand-off to the run launcher.
+
+A start may carry an ``Idempotency-Key``: the key and the SHA-256 of the body are stored on the run,
+unique per principal, and a repeat within ``SWARM_IDEMPOTENCY_WINDOW_S`` gets that run back instead of
+a new one (``RunService.replayed``). Two first requests with one key race to the unique index; the
+loser's rows are not written and it answers with the winner's run.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
+import orjson
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents.repository import AgentRepository
@@ -13,7 +23,7 @@ from app.conversations.models import Conversation
 from app.conversations.repository import ConversationRepository
 from app.core.db import utcnow
 from app.core.envelope import Envelope
-from app.core.errors import Conflict, InvalidSpec
+from app.core.errors import AppError, Conflict, FieldError, InvalidSpec, Unavailable
 from app.core.ids import new_id
 from app.core.repository import Execution, new_row
 from app.core.vocabulary import TERMINAL_STATUSES
@@ -25,6 +35,21 @@ from app.teams.schemas import ResolvedTeamSpec, TeamSpec
 from app.teams.service import SpecValidator, TeamResolver
 
 
+class IdempotencyKeyReused(AppError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
+
+
+class IdempotentStart(NamedTuple):
+    key: str
+    digest: str  # of the body, as ``request_digest`` makes it
+
+
+def request_digest(body: RunCreate) -> str:
+    """The SHA-256 of a start's body as the server read it (defaults filled in, keys sorted), so that
+    the same request sent with other spacing or key order is still the same request."""
+    return hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 class RunService:
     def __init__(self, session: AsyncSession, principal: Principal, services: Services) -> None:
         self.session = session
@@ -32,6 +57,7 @@ class RunService:
         self.services = services
         self.runs = RunRepository(session)
         self.queued: Envelope | None = None  # the run.queued event of the run ``create`` made
+        self.replayed = False  # ``create`` returned the run an earlier request with its Idempotency-Key started
 
     async def _resolve_team(self, body: RunCreate) -> tuple[str | None, ResolvedTeamSpec]:
         resolver = TeamResolver(
@@ -92,7 +118,51 @@ class RunService:
                 await self.services.launcher.cancel(other.id, "interrupted")
         return conversation
 
-    async def create(self, body: RunCreate) -> Run:
+    async def create(self, body: RunCreate, *, idempotency_key: str | None = None) -> Run:
+        """Start a run. With ``idempotency_key``: if an earlier start with that key and the same body made a
+        run within the window, return that run instead (``replayed``); another body is a 422."""
+        if idempotency_key is None:
+            return await self._start(body, None)
+        key = IdempotentStart(idempotency_key, request_digest(body))
+        earlier = await self._earlier(key)
+        if earlier is not None:
+            return earlier
+        try:
+            return await self._start(body, key)
+        except (Unavailable, IntegrityError):
+            # nothing of this start was written: maybe a concurrent request took the key first
+            await self.session.rollback()
+            try:
+                earlier = await self._earlier(key)
+            except SQLAlchemyError:
+                earlier = None  # the database is out of reach: the original error says so
+            if earlier is None:
+                raise
+            return earlier
+
+    async def _earlier(self, key: IdempotentStart) -> Run | None:
+        """The run started with ``key`` within the window (an expired key is freed); a 422 when that run
+        was asked for with another body."""
+        async with self.services.read_sessionmaker() as session:
+            run = await RunRepository(session).by_idempotency_key(self.principal.id, key.key)
+        if run is None:
+            return None
+        window = timedelta(seconds=self.services.settings.idempotency_window_s)
+        if run.created_at <= utcnow() - window:
+            await self.runs.forget_idempotency_key(run.id, key.key)
+            await self.session.commit()
+            return None
+        if run.idempotency_hash != key.digest:
+            detail = (
+                f"This Idempotency-Key started run '{run.id}' with a different request body; "
+                "send a new key for a new run."
+            )
+            loc: list[str | int] = ["header", "Idempotency-Key"]
+            raise IdempotencyKeyReused(detail, errors=[FieldError(loc=loc, msg=detail, type="idempotency_key_reused")])
+        self.replayed = True
+        return run
+
+    async def _start(self, body: RunCreate, key: IdempotentStart | None) -> Run:
         settings = self.services.settings
         timeout = self._timeout(body)
         team_id, spec = await self._resolve_team(body)
@@ -101,6 +171,12 @@ class RunService:
         principal_id = self.principal.id
         new_conversation = body.conversation_id is None
         async with launcher.admission:
+            # a start with this key written since the look above is found here (a run in an existing
+            # conversation is written under this lock: without this look, its conversation would be
+            # busy with it); one still on its way (a new conversation's, a replica's) wins at the
+            # unique index, and ``create`` answers with it
+            if key is not None and (earlier := await self._earlier(key)) is not None:
+                return earlier
             now = utcnow()
             await limits.check_start(self.session, principal_id, settings, live=launcher.live_for(principal_id))
             inserts: list[Execution] = []  # the conversation (when new), the run, its run.queued
@@ -119,6 +195,8 @@ class RunService:
                 meta=dict(body.metadata),
                 max_attempts=body.retries + 1,
                 at=now,
+                idempotency_key=key.key if key else None,
+                idempotency_hash=key.digest if key else None,
             )
             inserts.append(new_row(run))
             queued = Envelope(

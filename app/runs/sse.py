@@ -16,7 +16,9 @@ the request's task writes the frames; one small task waits for the client's
 disconnect; one timer per stream, every quarter of the shorter of the ping
 interval and the send timeout, sends a ping when nothing was written for the
 ping interval (from a task made only then) and drops a client whose write has
-been stuck for the send timeout. The server's exit needs nothing of its own:
+been stuck for the send timeout: its connection is aborted, what was queued
+for it dropped (``abort_connection``), where uvicorn alone would keep it open
+until the client read it all. The server's exit needs nothing of its own:
 the bus's drain ends every stream with ``stream.closing`` (``app/server.py``).
 """
 
@@ -25,15 +27,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
 import structlog
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.services import Services
 from app.core.envelope import Envelope
+from app.core.errors import BadRequest
+from app.patches.uvicorn_servers import abort_connection
 from app.runtime.streams import StreamClosing, StreamLagged, follow_batches
 
 log = structlog.get_logger(__name__)
@@ -48,7 +54,13 @@ async def _frames(
     services: Services, run_id: str, after: int, known: list[Envelope] | None = None
 ) -> AsyncGenerator[ServerSentEvent | bytes, None]:
     async for item in follow_batches(
-        services.read_sessionmaker, services.bus, run_id, after, remote=services.streams, known=known
+        services.read_sessionmaker,
+        services.bus,
+        run_id,
+        after,
+        remote=services.streams,
+        known=known,
+        retry_for_s=services.settings.storage_retry_s,
     ):
         if isinstance(item, list):
             # whatever queued up for this watcher goes out as one write; each frame is encoded once
@@ -62,7 +74,7 @@ async def _frames(
             )
         elif isinstance(item, StreamClosing):
             yield ServerSentEvent(
-                data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq, "reason": "shutdown"}).decode(),
+                data=orjson.dumps({"run_id": run_id, "last_seq": item.last_seq, "reason": item.reason}).decode(),
                 event="stream.closing",
                 retry=1000,
             )
@@ -89,8 +101,13 @@ class EventStream(EventSourceResponse):
             if writer.ended is None or writer.task.uncancel() > 0:
                 raise  # cancelled by someone else: the server is stopping
             if writer.ended == "stalled":
-                # uvicorn closes the connection when the app returns with the response unfinished
-                log.warning("sse_client_stalled", send_timeout_s=self.send_timeout, path=scope.get("path"))
+                # uvicorn would close the connection only once the client had read what is queued for
+                # it: abort it, dropping that (the client resumes with its Last-Event-ID)
+                closed = abort_connection(writer.task)
+                log.warning(
+                    "sse_client_stalled", send_timeout_s=self.send_timeout, path=scope.get("path"), closed=closed
+                )
+                await asyncio.sleep(0)  # uvicorn learns of the lost connection before the app returns
         finally:
             writer.stop()
             listener.cancel()
@@ -182,11 +199,26 @@ def event_stream(
     )
 
 
+# the greatest seq a request may name: seqs are 32-bit integers in PostgreSQL, and no run comes near it
+MAX_SEQ = 2**31 - 1
+_SEQ: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=0, le=MAX_SEQ)])
+_OUT_OF_RANGE = ("greater_than_equal", "less_than_equal", "int_parsing_size")
+
+
 def parse_last_event_id(value: str | None) -> int | None:
+    """The seq a client resumes after, read as ``?after=`` is; ``None`` when it sent no (or an empty) id.
+
+    Every ``id:`` this server sends is a seq, so a value that is no integer never came from it: a 400,
+    where taking it as 0 would replay the whole run. An integer out of range is a 422, as for ``after``.
+    """
     if value is None or not value.strip():
         return None
     try:
-        seq = int(value.strip())
-    except ValueError:
-        return None
-    return seq if seq >= 0 else None
+        return _SEQ.validate_python(value.strip())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        if all(e["type"] in _OUT_OF_RANGE for e in errors):
+            raise RequestValidationError([{**e, "loc": ("header", "last-event-id")} for e in errors]) from None
+        raise BadRequest(
+            "`Last-Event-ID` is the seq of the last event received (an integer).", code="invalid_last_event_id"
+        ) from None

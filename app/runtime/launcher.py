@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import Unavailable
@@ -37,6 +37,7 @@ from app.runtime.manager import RunManager
 from app.runtime.recorder import EventRecorder, Rows, StorageError
 from app.runtime.recovery import recover_runs
 from app.runtime.redis_bus import RedisStreams
+from app.runtime.signals import SignalsUnavailable
 from app.runtime.streams import StreamClosing, follow_batches
 
 log = structlog.get_logger(__name__)
@@ -281,13 +282,30 @@ class DistributedLauncher(RunLauncher):
     async def _input_elsewhere(self, run_id: str, request_id: str, content: str, status: str) -> None:
         if status in TERMINAL_STATUSES or status == "queued":
             raise _not_waiting(run_id, status)
-        # executed by another process: it checks the request id and answers
+        # executed by another process: it checks the request id and answers (``SignalsUnavailable``,
+        # a 503, when Redis cannot carry the answer)
         verdict = await self.cluster.provide_input(run_id, request_id, content)
         if verdict is None:
-            raise NotAwaitingInput(f"Run '{run_id}' is {status}, and no executor is waiting on its input.")
+            # nobody answered: the run has ended meanwhile, or its executor cannot hear (its listener is
+            # reconnecting to Redis, or it was lost and its lease has not lapsed yet)
+            status = await self._status_now(run_id) or status
+            if status in TERMINAL_STATUSES:
+                raise _not_waiting(run_id, status)
+            raise SignalsUnavailable(
+                f"No process executing run '{run_id}' answered; the answer was not delivered. Try again."
+            )
         if not verdict.get("ok"):
             error = UnknownInputRequest if verdict.get("code") == UnknownInputRequest.code else NotAwaitingInput
             raise error(str(verdict.get("detail") or "The run is not waiting for that input."))
+
+    async def _status_now(self, run_id: str) -> str | None:
+        """The run's status as stored now; None when it cannot be read."""
+        try:
+            async with self.read_sessionmaker() as session:
+                run = await session.get(Run, run_id)
+        except (DBAPIError, OSError):
+            return None
+        return None if run is None else run.status
 
     async def _wait_elsewhere(self, run_id: str) -> None:
         # executed elsewhere (or not yet claimed): follow its stream to the end

@@ -6,15 +6,25 @@ comes before those. Any event published before the subscription is in one of
 the two; any event after it arrives on the subscription. Seq numbers remove
 the overlap. A watcher that falls behind its bounded buffer is told
 (``StreamLagged``) and re-attached from storage, at its own pace.
+
+Every read of the database is a short session of its own, retried with a
+backoff while the database cannot be reached (a PostgreSQL restart), for
+``retry_for_s``; past that the stream ends with ``StreamClosing`` (reason
+``storage_unavailable``) and its last seq, to be resumed, never with an
+exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
+import structlog
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.envelope import Envelope
@@ -24,7 +34,12 @@ from app.runs.repository import RunEventRepository
 from app.runtime.bus import EventBus, Subscription
 from app.runtime.redis_bus import RedisStreams
 
+log = structlog.get_logger(__name__)
+
 PAGE = 500
+READ_RETRY_S = 5.0  # how long a stream rides out an unreachable database (SWARM_STORAGE_RETRY_S's default)
+READ_BACKOFF_MAX_S = 1.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +51,70 @@ class StreamLagged:
 
 @dataclass(frozen=True, slots=True)
 class StreamClosing:
-    """Not an event: the server is stopping; resume after ``last_seq`` (on another server)."""
+    """Not an event: the stream ends early; resume after ``last_seq`` (on another server, or once the
+    database is back)."""
 
     last_seq: int
+    reason: Literal["shutdown", "storage_unavailable"] = "shutdown"
+
+
+class StorageUnreachable(Exception):
+    """The database could not be read for the whole of ``retry_for_s``."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """An error of the database's reachability (down, restarting, a connection cut), not of the read."""
+    if isinstance(exc, OSError | OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        state = str(getattr(exc.orig, "sqlstate", None) or "")
+        # 08: connection exceptions; 57P01-03: shut down by an administrator, crashed, starting up
+        return exc.connection_invalidated or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    return False
+
+
+async def _ride_out(read: Callable[[], Awaitable[T]], retry_for_s: float) -> T:
+    """``read()``, again with a backoff while the database is unreachable; ``StorageUnreachable`` once
+    ``retry_for_s`` has gone by."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for_s
+    delay = 0.05
+    while True:
+        try:
+            return await read()
+        except Exception as exc:
+            if not _unreachable(exc):
+                raise
+            if loop.time() + delay > deadline:
+                raise StorageUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, READ_BACKOFF_MAX_S)
+
+
+async def _read_run(sessionmaker: async_sessionmaker[AsyncSession], run_id: str, retry_for_s: float) -> Run | None:
+    async def read() -> Run | None:
+        async with sessionmaker() as session:
+            return await session.get(Run, run_id)
+
+    return await _ride_out(read, retry_for_s)
 
 
 async def stored_pages(
-    sessionmaker: async_sessionmaker[AsyncSession], run_id: str, after: int, *, below: int | None = None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    run_id: str,
+    after: int,
+    *,
+    below: int | None = None,
+    retry_for_s: float = READ_RETRY_S,
 ) -> AsyncIterator[list[Envelope]]:
     """Stored events after ``after`` (and before ``below``), a page per short session."""
     while True:
-        async with sessionmaker() as session:
-            events, last = await RunEventRepository(session).after(run_id, after, limit=PAGE, below=below)
+
+        async def page(after: int = after) -> tuple[list[Envelope], bool]:
+            async with sessionmaker() as session:
+                return await RunEventRepository(session).after(run_id, after, limit=PAGE, below=below)
+
+        events, last = await _ride_out(page, retry_for_s)
         if events:
             yield events
         if last or not events:
@@ -78,10 +145,15 @@ class _Cursor:
 
 
 async def _stored(
-    sessionmaker: async_sessionmaker[AsyncSession], run_id: str, cursor: _Cursor, *, below: int | None = None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    run_id: str,
+    cursor: _Cursor,
+    *,
+    below: int | None = None,
+    retry_for_s: float = READ_RETRY_S,
 ) -> AsyncIterator[list[Envelope]]:
     """The stored events after the cursor (and before ``below``), taken through it, up to a terminal one."""
-    async for page in stored_pages(sessionmaker, run_id, cursor.last, below=below):
+    async for page in stored_pages(sessionmaker, run_id, cursor.last, below=below, retry_for_s=retry_for_s):
         if out := cursor.take(page):
             yield out
         if cursor.done:
@@ -114,13 +186,38 @@ async def follow_batches(
     remote: RedisStreams | None = None,
     poll_s: float = 0.5,
     known: list[Envelope] | None = None,
+    retry_for_s: float = READ_RETRY_S,
 ) -> AsyncIterator[list[Envelope] | StreamLagged | StreamClosing]:
     """Every event after ``after``, in order, in the batches they come in (a watcher writes a batch at once).
 
     ``remote``: the Redis run streams (distributed mode), for runs that are not live in this process.
     ``known``: the run's first events, already in hand (the request that created the run wrote them).
+    ``retry_for_s``: how long a read rides out an unreachable database before the stream closes.
     """
     cursor = _Cursor(after)
+    # closed with this generator, so that its subscription is let go at once
+    items = _follow_batches(sessionmaker, bus, run_id, cursor, remote, poll_s, known, retry_for_s)
+    try:
+        async with contextlib.aclosing(items):
+            async for item in items:
+                yield item
+    except StorageUnreachable as exc:
+        log.warning(
+            "stream_storage_unreachable", run_id=run_id, last_seq=cursor.last, retried_s=retry_for_s, error=str(exc)
+        )
+        yield StreamClosing(cursor.last, "storage_unavailable")
+
+
+async def _follow_batches(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bus: EventBus,
+    run_id: str,
+    cursor: _Cursor,
+    remote: RedisStreams | None,
+    poll_s: float,
+    known: list[Envelope] | None,
+    retry_for_s: float,
+) -> AsyncGenerator[list[Envelope] | StreamLagged | StreamClosing, None]:
     if known and (out := cursor.take(known)):
         yield out
         if cursor.done:
@@ -134,7 +231,7 @@ async def follow_batches(
             # (a channel's flushed seq alone is only a lower bound: a claimed retry's earlier events
             # are stored, so this holds only on the first pass, with `known`)
             if not (known and sub is not None and bus.flushed_seq(run_id) <= cursor.last):
-                async for out in _stored(sessionmaker, run_id, cursor, below=below):
+                async for out in _stored(sessionmaker, run_id, cursor, below=below, retry_for_s=retry_for_s):
                     yield out
             if cursor.done:
                 return
@@ -146,18 +243,17 @@ async def follow_batches(
             if sub is None and remote is not None:
                 # distributed mode: the run executes elsewhere (or not yet): follow its Redis stream,
                 # until it ends, or until this process claims it (then the local bus serves it)
-                async for item in _follow_remote(sessionmaker, bus, remote, run_id, cursor, poll_s):
+                async for item in _follow_remote(sessionmaker, bus, remote, run_id, cursor, poll_s, retry_for_s):
                     yield item
                 if cursor.done or bus.draining or not bus.is_open(run_id):
                     return
                 continue
             if sub is None:
                 # not live in this process: finished (all of it is stored) or run elsewhere
-                async with sessionmaker() as session:
-                    run = await session.get(Run, run_id)
+                run = await _read_run(sessionmaker, run_id, retry_for_s)
                 if run is None or run.status in TERMINAL_STATUSES:
                     # a terminal run whose terminal event was written after our read
-                    async for out in _stored(sessionmaker, run_id, cursor):
+                    async for out in _stored(sessionmaker, run_id, cursor, retry_for_s=retry_for_s):
                         yield out
                     return
                 await asyncio.sleep(poll_s)
@@ -179,6 +275,7 @@ async def _follow_remote(
     run_id: str,
     cursor: _Cursor,
     poll_s: float,
+    retry_for_s: float,
 ) -> AsyncIterator[list[Envelope] | StreamClosing]:
     """After the stored events: the run's Redis stream, from the cursor on, until its terminal event
     (or until the run is live in this process: the caller then re-attaches to the local bus).
@@ -213,7 +310,7 @@ async def _follow_remote(
             events = []
             await asyncio.sleep(poll_s)
         if events and events[0].seq > cursor.last + 1:
-            async for out in _stored(sessionmaker, run_id, cursor, below=events[0].seq):
+            async for out in _stored(sessionmaker, run_id, cursor, below=events[0].seq, retry_for_s=retry_for_s):
                 yield out
             if cursor.done:
                 return
@@ -223,10 +320,9 @@ async def _follow_remote(
             return
         if not events:
             # quiet for a while: the run may have ended with its stream gone (or written elsewhere)
-            async with sessionmaker() as session:
-                run = await session.get(Run, run_id)
+            run = await _read_run(sessionmaker, run_id, retry_for_s)
             if run is None or run.status in TERMINAL_STATUSES:
-                async for out in _stored(sessionmaker, run_id, cursor):
+                async for out in _stored(sessionmaker, run_id, cursor, retry_for_s=retry_for_s):
                     yield out
                 if run is None or cursor.done:
                     return
@@ -241,9 +337,12 @@ async def follow(
     *,
     remote: RedisStreams | None = None,
     poll_s: float = 0.5,
+    retry_for_s: float = READ_RETRY_S,
 ) -> AsyncIterator[Envelope | StreamLagged | StreamClosing]:
     """``follow_batches``, one event at a time."""
-    async for item in follow_batches(sessionmaker, bus, run_id, after, remote=remote, poll_s=poll_s):
+    async for item in follow_batches(
+        sessionmaker, bus, run_id, after, remote=remote, poll_s=poll_s, retry_for_s=retry_for_s
+    ):
         if isinstance(item, list):
             for env in item:
                 yield env

@@ -16,18 +16,21 @@ from typing import Any
 
 import orjson
 import structlog
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.api.services import Services
 from app.auth.service import Principal
 from app.core.envelope import Envelope
 from app.core.errors import AppError
+from app.patches.uvicorn_servers import abort_connection
 from app.runs.limits import TooManyRequests
+from app.runs.models import Run
 from app.runs.repository import RunRepository
-from app.runs.router import to_read
-from app.runs.schemas import InputCreate, RunCreate
+from app.runs.router import nothing_after, to_read
+from app.runs.schemas import IdempotencyKey, InputCreate, RunCreate
 from app.runs.service import RunService
+from app.runs.sse import MAX_SEQ
 from app.runtime.streams import StreamClosing, StreamLagged, follow
 
 log = structlog.get_logger(__name__)
@@ -35,6 +38,7 @@ log = structlog.get_logger(__name__)
 OUTBOX = 1024
 _FOLLOW = "_follow"  # a handler's request to follow a run once its ack is out
 CLIENT_TYPES = ("run.start", "subscribe", "unsubscribe", "input", "cancel", "ping")
+_IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 
 class FrameError(Exception):
@@ -57,6 +61,7 @@ class WsConnection:
         self.principal = principal
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX)
         self.followers: dict[str, asyncio.Task[None]] = {}
+        self._socket_task = asyncio.current_task()  # the socket's own: a stalled client's is aborted
 
     async def serve(self) -> None:
         await self.ws.accept()
@@ -80,8 +85,17 @@ class WsConnection:
                 frame = await self.outbox.get()
                 async with asyncio.timeout(timeout):
                     await self.ws.send_text(frame)
-        except (TimeoutError, WebSocketDisconnect, RuntimeError):
-            # a client that stopped reading (or left): close; its runs go on
+        except TimeoutError:
+            # a client that stopped reading: its connection is dropped with what is queued for it (a
+            # close frame would wait behind that for ever); its runs go on
+            closed = self._socket_task is not None and abort_connection(self._socket_task)
+            log.warning("ws_client_stalled", send_timeout_s=timeout, closed=closed)
+            if not closed:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(timeout):
+                        await self.ws.close(code=1011)
+        except (WebSocketDisconnect, RuntimeError):
+            # a client that left: close; its runs go on
             with contextlib.suppress(Exception):
                 await self.ws.close(code=1011)
 
@@ -173,18 +187,35 @@ class WsConnection:
             raise FrameError("invalid_request", "`subscribe` is true or false.")
         if subscribe:
             self._check_room(None)
-        body = RunCreate.model_validate(self._fields(frame, "subscribe"))
+        key = frame.get("idempotency_key")
+        if key is not None:
+            try:
+                key = _IDEMPOTENCY_KEY.validate_python(key)
+            except ValidationError as exc:
+                raise FrameError(
+                    "invalid_request", "`idempotency_key` is a string of 1 to 255 printable ASCII characters."
+                ) from exc
+        body = RunCreate.model_validate(self._fields(frame, "subscribe", "idempotency_key"))
         async with self.services.sessionmaker() as session:
-            run = await RunService(session, self.principal, self.services).create(body)
-        reply: dict[str, Any] = {"run": to_read(run).model_dump(mode="json")}
+            runs = RunService(session, self.principal, self.services)
+            run = await runs.create(body, idempotency_key=key)
+        # a repeated key: the run an earlier frame (or HTTP request) with it started, followed from seq 0
+        reply: dict[str, Any] = {"run": to_read(run).model_dump(mode="json"), "replayed": runs.replayed}
         if subscribe:
             reply[_FOLLOW] = (run.id, 0)
         return reply
 
     async def _on_subscribe(self, frame: dict[str, Any]) -> dict[str, Any]:
         run_id, after = frame.get("run_id"), frame.get("after", 0)
-        if not isinstance(run_id, str) or not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise FrameError("invalid_request", "`subscribe` needs `run_id` (string) and `after` (integer >= 0).")
+        if (
+            not isinstance(run_id, str)
+            or not isinstance(after, int)
+            or isinstance(after, bool)
+            or not 0 <= after <= MAX_SEQ
+        ):
+            raise FrameError(
+                "invalid_request", f"`subscribe` needs `run_id` (string) and `after` (integer, 0 to {MAX_SEQ})."
+            )
         self._check_room(run_id)
         async with self.services.read_sessionmaker() as session:
             await RunRepository(session).get(self.principal.id, run_id)
@@ -233,9 +264,32 @@ class WsConnection:
         task.add_done_callback(lambda t: self.followers.pop(run_id, None) if self.followers.get(run_id) is t else None)
 
     async def _follower(self, run_id: str, after: int) -> None:
+        try:
+            await self._relay(run_id, after)
+        except Exception as exc:
+            # retrieved here, not left on a task nobody awaits: the client hears its subscription ended
+            log.error("ws_follow_failed", run_id=run_id, exc_info=exc)
+            await self._error(
+                None,
+                "subscribe",
+                "internal_error",
+                "Following this run failed; it has been logged. Subscribe again to resume.",
+                run_id=run_id,
+            )
+
+    async def _relay(self, run_id: str, after: int) -> None:
         last = after
+        if after and await self._over_before(run_id, after):
+            # a resume after the end of a finished run: nothing is left to send (as HTTP's 204)
+            await self._put({"type": "subscription.ended", "run_id": run_id, "last_seq": after})
+            return
         async for item in follow(
-            self.services.read_sessionmaker, self.services.bus, run_id, after, remote=self.services.streams
+            self.services.read_sessionmaker,
+            self.services.bus,
+            run_id,
+            after,
+            remote=self.services.streams,
+            retry_for_s=self.services.settings.storage_retry_s,
         ):
             if isinstance(item, Envelope):
                 last = item.seq
@@ -244,7 +298,12 @@ class WsConnection:
                 await self._put({"type": "stream.lagged", "run_id": run_id, "last_seq": item.last_seq})
             elif isinstance(item, StreamClosing):
                 await self._put(
-                    {"type": "stream.closing", "run_id": run_id, "last_seq": item.last_seq, "reason": "shutdown"}
+                    {"type": "stream.closing", "run_id": run_id, "last_seq": item.last_seq, "reason": item.reason}
                 )
                 return
         await self._put({"type": "subscription.ended", "run_id": run_id, "last_seq": last})
+
+    async def _over_before(self, run_id: str, after: int) -> bool:
+        async with self.services.read_sessionmaker() as session:
+            run = await session.get(Run, run_id)
+            return run is not None and await nothing_after(session, run, after)

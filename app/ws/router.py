@@ -1,8 +1,9 @@
 """`WS /v1/ws`: one socket, many runs (see docs/websocket.md).
 
-The socket is authenticated before it is accepted, by the ``ApiAuth``
-middleware (a Bearer header, or an ``access_token`` query parameter for
-browsers); a refused socket never reaches this route.
+The socket is checked before it is accepted: its ``Origin`` by ``OriginCheck``
+(a page of another site is refused), its key by the ``ApiAuth`` middleware (a
+Bearer header, or an ``access_token`` query parameter for browsers); a refused
+socket never reaches this route.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from app.api.services import Services
+from app.auth.middleware import take_query_token
 from app.auth.service import Principal, Unauthorized, bearer_token
 from app.ws.connection import WsConnection
 
@@ -21,7 +23,7 @@ async def _principal(websocket: WebSocket, services: Services) -> Principal | No
     found = getattr(websocket.state, "principal", None)
     if isinstance(found, Principal):
         return found
-    token = bearer_token(websocket.headers.get("authorization")) or websocket.query_params.get("access_token")
+    token = bearer_token(websocket.headers.get("authorization")) or take_query_token(websocket.scope)
     try:
         return await services.auth.principal(services.settings, services.read_sessionmaker, token)
     except Unauthorized:

@@ -432,6 +432,10 @@ async def test_a_range_without_activity_is_empty_and_times_are_read_as_utc(
         ),
         ({"bucket": "week"}, "bucket", "literal_error"),
         ({"since": "yesterday"}, "since", "datetime_from_date_parsing"),
+        # a number is not taken as seconds since 1970
+        ({"until": "0.5"}, "until", "datetime_from_number"),
+        ({"since": "1700000000", "until": "2026-01-01T00:00:00Z"}, "since", "datetime_from_number"),
+        ({"since": "-5", "until": "2026-01-01T00:00:00Z"}, "since", "datetime_from_number"),
         ({"team": "x" * 65}, "team", "string_too_long"),
         ({"since": "0001-01-01T00:00:00+05:00"}, "since", "datetime_out_of_range"),
         ({"until": "0001-01-02T00:00:00Z"}, "until", "invalid_range"),
@@ -450,6 +454,7 @@ async def test_the_largest_allowed_ranges_are_accepted(client: httpx.AsyncClient
         {"since": "2026-01-01T00:00:00Z", "until": "2026-02-11T16:00:00Z", "bucket": "hour"},
         {"since": "2026-01-01T00:30:00Z", "until": "2026-02-11T16:00:00Z", "bucket": "hour"},
         {"since": "2000-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z", "bucket": "none"},
+        {"since": "2026-01-01", "until": "2026-01-02T10:00:00+02:00"},  # a date alone, an offset
     ):
         assert (await client.get("/v1/analytics/teams", params=params)).status_code == 200
     too_many = {"since": "2026-01-01T00:00:00Z", "until": "2026-02-11T16:00:01Z", "bucket": "hour"}

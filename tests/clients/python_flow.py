@@ -14,7 +14,7 @@ from typing import Any
 
 from swarmdirector_client import Client
 from swarmdirector_client.api.conversations import list_conversation_messages
-from swarmdirector_client.api.runs import create_run, create_run_wait, get_run, stream_run_events
+from swarmdirector_client.api.runs import create_run, create_run_wait, get_run, list_run_events
 from swarmdirector_client.api.teams import create_team
 from swarmdirector_client.models import (
     AgentSpec,
@@ -68,8 +68,8 @@ def main(base_url: str) -> dict[str, Any]:
     messages = list_conversation_messages.sync(run.conversation_id, client=client)
     assert isinstance(messages, MessagePage), messages
 
-    # the event log as typed events: the JSON page is chosen with the Accept header
-    page = stream_run_events.sync(run.id, client=client.with_headers({"accept": "application/json"}))
+    # the event log as typed events: the JSON page, a route of its own
+    page = list_run_events.sync(run.id, client=client)
     assert isinstance(page, EventPage), page
     streamed: dict[str, str] = {}
     completed: dict[str, str] = {}

@@ -46,7 +46,7 @@ def open_stalled_watcher(port: int, run_id: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connect: a small window
     sock.connect(("127.0.0.1", port))
-    request = f"GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
+    request = f"GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
     sock.sendall(request.encode())
     return sock
 
@@ -62,8 +62,11 @@ def read_to_eof(sock: socket.socket, within: float) -> bytes:
 
 
 def seqs_in(raw: bytes) -> list[int]:
-    """The ids of the complete SSE frames in a raw (chunked) response."""
-    return [int(line[4:]) for line in raw.decode("utf-8", "replace").splitlines() if line.startswith("id: ")]
+    """The ids of the complete SSE frames in a raw (chunked) response: a frame is complete once the
+    blank line after it came (a stalled client's connection is cut anywhere, mid-frame too)."""
+    text = raw.decode("utf-8", "replace")
+    complete = text[: text.rfind("\r\n\r\n")] if "\r\n\r\n" in text else ""
+    return [int(line[4:]) for line in complete.splitlines() if line.startswith("id: ")]
 
 
 async def healthy_watcher(client: httpx.AsyncClient, run_id: str) -> tuple[list[int], float]:

@@ -587,6 +587,17 @@ async def test_a_body_that_is_not_utf8_is_malformed_json(client: httpx.AsyncClie
     assert await counts(client) == before
 
 
+async def test_json_nested_too_deeply_or_with_a_number_too_long_is_malformed_json(client: httpx.AsyncClient) -> None:
+    """Valid JSON that Python's decoder cannot read (its recursion limit, its limit on digits) is refused the
+    same way as broken JSON, not as a bare `bad_request`."""
+    before = await counts(client)
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"task": "x", "team_id": "demo", "n": ' + b"7" * 5000 + b"}"):
+        for path in ("/v1/runs", "/v1/runs/wait", "/v1/teams"):
+            r = await client.post(path, content=body, headers={"content-type": "application/json"})
+            assert_problem(r, 400, "malformed_json")
+    assert await counts(client) == before
+
+
 # -- principals ----------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import event, text, update
 from typer.testing import CliRunner
 
+from app.auth.middleware import take_query_token
 from app.auth.models import ApiKey
 from app.auth.service import hash_key, is_loopback, why_auth_required
 from app.cli import cli
@@ -237,6 +238,48 @@ async def test_the_socket_is_authenticated_before_it_is_accepted(
     logged = capfd.readouterr().err
     assert '"WebSocket /v1/ws' in logged
     assert secret not in logged and "sd_wrong" not in logged
+
+
+# -- a key in the query string (browsers' EventSource and WebSocket) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "left", "token"),
+    [(b"access_token=sd_k", b"", "sd_k"),
+     (b"after=3&access_token=sd_k&limit=5", b"after=3&limit=5", "sd_k"),
+     (b"access%5Ftoken=sd_k&q=caf%C3%A9+x&flag", b"q=caf%C3%A9+x&flag", "sd_k"),  # the rest as sent, byte for byte
+     (b"access_token=sd_a&access_token=sd_b", b"", "sd_b"),
+     (b"access_token=&after=1", b"after=1", None),
+     (b"after=3&x=%41", b"after=3&x=%41", None),
+     (b"", b"", None)],
+)  # fmt: skip
+def test_the_key_is_taken_out_of_the_query_string(query: bytes, left: bytes, token: str | None) -> None:
+    scope: dict[str, Any] = {"type": "http", "query_string": query}
+    assert take_query_token(scope) == token
+    assert scope["query_string"] == left
+    assert take_query_token(scope) == token  # ApiAuth, after QueryKey took it
+
+
+async def test_a_key_in_the_query_string_authenticates_http_and_sse(closed_app: FastAPI) -> None:
+    alice = await api_key_headers(closed_app, "alice")
+    key = alice["authorization"].removeprefix("Bearer ")
+    async with asgi_client(closed_app) as client:
+        r = await client.post(f"/v1/runs/wait?access_token={key}", json=run_body(team=team(model="fake/t3")))
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        run_id = r.json()["id"]
+        stream = await client.get(f"/v1/runs/{run_id}/events?access_token={key}")  # what EventSource sends
+        assert stream.status_code == 200 and "event: run.completed" in stream.text
+        # the other parameters are read as sent
+        page = await client.get(
+            f"/v1/runs/{run_id}/events?after=1&access_token={key}&limit=2", headers={"accept": "application/json"}
+        )
+        assert [e["seq"] for e in page.json()["data"]] == [2, 3]
+        # a wrong key is checked like a header's, and the header wins over the query
+        assert_problem(await client.get("/v1/runs?access_token=sd_wrong"), 401, "unauthorized")
+        assert (await client.get("/v1/runs?access_token=sd_wrong", headers=alice)).status_code == 200
+        # another principal's key in the query sees nothing of alice's
+        bob = (await api_key_headers(closed_app, "bob"))["authorization"].removeprefix("Bearer ")
+        assert_problem(await client.get(f"/v1/runs/{run_id}?access_token={bob}"), 404, "not_found")
 
 
 def test_settings_field_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ type RunEvent = components["schemas"]["RunEvent"];
 type RunCreate = paths["/v1/runs"]["post"]["requestBody"]["content"]["application/json"];
 type RunRead = paths["/v1/runs"]["post"]["responses"][202]["content"]["application/json"];
 type Problem = paths["/v1/runs"]["post"]["responses"][409]["content"]["application/problem+json"];
-type EventPage = paths["/v1/runs/{run_id}/events"]["get"]["responses"][200]["content"]["application/json"];
+type EventPage = paths["/v1/runs/{run_id}/events/page"]["get"]["responses"][200]["content"]["application/json"];
 
 const TERMINAL = new Set<RunEvent["type"]>(["run.completed", "run.failed", "run.cancelled"]);
 
