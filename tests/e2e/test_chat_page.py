@@ -5,19 +5,23 @@ Each test saves a full-page screenshot of its steps under `artifacts/chat/`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from tests.conftest import LiveServer, make_settings
+from tests.fixtures.process import free_port, spawn_serve, wait_until_up
 from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import agent, team
 
@@ -514,3 +518,55 @@ async def test_a_server_that_requires_keys_asks_for_one_in_place(browser: Browse
 def shot_path(test: str, step: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     return SHOTS / f"{test}-{step}.png"
+
+
+async def test_a_server_killed_mid_answer_takes_back_the_text_it_never_stored(browser: Browser, tmp_path: Path) -> None:
+    """`kill -9` while an answer streams: the restarted server settles the run (`lost_after_seq`), the
+    page reconnects by itself, and the bubble keeps exactly the text of the deltas that were stored."""
+    port = free_port()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    base = f"http://127.0.0.1:{port}"
+    procs = [spawn_serve(port, database_url)]
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            await wait_until_up(client, procs[0])
+            await create_team(client, team("talker", model="fake/t4000-d2", max_messages=2))
+            chat = ChatPage(await context.new_page(), cast(LiveServer, SimpleNamespace(url=base)), "crash")
+            await chat.open()
+            await chat.pick_team("talker")
+            await chat.send_task("Talk until the power goes.")
+            await chat.wait_streaming_growth("writer")
+            run_id = (await chat.page.evaluate("window.__swarm.runs"))[0]["id"]
+            async with asyncio.timeout(20):  # some of the answer is stored, and more is streaming
+                while not (await client.get(f"/v1/runs/{run_id}/events/page", params={"after": 3})).json()["data"]:
+                    await asyncio.sleep(0.05)
+            await chat.wait_streaming_growth("writer")
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(timeout=10)
+            await expect(chat.page.get_by_test_id("connection")).not_to_have_attribute("data-state", "open")
+            procs.append(spawn_serve(port, database_url))  # the same address: the page finds it again
+            await wait_until_up(client, procs[1])
+
+            await chat.expect_status("failed")
+            page = (await client.get(f"/v1/runs/{run_id}/events/page", params={"limit": 1000})).json()
+            events = page["data"]
+            while page["has_more"]:
+                page = (await client.get(f"/v1/runs/{run_id}/events/page", params={"after": page["last_seq"]})).json()
+                events += page["data"]
+            end = events[-1]
+            assert end["data"]["error"]["code"] == "server_restarted" and "lost_after_seq" in end["data"], end
+            stored = "".join(
+                e["data"]["text"] for e in events if e["type"] == "message.delta" and e["data"]["agent"] == "writer"
+            )
+            writer = [b for b in await chat.bubbles() if b["agent"] == "writer"]
+            assert len(writer) == 1 and writer[0]["state"] == "interrupted", writer
+            assert writer[0]["text"] == stored, "the bubble shows what was stored, not what was lost"
+            assert stored, "the answer had begun"
+            await chat.shot("1-settled")
+    finally:
+        await context.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)

@@ -92,7 +92,7 @@ export class RunTracker {
     }
     if (event.seq <= run.lastSeq) return; // already applied (a replay after a reconnect)
     run.lastSeq = event.seq;
-    this.#apply(run, event.type, event.data ?? {});
+    this.#apply(run, event.type, event.data ?? {}, event.seq);
   }
 
   async cancel() {
@@ -199,7 +199,7 @@ export class RunTracker {
     if (run.id === this.latestRunId) this.#hooks.status(status);
   }
 
-  #apply(run, type, data) {
+  #apply(run, type, data, seq) {
     const view = this.#view;
     switch (type) {
       case "run.queued":
@@ -207,7 +207,7 @@ export class RunTracker {
       case "run.started":
         return this.#setStatus(run, "running");
       case "message.delta":
-        return view.delta(data, run.id);
+        return view.delta(data, run.id, seq);
       case "message.completed": {
         const bubble = run.userBubble;
         if (data.agent === "user" && bubble && !bubble.node.dataset.messageId && !view.has(data.message_id)) {
@@ -240,7 +240,7 @@ export class RunTracker {
     run.terminal = true;
     this.#setStatus(run, status);
     this.#view.closeInputs(run.id);
-    this.#view.settle(run.id);
+    this.#view.settle(run.id, data.lost_after_seq);
     this.#view.runSummary({
       runId: run.id,
       status,

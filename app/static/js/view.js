@@ -109,10 +109,11 @@ export class ConversationView {
     return this.#messages.has(messageId);
   }
 
-  delta({ message_id: id, agent, text }, runId) {
+  delta({ message_id: id, agent, text }, runId, seq) {
     const record = this.#messages.get(id) ?? this.#newBubble(id, agent, runId);
     if (record.final) return;
     record.streamed = true;
+    record.marks.push(seq, record.text().length); // where each piece began: a crash may take some back
     record.append(String(text ?? ""));
     this.#follow();
   }
@@ -139,9 +140,20 @@ export class ConversationView {
   }
 
   /** Bubbles of a run that never completed (the run was cancelled or failed mid-message). */
-  settle(runId) {
+  // The run is over: a message still streaming was interrupted. After a crash (`lostAfterSeq`), the
+  // pieces streamed after that seq were never stored: their text is taken back off the page.
+  settle(runId, lostAfterSeq) {
     for (const record of this.#messages.values()) {
       if (record.runId !== runId || record.final) continue;
+      if (Number.isInteger(lostAfterSeq)) {
+        const marks = record.marks;
+        for (let i = 0; i < marks.length; i += 2) {
+          if (marks[i] > lostAfterSeq) {
+            record.setText(record.text().slice(0, marks[i + 1]));
+            break;
+          }
+        }
+      }
       record.finish("interrupted");
     }
   }
@@ -291,6 +303,7 @@ export class ConversationView {
       runId,
       final: false,
       streamed: false,
+      marks: [], // per streamed piece: its seq, and the text's length before it
       text: () => textNode.data,
       append: (piece) => textNode.appendData(piece),
       setText: (value) => {
