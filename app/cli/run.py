@@ -147,7 +147,9 @@ class RunSession:
             try:
                 async for sse in self.api.events(run_id, after=last):
                     if sse.event == "stream.closing":
-                        self.view.notice("the server is stopping; resuming once it is back…")
+                        stopping = not sse.data or json.loads(sse.data).get("reason") != "storage_unavailable"
+                        why = "the server is stopping" if stopping else "the server cannot read its database"
+                        self.view.notice(f"{why}; resuming once it is back…")
                         break
                     if sse.event == "stream.lagged" or not sse.data:
                         # httpx-sse hands a `: ping` comment over as an event without data
