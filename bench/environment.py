@@ -119,6 +119,7 @@ def notes(result: dict[str, Any]) -> list[str]:
         (label, r["client_cpu_share"], r["fake_llm_cpu_share"])
         for label, w in result["workloads"].items()
         for r in w["server"]["repeats"]
+        if "fake_llm_cpu_share" in r  # W1-W3's load client (W4 and W5's has a line of its own)
     ]
     if client:
         label, share, _ = max(client, key=lambda c: c[1])
@@ -126,11 +127,19 @@ def notes(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"load client CPU: at most {share:.0%} of one core ({label}); fake model server: at most {fake:.0%}."
         )
+    watch = {label.split()[0]: w["server"]["summary"] for label, w in result["workloads"].items()}
+    if "W4" in watch or "W5" in watch:
+        bits = []
+        if "W4" in watch:
+            bits.append(f"{watch['W4']['client_cpu_share']:.0%} of one core over W4's stream")
+        if "W5" in watch:
+            bits.append(f"{watch['W5']['client_rss_mb']:.0f} MB holding W5's connections")
+        lines.append("watcher client (bench/watchers.py): " + ", ".join(bits) + ".")
     other = [
         (max(0.0, r["other_cpu_s"]) / r["batch_wall_s"] / (env["cpu_count"] or 1), label, side)
         for label, w in result["workloads"].items()
         for side in ("server", "floor")
-        for r in w[side]["repeats"]
+        for r in w.get(side, {}).get("repeats", [])
         if "other_cpu_s" in r and r["batch_wall_s"] > 0
     ]
     if other:

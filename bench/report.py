@@ -3,7 +3,9 @@
 Kept apart from the orchestrator so the targets are in one short list that
 reads like the issue. Targets are printed figures, never a test's pass or
 fail. Ratios are SwarmDirector / floor for every figure (above 1: more
-tokens per second, or more milliseconds, than the bare library).
+tokens per second, or more milliseconds, than the bare library). W4 and W5
+(many watchers of one server) have no floor and no target of the issue's but
+"nothing lost".
 """
 
 from __future__ import annotations
@@ -39,7 +41,41 @@ ALL = Row("tokens delivered", "delivered_pct", "%", "all", lambda s, _f: s == 10
 ERRORS = Row("errors", "errors", "n", "0", lambda s, _f: s == 0)
 
 
+def all_of(n: int) -> Check:
+    return lambda s, _f: s == n
+
+
 def rows_for(workload: str, n: int) -> list[Row]:
+    if workload == "W4":
+        return [
+            Row("delta gap at each watcher p50", "gap_p50_ms", "ms"),
+            Row("delta gap at each watcher p99", "gap_p99_ms", "ms"),
+            Row("delta gap at each watcher max", "gap_max_ms", "ms"),
+            Row("one delta, first → last watcher p99", "spread_p99_ms", "ms"),
+            Row("server CPU per 1,000 delivered events", "cpu_ms_per_1000_events", "ms"),
+            Row("server CPU seconds", "server_cpu_s", "s"),
+            Row("watchers with the terminal event", "with_terminal", "n", "all", all_of(n)),
+            Row("events lost", "lost", "n", "0", lambda s, _f: s == 0),
+            Row("events duplicated", "duplicated", "n", "0", lambda s, _f: s == 0),
+        ]
+    if workload == "W5":
+        return [
+            Row("connections held", "attached", "n", "all", all_of(n)),
+            Row("time to open them all", "attach_s", "s"),
+            Row("server CPU per connection opened", "attach_cpu_ms_per_connection", "ms"),
+            Row("server RSS before", "server_rss_before_mb", "MB"),
+            Row("server RSS while held", "server_rss_held_mb", "MB"),
+            Row("server memory per connection", "kib_per_connection", "KiB"),
+            Row("/healthz p50 before", "healthz_idle_p50_ms", "ms"),
+            Row("/healthz p99 before", "healthz_idle_p99_ms", "ms"),
+            Row("/healthz p99 while opening them", "healthz_opening_p99_ms", "ms"),
+            Row("/healthz max while opening them", "healthz_opening_max_ms", "ms"),
+            Row("/healthz p50 while held", "healthz_p50_ms", "ms"),
+            Row("/healthz p99 while held", "healthz_p99_ms", "ms"),
+            Row("/healthz max while held", "healthz_max_ms", "ms"),
+            Row("server CPU while held, of one core", "held_server_cpu_share", "% core"),
+            ERRORS,
+        ]
     if workload == "W1":
         return [
             Row("tokens/s, request → last token", "tokens_per_s", "tok/s", "≥ 1.5x floor", at_least_floor(1.5)),
@@ -101,6 +137,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "%":
         return f"{value:.1f} %"
+    if unit == "% core":
+        return f"{100 * value:.1f} %"
     if unit == "s":
         return f"{value:.2f}"
     return f"{value:.1f}"
@@ -128,7 +166,7 @@ def table(
             met = "—"
             if row.check is not None and s is not None:
                 met = "yes" if row.check(s, f) else "NO"
-            unit = "" if row.unit in ("n", "%") else f" ({row.unit})"
+            unit = "" if row.unit in ("n", "%", "% core") else f" ({row.unit})"
             summed = f", sum of {server_processes} processes" if server_processes > 1 else ""
             if row.key not in PER_PROCESS:
                 summed = ""

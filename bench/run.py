@@ -12,8 +12,14 @@ raw figure and the environment to ``bench/results/bench-<time>.json``.
     W1  one run, 4 replies x 500 tokens, no delay (fake-t500): tokens/s
     W2  N concurrent runs, 2 replies x 64 tokens at 20 ms (fake-t64-d20)
     W3  sequential one-token runs (fake-t1): request -> first event / finished
+    W4  one run watched by 1,000 SSE watchers: gaps at each watcher, CPU per 1,000 events, exactly once
+    W5  10,000 idle SSE connections: memory per connection, /healthz latency while they are held
+
+W4 and W5 have no floor (bare AutoGen has no watchers), run each repeat on a fresh embedded
+server of their own, and are left out with the distributed backend (bench/watching.py).
 
     .venv/bin/python bench/run.py [--only W1,W2] [--repeats 3] [--n 50,200] [--profile [W1|W2|W3]]
+    .venv/bin/python bench/run.py --only W4,W5 [--w4-watchers 1000] [--w5-connections 10000]
     .venv/bin/python bench/run.py --only W2 --processes 2      # distributed, SWARM_PROCESSES=2
     .venv/bin/python bench/run.py --patches-off autogen_untraced  # a patch of app/patches left out
 
@@ -39,6 +45,7 @@ from typing import Any
 
 import environment
 import report
+import watching
 from servers import (
     BENCH,
     Backend,
@@ -48,6 +55,7 @@ from servers import (
     Worker,
     cpu_s,
     machine_cpu_s,
+    raise_fd_limit,
     reset_peaks,
     start_fake_llm,
     start_swarmdirector,
@@ -91,6 +99,7 @@ class Bench:
 
     def _start(self, tmp: Path, log_level: str) -> None:
         self.fake, fake_port = start_fake_llm(tmp)
+        self.fake_port = fake_port
         self.procs.append(self.fake)
         self.server, self.port = start_swarmdirector(
             tmp, fake_port, log_level, self.backend, patches_off=self.patches_off
@@ -241,6 +250,7 @@ def run_bench(
                 **{k: {"summary": summary[k], "repeats": v} for k, v in per_side.items()},
             }
             sections.append((label, batch.concurrency, summary["server"], summary["floor"]))
+        watch_workloads(args, tmp, bench, result, sections)
         if args.profile:
             import profile_server
 
@@ -248,6 +258,53 @@ def run_bench(
         result["server_log_tail"] = bench.server.log_tail(5)
     finally:
         bench.stop()
+
+
+def watch_workloads(
+    args: argparse.Namespace,
+    tmp: Path,
+    bench: Bench,
+    result: dict[str, Any],
+    sections: list[tuple[str, int, dict[str, Any], dict[str, Any] | None]],
+) -> None:
+    """W4 and W5, each repeat on a fresh server with a watcher client of its own; no floor."""
+    plan = {"W4": (args.w4_watchers, args.w4_repeats), "W5": (args.w5_connections, args.w5_repeats)}
+    for name in [w for w in plan if w in args.only]:
+        n, repeats = plan[name]
+        label = f"{name} N={n}"
+        figs = []
+        for i in range(repeats):
+            stage_args = (bench.fake_port, args.server_log_level, args.patches_off, n + 64)
+            with watching.Stage(tmp / f"{name}-{i + 1}", *stage_args) as stage:
+                if name == "W4":
+                    figs.append(watching.fanout(stage, n, args.w4_words, args.w4_delay_ms))
+                else:
+                    figs.append(watching.idle(stage, n, args.w5_probes))
+            watch_progress(label, i, repeats, figs[-1])
+        summary = watching.summarise(figs)
+        result["workloads"][label] = {"server": {"summary": summary, "repeats": figs}}
+        sections.append((label, n, summary, None))
+
+
+def watch_progress(label: str, i: int, repeats: int, fig: dict[str, Any]) -> None:
+    def num(key: str) -> str:
+        return "—" if fig.get(key) is None else f"{fig[key]:.1f}"
+
+    if "gap_p99_ms" in fig:
+        bits = [
+            f"gap p99 {num('gap_p99_ms')} ms",
+            f"{num('cpu_ms_per_1000_events')} ms CPU per 1,000 events",
+            f"lost/duplicated: {fig['lost']}/{fig['duplicated']}",
+        ]
+    else:
+        bits = [
+            f"{fig['attached']} held",
+            f"{num('kib_per_connection')} KiB each",
+            f"/healthz p99 {num('healthz_p99_ms')} ms",
+        ]
+    if fig["errors"]:
+        bits.append(f"{fig['errors']} errors {fig['error_samples']}")
+    print(f"  {label} {i + 1}/{repeats}: " + ", ".join(bits), file=sys.stderr, flush=True)
 
 
 def progress(label: str, i: int, repeats: int, name: str, fig: dict[str, Any]) -> None:
@@ -263,11 +320,20 @@ def progress(label: str, i: int, repeats: int, name: str, fig: dict[str, Any]) -
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="W1,W2,W3", help="workloads to run, e.g. W1,W3 (default: all)")
+    parser.add_argument(
+        "--only", help="workloads to run, e.g. W1,W3 (default: all; W1-W3 with the distributed backend)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="repeats of W1 and W3 (default 3)")
     parser.add_argument("--w2-repeats", type=int, default=1, help="repeats of each W2 size (default 1)")
     parser.add_argument("--n", default="50,200", help="W2 concurrent runs, comma-separated (default 50,200)")
     parser.add_argument("--w3-runs", type=int, default=100, help="sequential runs of W3 (default 100)")
+    parser.add_argument("--w4-watchers", type=int, default=1000, help="SSE watchers of W4's run (default 1000)")
+    parser.add_argument("--w4-words", type=int, default=400, help="deltas of W4's answer (default 400)")
+    parser.add_argument("--w4-delay-ms", type=int, default=25, help="ms between W4's deltas (default 25)")
+    parser.add_argument("--w4-repeats", type=int, default=1, help="repeats of W4 (default 1)")
+    parser.add_argument("--w5-connections", type=int, default=10000, help="idle SSE connections of W5 (default 10000)")
+    parser.add_argument("--w5-probes", type=int, default=150, help="/healthz probes 0.1 s apart (default 150)")
+    parser.add_argument("--w5-repeats", type=int, default=1, help="repeats of W5 (default 1)")
     parser.add_argument("--server-log-level", default="INFO", help="SwarmDirector's SWARM_LOG_LEVEL (default INFO)")
     parser.add_argument(
         "--patches-off",
@@ -304,11 +370,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     parser.add_argument("--out", default=str(BENCH / "results" / f"bench-{stamp}.json"), help="the JSON to write")
     args = parser.parse_args(argv)
-    args.only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
+    distributed = args.backend == "distributed" or args.processes > 1
+    only = args.only or ("W1,W2,W3" if distributed else "W1,W2,W3,W4,W5")
+    args.only = [w.strip().upper() for w in only.split(",") if w.strip()]
     args.n = [int(n) for n in str(args.n).split(",") if n.strip()]
-    unknown = set(args.only) - {"W1", "W2", "W3"}
-    if unknown or min(args.repeats, args.w2_repeats, args.w3_runs, args.processes, *args.n) < 1:
+    unknown = set(args.only) - {"W1", "W2", "W3", "W4", "W5"}
+    counts = (args.w4_watchers, args.w4_words, args.w4_repeats, args.w5_connections, args.w5_probes, args.w5_repeats)
+    if unknown or min(args.repeats, args.w2_repeats, args.w3_runs, args.processes, *args.n, *counts) < 1:
         parser.error(f"unknown workloads {sorted(unknown)}" if unknown else "counts must be at least 1")
+    if distributed and {"W4", "W5"} & set(args.only):
+        parser.error("W4 and W5 measure one embedded server process: leave them out with the distributed backend")
     if args.processes > 1:
         if args.backend == "embedded":
             parser.error("--processes above 1 needs the distributed backend (embedded servers cannot share)")
@@ -322,6 +393,7 @@ def main() -> int:
     args = parse_args()
     # a stopped harness still stops what it started (the finally blocks run)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    raise_fd_limit()  # the server and the clients inherit it: W5 holds 10,000 sockets at each end
     print(f"issue-7 benchmark: {', '.join(args.only)} (progress on stderr)", file=sys.stderr, flush=True)
     try:
         result = run(args)

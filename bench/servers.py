@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -39,6 +40,24 @@ def _die_with_parent() -> None:
 
 class BenchError(RuntimeError):
     """The harness cannot go on (a process did not start, a worker did not answer)."""
+
+
+def raise_fd_limit() -> int:
+    """This process's soft limit on open files raised to its hard one, for itself and the processes it
+    starts (W5 holds 10,000 sockets at each end); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def fd_limit(pid: int) -> int | None:
+    """The soft limit on open files of a running process (/proc/<pid>/limits); None for unlimited."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
+    return None
 
 
 def free_port() -> int:
@@ -108,15 +127,22 @@ class Worker(Proc):
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        self._readline(timeout)
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        return self._readline(timeout)
 
     def request(self, batch: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(json.dumps(batch).encode() + b"\n")
-        self.popen.stdin.flush()
-        runs: list[dict[str, Any]] = self._readline(timeout)["runs"]
+        runs: list[dict[str, Any]] = self.ask(batch, timeout)["runs"]
         return runs
+
+    def ask(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One JSON line out, its one JSON line of answer back; an answer with ``error`` stops the bench."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(json.dumps(message).encode() + b"\n")
+        self.popen.stdin.flush()
+        answer = self._readline(timeout)
+        if "error" in answer:
+            raise BenchError(f"{self.name}: {answer['error']}\n{self.log_tail()}")
+        return answer
 
 
 def wait_http(proc: Proc, url: str, timeout: float = 60.0) -> None:
