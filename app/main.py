@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -100,7 +101,10 @@ def prepare_process() -> None:
 
     - AutoGen's per-message runtime tracing is turned off, unless the environment says otherwise:
       it costs about a fifth of AutoGen's CPU and we export no traces;
-    - every patch of another library's internals is installed (``app.patches``).
+    - every patch of another library's internals is installed (``app.patches``);
+    - the open-file limit is raised from its soft value to its hard one: each SSE or WebSocket
+      watcher holds a socket, and a soft limit of 1,024 (a common default) would cap a process
+      at about a thousand of them (``make bench``'s W5 holds 10,000).
 
     The one process-wide effect not made here is the garbage collector's tuning
     (``app/core/gc_tuning.py``): it freezes what start-up built, so the lifespan makes it once the
@@ -108,6 +112,16 @@ def prepare_process() -> None:
     """
     os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
     patches.install()
+    raise_open_files()
+
+
+def raise_open_files() -> int:
+    """Raise this process's soft limit on open files to its hard limit; the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def open_services(settings: Settings, *, worker: bool) -> Services:
