@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import LiveServer, make_settings
 from tests.docs.examples import Example, examples
+from tests.fixtures.browser import CHROMIUM, HEADLESS, MISSING
 from tests.fixtures.specs import agent, team
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +36,6 @@ TESTED = {  # each name is run by at least one test below
     "websockets",
     "websockets-resume",
 }
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def test_every_example_has_a_test() -> None:
@@ -220,16 +220,15 @@ def test_websockets_resumes_after_a_seq(server: LiveServer, tmp_path: Path) -> N
     assert out.splitlines() == expected
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING)
 async def test_eventsource_follows_and_resumes_after_a_reload(server: LiveServer) -> None:
     from playwright.async_api import async_playwright
 
     body = {"team": team(model="fake/t30-d5", max_messages=3), "task": "Write a haiku about rivers."}
     run_id = httpx.post(f"{server.url}/v1/runs", json=body).json()["id"]
     snippet = EXAMPLES["eventsource"].against(server.url)
-    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=HEADLESS)
         try:
             page = await browser.new_page()
             errors: list[str] = []

@@ -21,25 +21,19 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from tests.conftest import LiveServer, make_settings
+from tests.fixtures.browser import CHROMIUM, HEADLESS, MISSING
 from tests.fixtures.process import free_port, spawn_serve, wait_until_up
 from tests.fixtures.runs import wait_for_status
 from tests.fixtures.specs import agent, team
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(
-        f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
-    )
+    pytest.skip(MISSING, allow_module_level=True)
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
+    *HEADLESS,
     "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,14 +24,13 @@ from app.runs.sse import MAX_SEQ
 from app.ws import connection
 from tests.conftest import LiveServer, services_of
 from tests.e2e.ws import WsClient
+from tests.fixtures.browser import CHROMIUM, HEADLESS, MISSING
 from tests.fixtures.problems import assert_field_error, assert_problem
 from tests.fixtures.runs import stored_events, wait_for_status, wait_run
 from tests.fixtures.specs import run_body, team
 from tests.fixtures.sse import collect, read_events
 
 TERMINAL = {"run.completed", "run.failed", "run.cancelled"}
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 TOO_BIG = (MAX_SEQ + 1, 2**63, 10**30)
 SLOW = "fake/t400-d5"  # two seconds a reply: still going while the test acts; always cancelled
 
@@ -188,7 +186,7 @@ async def test_a_run_still_going_is_followed_from_its_last_stored_event_not_204(
         assert [e["seq"] for e in rest] == list(range(stored + 1, rest[-1]["seq"] + 1))
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING)
 async def test_an_event_source_left_open_after_the_end_stops_at_the_204(
     live_server: LiveServer, finished_live: dict[str, Any]
 ) -> None:
@@ -198,7 +196,7 @@ async def test_an_event_source_left_open_after_the_end_stops_at_the_204(
 
     url = f"{live_server.url}{urls(finished_live)['events']}"
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=HEADLESS)
         try:
             page = await browser.new_page()
             await page.goto(live_server.url + "/healthz")

@@ -16,22 +16,16 @@ import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright
 
 from tests.conftest import LiveServer, make_settings
+from tests.fixtures.browser import CHROMIUM, HEADLESS, MISSING
 from tests.fixtures.specs import run_body, team
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(
-        f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
-    )
+    pytest.skip(MISSING, allow_module_level=True)
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
+    *HEADLESS,
     "--host-resolver-rules=MAP evil.example 127.0.0.1, MAP attacker.example 127.0.0.1",
     # the browser's own (newer, not universal) guards for loopback: off, to test the server's
     "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,"
