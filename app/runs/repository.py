@@ -54,16 +54,19 @@ def set_run_fields(conn: Connection, run_id: str, **values: Any) -> None:
     conn.execute(update(_runs).where(_runs.c.id == run_id).values(**values))
 
 
+_LEASES = (
+    select(_runs.c.id, _runs.c.worker_id, _runs.c.attempts)
+    .where(_runs.c.id.in_(bindparam("b_ids", expanding=True)), _runs.c.status.in_(ACTIVE_STATUSES))
+    .order_by(_runs.c.id)
+    .with_for_update()
+)
+
+
 def leases_held(conn: Connection, leases: dict[str, tuple[str, int]]) -> set[str]:
     """Of the runs in ``leases`` (run id -> the executor's worker id and attempt), those still held
     under that lease (not swept, requeued or settled by another process), their rows locked until the
     transaction ends: the fence of every write an executor makes."""
-    rows = conn.execute(
-        select(_runs.c.id, _runs.c.worker_id, _runs.c.attempts)
-        .where(_runs.c.id.in_(sorted(leases)), _runs.c.status.in_(ACTIVE_STATUSES))
-        .order_by(_runs.c.id)
-        .with_for_update()
-    ).all()
+    rows = conn.execute(_LEASES, {"b_ids": sorted(leases)}).all()
     return {run_id for run_id, worker_id, attempts in rows if leases[run_id] == (worker_id, attempts)}
 
 
