@@ -60,13 +60,16 @@ from app.core.logging import configure_logging
 from app.core.metrics import Metrics
 from app.core.middleware import BodySizeLimit, RequestContext
 from app.core.migrate import upgrade_head
-from app.core.openapi import install_openapi
+from app.core.openapi import TAGS, install_openapi
 from app.core.settings import Settings
 from app.engine.calls import CallPolicy, ModelCallError
 from app.engine.factory import TeamFactory
 from app.engine.providers import ModelRegistry
 from app.engine.tools import ToolRegistry
 from app.health.router import router as health_router
+from app.protocols.agui.router import TAG as AGUI_TAG
+from app.protocols.agui.router import router as agui_router
+from app.protocols.openai import router as openai_protocol
 from app.providers.router import FAKE_NOTICE
 from app.providers.router import router as models_router
 from app.runs.event_schemas import EventPage, RunEvent, StreamClosing, StreamLagged
@@ -275,6 +278,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
+        openapi_tags=[*TAGS, AGUI_TAG],
     )
     install_error_handlers(app)
     install_openapi(app, [RunEvent, EventPage, StreamLagged, StreamClosing])
@@ -291,12 +295,14 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
         runs_router,
         analytics_router,
         ws_router,
+        agui_router,
     )
     for router in (health_router, *(() if worker else api_routers)):
         app.include_router(router)
 
     if not worker:
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+        openai_protocol.install(app)  # the OpenAI-compatible dialect, under /openai/v1
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(services: ServicesDep) -> Response:

@@ -85,6 +85,8 @@ def notes(result: dict[str, Any]) -> list[str]:
         "the load client, the fake model server and the server under test share these CPUs.",
         "ratio = SwarmDirector / floor; medians over repeats; tokens and errors summed over repeats.",
     ]
+    if "W6" in result["workloads"]:
+        lines.append("W6: the floor column is our own SSE route (POST /v1/runs/stream); ratio = dialect / our SSE.")
     server = result.get("server", {})
     if server.get("backend") == "distributed":
         n = server["processes"]

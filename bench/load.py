@@ -21,7 +21,8 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 from workloads import Batch, Timeline, run_rounds, team_spec, worker_loop
 
@@ -66,32 +67,19 @@ class Dechunker:
         return b"".join(out)
 
 
-async def stream_run(host: str, port: int, body: bytes, timeline: Timeline, clock: Callable[[], float]) -> None:
+async def stream_run(
+    host: str,
+    port: int,
+    body: bytes,
+    timeline: Timeline,
+    clock: Callable[[], float],
+    *,
+    path: bytes = b"/v1/runs/stream",
+) -> None:
     """POST the run and read its SSE stream to the terminal event, filling ``timeline``."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(
-            b"POST /v1/runs/stream HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-            b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (host.encode(), port, len(body), body)
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        code = int(head.split(b" ", 2)[1])
-        chunked = b"transfer-encoding: chunked" in head.lower()
-        if code != 200:
-            timeline.status, timeline.error = f"http_{code}", (await reader.read(2000)).decode(errors="replace")
-            return
-        dechunker = Dechunker() if chunked else None
-        pending = b""
-        while True:
-            data = await reader.read(262_144)
-            now = clock()
-            if not data:
-                timeline.status, timeline.error = "cut", "the stream ended before a terminal event"
-                return
-            if dechunker is not None:
-                data = dechunker.feed(data)
-            pending = (pending + data).replace(b"\r\n", b"\n")
-            *frames, pending = pending.split(b"\n\n")
+        async for now, frames in sse_frames(reader, writer, host, port, path, body, timeline, clock):
             for frame in frames:
                 kind = b""
                 payload = b""
@@ -117,6 +105,127 @@ async def stream_run(host: str, port: int, body: bytes, timeline: Timeline, cloc
         writer.close()
 
 
+async def sse_frames(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    host: str,
+    port: int,
+    path: bytes,
+    body: bytes,
+    timeline: Timeline,
+    clock: Callable[[], float],
+    headers: bytes = b"",
+) -> AsyncIterator[tuple[float, list[bytes]]]:
+    """POST ``body`` to ``path`` and yield the SSE frames of each read with its time, until the stream
+    ends; a refusal or a cut stream is written into ``timeline``."""
+    writer.write(
+        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n%s"
+        b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+        % (path, host.encode(), port, headers, len(body), body)
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    code = int(head.split(b" ", 2)[1])
+    chunked = b"transfer-encoding: chunked" in head.lower()
+    if code != 200:
+        timeline.status, timeline.error = f"http_{code}", (await reader.read(2000)).decode(errors="replace")
+        return
+    dechunker = Dechunker() if chunked else None
+    pending = b""
+    while True:
+        data = await reader.read(262_144)
+        now = clock()
+        if not data:
+            timeline.status, timeline.error = "cut", "the stream ended before a terminal event"
+            return
+        if dechunker is not None:
+            data = dechunker.feed(data)
+        pending = (pending + data).replace(b"\r\n", b"\n")
+        *frames, pending = pending.split(b"\n\n")
+        yield now, frames
+
+
+# -- W6 (issue 22): the same run through a protocol view ------------------------------------------
+# A token is one frame of the dialect's delta, found by a byte search of its data line, no JSON:
+# Chat Completions streams every message.delta as one ``reasoning_content`` chunk (the answer comes
+# once more, whole, as ``content`` at the end, and is not a token); AG-UI as one TEXT_MESSAGE_CONTENT.
+CHAT_TOKEN = b'"reasoning_content"'
+AGUI_TOKEN = b'"type":"TEXT_MESSAGE_CONTENT"'
+
+
+def chat_frame(payload: bytes, timeline: Timeline, now: float) -> bool:
+    """One Chat Completions frame into ``timeline``; True once the stream is over (``[DONE]``)."""
+    if CHAT_TOKEN in payload:
+        timeline.tokens.append(now)
+    elif payload == b"[DONE]":
+        timeline.finished = now
+        if timeline.error is None:
+            timeline.status = "succeeded" if timeline.status == "stop" else "no_finish_reason"
+        return True
+    elif payload.startswith(b'{"error"'):
+        timeline.status, timeline.error = "failed", payload.decode(errors="replace")
+    elif b'"finish_reason":"stop"' in payload:
+        timeline.status = "stop"
+    return False
+
+
+def agui_frame(payload: bytes, timeline: Timeline, now: float) -> bool:
+    """One AG-UI frame into ``timeline``; True at ``RUN_FINISHED`` or ``RUN_ERROR``."""
+    if AGUI_TOKEN in payload:
+        timeline.tokens.append(now)
+    elif b'"type":"RUN_FINISHED"' in payload or b'"type":"RUN_ERROR"' in payload:
+        timeline.finished = now
+        event = json.loads(payload)
+        outcome = (event.get("outcome") or {}).get("type") if event["type"] == "RUN_FINISHED" else "error"
+        timeline.status = "succeeded" if outcome == "success" else f"outcome_{outcome}"
+        if outcome != "success":
+            timeline.error = payload.decode(errors="replace")
+        return True
+    return False
+
+
+DIALECTS: dict[str, tuple[Callable[[bytes, Timeline, float], bool], bytes]] = {
+    "chat": (chat_frame, b"Authorization: Bearer bench\r\n"),  # an open server takes any key on /openai/v1
+    "agui": (agui_frame, b""),
+}
+
+
+def dialect_request(dialect: str, team: str) -> tuple[bytes, bytes]:
+    """The path and body of one run of the stored ``team`` in ``dialect`` (a new AG-UI thread each)."""
+    if dialect == "chat":
+        body = {"model": team, "messages": [{"role": "user", "content": "go"}], "stream": True}
+        return b"/openai/v1/chat/completions", json.dumps(body).encode()
+    if dialect == "agui":
+        ids = uuid.uuid4().hex
+        body = {"threadId": f"w6-{ids}", "runId": ids, "messages": [{"id": "m1", "role": "user", "content": "go"}]}
+        return f"/agui/teams/{team}".encode(), json.dumps(body).encode()
+    if dialect == "sse":
+        return b"/v1/runs/stream", json.dumps({"task": "go", "team_id": team}).encode()
+    raise ValueError(f"unknown dialect {dialect!r}")
+
+
+async def stream_dialect(
+    host: str, port: int, dialect: str, team: str, timeline: Timeline, clock: Callable[[], float]
+) -> None:
+    """One run of the stored ``team`` through a protocol view, read to its end, filling ``timeline``."""
+    path, body = dialect_request(dialect, team)
+    if dialect == "sse":
+        await stream_run(host, port, body, timeline, clock, path=path)
+        return
+    on_frame, headers = DIALECTS[dialect]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        async for now, frames in sse_frames(reader, writer, host, port, path, body, timeline, clock, headers):
+            for frame in frames:
+                if not frame.startswith(b"data:"):
+                    continue  # a ": ping" comment
+                if timeline.first_event is None:
+                    timeline.first_event = now
+                if on_frame(frame[5:].strip(), timeline, now):
+                    return
+    finally:
+        writer.close()
+
+
 async def run_batch(host: str, port: int, batch: Batch) -> list[Timeline]:
     body = json.dumps({"task": "go", "team": team_spec(batch.model, batch.replies)}).encode()
     clock = time.perf_counter
@@ -125,7 +234,10 @@ async def run_batch(host: str, port: int, batch: Batch) -> list[Timeline]:
         timeline = Timeline(t0=clock())
         try:
             async with asyncio.timeout(batch.timeout_s):
-                await stream_run(host, port, body, timeline, clock)
+                if batch.team:
+                    await stream_dialect(host, port, batch.dialect, batch.team, timeline, clock)
+                else:
+                    await stream_run(host, port, body, timeline, clock)
         except TimeoutError:
             timeline.status, timeline.error = "timeout", f"no terminal event within {batch.timeout_s:g} s"
         except (OSError, ValueError, asyncio.IncompleteReadError) as exc:

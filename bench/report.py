@@ -27,10 +27,15 @@ class Row:
     unit: str  # tok/s, ms, MB, KB, s, us, %, n
     target: str = ""
     check: Check | None = None
+    needs_floor: bool = False  # a section without a floor has no verdict on this row
 
 
 def at_least_floor(factor: float) -> Check:
     return lambda s, f: f is not None and s >= factor * f
+
+
+def at_most_floor(factor: float) -> Check:
+    return lambda s, f: f is not None and s <= factor * f
 
 
 def at_most(limit: float) -> Check:
@@ -74,6 +79,20 @@ def rows_for(workload: str, n: int) -> list[Row]:
             Row("/healthz p99 while held", "healthz_p99_ms", "ms"),
             Row("/healthz max while held", "healthz_max_ms", "ms"),
             Row("server CPU while held, of one core", "held_server_cpu_share", "% core"),
+            ERRORS,
+        ]
+    if workload == "W6":  # issue 22: each dialect beside our SSE route, which stands in the floor's column
+        return [
+            Row(
+                "server CPU per token, vs our SSE",
+                "cpu_us_per_token",
+                "us",
+                "≤ 1.2x SSE",
+                at_most_floor(1.2),
+                needs_floor=True,
+            ),
+            Row("tokens/s, request → last token, vs our SSE", "tokens_per_s", "tok/s"),
+            ALL,
             ERRORS,
         ]
     if workload == "W1":
@@ -164,7 +183,7 @@ def table(
             f = floor.get(row.key) if floor else None
             ratio = f"{s / f:.2f}x" if isinstance(s, int | float) and f else "—"
             met = "—"
-            if row.check is not None and s is not None:
+            if row.check is not None and s is not None and (floor is not None or not row.needs_floor):
                 met = "yes" if row.check(s, f) else "NO"
             unit = "" if row.unit in ("n", "%", "% core") else f" ({row.unit})"
             summed = f", sum of {server_processes} processes" if server_processes > 1 else ""

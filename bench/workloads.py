@@ -32,6 +32,10 @@ class Batch:
     concurrency: int = 1
     rounds: int = 1
     timeout_s: float = 120.0  # per run
+    # W6 (load client only): a stored team (id or name) run through ``dialect``, our SSE route
+    # (``sse``), Chat Completions (``chat``) or AG-UI (``agui``); empty: the inline team on our SSE route
+    team: str = ""
+    dialect: str = "sse"
 
     @property
     def expected_tokens(self) -> int:

@@ -25,7 +25,8 @@ principal:
   that requires keys answers to any name (a proxy or a load balancer in front picks them).
 - **Origin, against cross-site requests.** A page may open a WebSocket to any address (browsers
   apply no same-origin rule to sockets) and send simple requests anywhere, but it cannot hide or
-  forge its ``Origin``. A socket, or a request under ``/v1``, whose ``Origin`` is neither the
+  forge its ``Origin``. A socket, or a request under ``/v1`` (or a protocol's prefix,
+  ``/openai``, ``/agui``), whose ``Origin`` is neither the
   server's own nor in ``SWARM_ALLOWED_ORIGINS`` is refused ``403 forbidden_origin``, on every
   server: a key in a URL does not say which page sent it. Programs (curl, the CLI, SDKs) send no
   ``Origin`` and are not concerned.
@@ -159,12 +160,16 @@ FORBIDDEN_ORIGIN = (
 )
 
 
-class OriginCheck:
-    """Refuses a foreign ``Host`` while the server may be open, and a foreign ``Origin`` under ``prefix``."""
+API_PREFIXES = ("/v1", "/openai", "/agui")  # our API and the protocol views (app/protocols/)
 
-    def __init__(self, app: ASGIApp, settings: Settings, prefix: str = "/v1") -> None:
+
+class OriginCheck:
+    """Refuses a foreign ``Host`` while the server may be open, and a foreign ``Origin`` under any of
+    ``prefixes``."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, prefixes: tuple[str, ...] = API_PREFIXES) -> None:
         self.app = app
-        self.prefix = prefix
+        self.prefixes = prefixes
         self.check_host = why_auth_required(settings) is None
         # the settings checked their form (app/core/settings.py)
         self.hosts = frozenset(name.lower().strip("[]") for name in settings.allowed_hosts)
@@ -186,7 +191,7 @@ class OriginCheck:
             await send_problem(send, scope, 400, "invalid_host", "Invalid Host", INVALID_HOST)
             return
         path: str = scope.get("path", "")
-        guarded = scope["type"] == "websocket" or _under(path, self.prefix)
+        guarded = scope["type"] == "websocket" or any(_under(path, prefix) for prefix in self.prefixes)
         if origin is not None and guarded and not self._allows(origin, host):
             log.warning("request_refused", reason="origin", origin=origin[:200], path=path)
             await send_problem(send, scope, 403, "forbidden_origin", "Forbidden origin", FORBIDDEN_ORIGIN)

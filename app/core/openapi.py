@@ -138,9 +138,12 @@ def _finish_operation(path: str, operation: dict[str, Any]) -> None:
             response["content"] = {PROBLEM_JSON: {"schema": dict(PROBLEM_REF)}}
             if status == "422":
                 response["description"] = "Invalid request: the fields at fault are in `errors`."
-    operation.pop("security", None)
-    if path.startswith("/v1/"):
-        # the document's own `security` covers it: every /v1 request is authenticated (app.auth.middleware)
+    # a route that takes the caller declares the bearer scheme (``get_principal``): every /v1 route does,
+    # through the middleware (app.auth.middleware), and a protocol view's routes do
+    declared = bool(operation.pop("security", None))
+    authenticated = path.startswith("/v1/") or declared
+    if authenticated:
+        # the document's own `security` covers it
         responses.setdefault("401", _problem("No valid API key: missing where keys are required, unknown or revoked."))
     else:
         operation["security"] = []

@@ -3,7 +3,8 @@
 Runs bench/run.py as `make bench` does (fake model server, `swarmdirector serve`, load client and floor
 as real processes on loopback) with W2 at N=3 and W3 with 3 runs, and checks that it writes a
 well-formed result in which every token was delivered on both sides; then W4 and W5 with 20
-watchers and 50 idle connections, every event delivered exactly once.
+watchers and 50 idle connections, every event delivered exactly once; then W6 with one run each way
+(our SSE, Chat Completions, AG-UI), every token of each counted.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,71 @@ def test_lost_duplicated_and_reordered_events_are_counted(monkeypatch: pytest.Mo
     assert fig["with_terminal"] == 3 and fig["errors"] == 1 and fig["error_samples"] == ["cut"]
     assert fig["delivered_events"] == 3 + 2 + 4 + 2
     assert abs(fig["gap_p50_ms"] - 100.0) < 1e-6 and fig["spread_p99_ms"] == 0.0
+
+
+def test_dialect_workload_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    """W6 as `make bench` runs it, one run a way: every token of each way counted, each dialect against our SSE."""
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, "bench/run.py", "--only", "W6", "--w6-runs", "1", "--w6-repeats", "1", "--out", str(out)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "W6 Chat Completions" in done.stdout and "W6 AG-UI" in done.stdout
+
+    w6 = json.loads(out.read_text())["workloads"]["W6"]
+    assert w6["skipped"] == {}, w6["skipped"]
+    for way in ("sse", "chat", "agui"):
+        summary = w6["by_dialect"][way]
+        assert summary["errors"] == 0, (way, summary["error_samples"])
+        assert summary["tokens"] == summary["expected_tokens"] == 4 * 500, way
+        assert summary["cpu_us_per_token"] > 0 and summary["tokens_per_s"] > 0
+    assert len(w6["server"]["repeats"]) == 3 and w6["server"]["summary"] == w6["by_dialect"]["sse"]
+    assert set(w6["ratio_to_sse"]) == {"chat", "agui"}
+    assert all(r["cpu_us_per_token"] > 0 for r in w6["ratio_to_sse"].values())
+    rows = [row for row in json.loads(out.read_text())["table"] if row["workload"].startswith("W6")]
+    verdicts = {row["workload"]: row["met"] for row in rows if row["figure"].startswith("server CPU per token")}
+    assert verdicts["W6 our SSE"] == "—" and {verdicts["W6 Chat Completions"], verdicts["W6 AG-UI"]} <= {"yes", "NO"}
+
+
+def test_dialect_frames_are_counted_from_the_servers_own_translators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """W6's load client counts a token per delta frame of the real translators, not the answer repeated at
+    the end; a failed run is an error, with the server's words, in both dialects."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import load
+    from workloads import Timeline
+
+    from app.core.envelope import Envelope
+    from app.protocols.agui.translator import Translator, frames
+    from app.protocols.openai.translator import ChatTranslator
+
+    at = datetime.now(UTC)
+
+    def run(end: str, data: dict[str, object]) -> list[Envelope]:
+        said = {"agent": "a1", "message_id": "m1"}
+        envs = [Envelope("run_1", 1, "run.queued", at, {})]
+        envs.append(Envelope("run_1", 2, "message.completed", at, {"agent": "user", "message_id": "m0", "text": "go"}))
+        envs += [Envelope("run_1", 3 + i, "message.delta", at, {**said, "text": f"w{i} "}) for i in range(7)]
+        envs.append(Envelope("run_1", 10, "message.completed", at, {**said, "text": "w0 w1 w2 w3 w4 w5 w6"}))
+        return [*envs, Envelope("run_1", 11, end, at, data)]  # type: ignore[arg-type]
+
+    def read(dialect: str, stream: bytes) -> Timeline:
+        timeline = Timeline(t0=0.0)
+        for frame in stream.replace(b"\r\n", b"\n").split(b"\n\n"):
+            if frame.startswith(b"data:") and load.DIALECTS[dialect][0](frame[5:].strip(), timeline, 1.0):
+                break
+        return timeline
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 7}
+    done = run("run.completed", {"status": "succeeded", "result": {"text": "w0 w1 w2 w3 w4 w5 w6"}, "usage": usage})
+    failed = run("run.failed", {"status": "failed", "error": {"code": "model_error", "message": "boom"}})
+    for dialect, encode in (
+        ("chat", lambda envs: ChatTranslator("chatcmpl-run_1", "bench_w6", 0).frames(envs)),
+        ("agui", lambda envs: frames(Translator("thread-1", "run-1"), envs)),
+    ):
+        ok = read(dialect, encode(done))
+        assert (ok.status, ok.error, len(ok.tokens), ok.finished) == ("succeeded", None, 7, 1.0), dialect
+        bad = read(dialect, encode(failed))
+        assert bad.status != "succeeded" and "boom" in (bad.error or ""), (dialect, bad)
+        assert len(bad.tokens) == 7 and bad.finished == 1.0
+
+    cut = read("chat", b'data: {"choices":[{"delta":{"reasoning_content":"x"}}]}\n\ndata: [DONE]\n\n')
+    assert cut.status == "no_finish_reason"  # [DONE] without `finish_reason: stop` is no success

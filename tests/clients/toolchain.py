@@ -10,6 +10,7 @@ finished (a marker file), so an interrupted install is redone, not trusted.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -79,3 +80,25 @@ def npm_tools() -> Path:
             (folder / "package.json").write_text(json.dumps(manifest, indent=2))
             _run(["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"], cwd=folder)
     return folder / "node_modules" / ".bin"
+
+
+def npm_project(source: Path) -> Path:
+    """A copy of the npm project in ``source`` (its ``package.json``, ``package-lock.json`` and scripts)
+    with its locked packages installed (``npm ci``), in the cache, once per lock file; skips the test
+    where node or npm is missing. Scripts are run from the copy, where their imports resolve."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"this test needs `{tool}` (Node.js 18+) on PATH")
+    lock = (source / "package-lock.json").read_bytes()
+    folder = cache_dir() / f"npm-{source.name}-{hashlib.sha256(lock).hexdigest()[:16]}"
+    with _installing(folder) as needed:
+        if needed:
+            folder.mkdir(parents=True)
+            for path in source.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, folder / path.name)
+            _run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"], cwd=folder)
+    for path in source.iterdir():  # the scripts as they are now (the lock decides the packages)
+        if path.suffix in (".mjs", ".js"):
+            shutil.copy2(path, folder / path.name)
+    return folder

@@ -60,7 +60,8 @@ def test_operations_have_stable_ids_tags_and_typed_answers(doc: dict[str, Any]) 
     ids = [op["operationId"] for _, _, op in operations(doc)]
     assert len(ids) == len(set(ids))
     tags = {t["name"] for t in doc["tags"]}
-    assert tags == {t["name"] for t in TAGS} and all(t["description"] for t in doc["tags"])
+    assert tags >= {t["name"] for t in TAGS} and all(t["description"] for t in doc["tags"])
+    assert tags == {tag for _, _, op in operations(doc) for tag in op["tags"]}, "every tag is used"
     for path, method, op in operations(doc):
         where = f"{method.upper()} {path}"
         assert re.fullmatch(r"[a-z][a-z0-9_]*", op["operationId"]), where
@@ -79,8 +80,8 @@ def test_operations_have_stable_ids_tags_and_typed_answers(doc: dict[str, Any]) 
                     assert spec.get("schema"), f"{where} {status} {media}: untyped"
             elif status.startswith("4"):
                 assert response["content"] == PROBLEM, f"{where} {status}: not a problem+json"
-        if path.startswith("/v1/"):
-            assert "401" in op["responses"], f"{where}: every /v1 request is authenticated"
+        if path.startswith(("/v1/", "/agui/")):
+            assert "401" in op["responses"], f"{where}: every /v1 and AG-UI request is authenticated"
             assert "security" not in op, f"{where}: uses the document's security"
         else:
             assert op["security"] == [], f"{where}: probes need no key"

@@ -104,7 +104,16 @@ async def test_a_foreign_page_cannot_start_runs_over_http_either(open_server: Li
         assert own.status_code == 200 and own.json()["status"] == "succeeded", own.text
         assert (await client.post("/v1/runs/wait", json=run_body(team=team(model="fake/t3")))).status_code == 200
         assert len((await client.get("/v1/runs")).json()["data"]) == 2
-        # outside /v1 (the chat page, its files, the probes) there is nothing to protect: no check
+        # the protocol views are guarded as /v1 is
+        chat = {"model": "demo", "messages": [{"role": "user", "content": "Spend the budget."}]}
+        simple = {"origin": EVIL, "content-type": "text/plain"}
+        dialect = await client.post("/openai/v1/chat/completions", content=json.dumps(chat), headers=simple)
+        # in the dialect's own error shape, as every error under /openai/v1
+        assert dialect.status_code == 403 and dialect.json()["error"]["code"] == "forbidden_origin", dialect.text
+        assert (await client.get("/openai/v1/models", headers={"origin": EVIL})).status_code == 403
+        assert (await client.get("/agui/teams/demo/health", headers={"origin": EVIL})).status_code == 403
+        assert len((await client.get("/v1/runs")).json()["data"]) == 2
+        # outside the API (the chat page, its files, the probes) there is nothing to protect: no check
         assert (await client.get("/", headers={"origin": EVIL})).status_code == 200
 
 

@@ -1,0 +1,65 @@
+"""AG-UI from its official client: ``@ag-ui/client``'s ``HttpAgent`` (Node) drives a team on a live server.
+
+The client is installed by the test from ``node/package-lock.json`` (``npm ci`` from the npm
+registry, into the tests' cache outside the repository, once per lock file); without Node, the test is
+skipped with the reason. The script runs a team whose second member is a person: the
+first run streams the helper's text and ends with an interrupt, the second resumes it and the team
+finishes; the client's own message list is then the whole exchange, each message once (the
+person's answer too, as the message of its user-proxy agent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.clients.toolchain import npm_project
+from tests.conftest import LiveServer, make_settings, serve_app
+from tests.fixtures.specs import agent, team
+
+pytestmark = pytest.mark.e2e
+
+NODE_DIR = Path(__file__).with_name("node")
+
+
+def _require_client() -> tuple[str, Path]:
+    """Node, and the folder where ``drive.mjs`` runs with ``@ag-ui/client`` installed."""
+    folder = npm_project(NODE_DIR)
+    node = shutil.which("node")
+    assert node is not None
+    return node, folder
+
+
+async def test_the_official_client_streams_two_agents_and_resumes_an_interrupt(tmp_path: Path) -> None:
+    node, folder = _require_client()
+    settings = make_settings(tmp_path)
+    asking = team("asking", members=[agent("helper", "fake/t5"), {"name": "human", "kind": "user_proxy"}])
+    async with serve_app(settings) as (_, client):
+        assert (await client.post("/v1/teams", json={**asking, "termination": {"max_messages": 4}})).status_code == 201
+    with LiveServer(settings) as server:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [node, str(folder / "drive.mjs"), f"{server.url}/agui/teams/asking", "thread-node"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        async with server.client() as c:
+            stored = (await c.get("/v1/conversations/thread-node/messages")).json()["data"]
+    first, second = seen["first"], seen["second"]
+    assert first[0][0] == "RUN_STARTED" and first[-1] == ["RUN_FINISHED", None, None, "interrupt"]
+    assert ["SUBAGENT_STARTED", "helper", None, None] in first
+    assert any(kind == "TEXT_MESSAGE_CONTENT" for kind, *_ in first)
+    assert second[-1] == ["RUN_FINISHED", None, None, "success"]
+    assert [e[1] for e in second if e[0] == "SUBAGENT_STARTED"] == ["human", "helper"]
+    # the client's messages: the task, then each agent's message once, as the server stored them
+    said = [(m["agent"], m["text"]) for m in stored if m["agent"] != "user"]
+    assert [name for name, _ in said] == ["helper", "human", "helper"]
+    assert [(name, text) for role, name, text in seen["messages"] if role == "assistant"] == said

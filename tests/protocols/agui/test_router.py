@@ -1,0 +1,251 @@
+"""`/agui/teams/{team}` on a real uvicorn: threads are conversations, runs are runs, the stream is a view.
+
+A POST starts an ordinary run (visible on ``/v1/runs``), the thread it names is the caller's
+conversation, a repeated ``runId`` is the same run, closing the stream leaves the run going and the
+cancel route stops it. Bad input is refused before anything is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ag_ui_validate.pytest_plugin import validate_agui
+
+from tests.conftest import LiveServer, make_settings, serve_app
+from tests.fixtures.principals import api_key_headers
+from tests.fixtures.specs import agent, team
+
+pytestmark = pytest.mark.e2e
+
+ASKING = team("asking", members=[agent("helper", "fake/t5"), {"name": "human", "kind": "user_proxy"}], max_messages=4)
+STUCK = team("stuck", kind="single", members=[agent("stuck", "fake/t3", model_options={"script": [{"hang": True}]})])
+
+
+def run_input(thread: str, text: str = "Write a haiku about rivers.", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "threadId": thread,
+        "runId": f"run_{uuid.uuid4().hex[:8]}",
+        "messages": [{"id": f"msg_{uuid.uuid4().hex[:8]}", "role": "user", "content": text}],
+        "tools": [],
+        "context": [],
+        "state": {},
+        "forwardedProps": {},
+    }
+    body.update(extra)
+    return body
+
+
+def parse(body: str) -> list[dict[str, Any]]:
+    """The events of an AG-UI SSE body (comments skipped)."""
+    events = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        data = [line[len("data: ") :] for line in block.split("\n") if line.startswith("data: ")]
+        if data:
+            events.append(json.loads("\n".join(data)))
+    return events
+
+
+async def wait_status(client: httpx.AsyncClient, run_url: str, status: str, headers: Any = None) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        run: dict[str, Any] = (await client.get(run_url, headers=headers)).json()
+        if run["status"] == status or time.monotonic() > deadline:
+            assert run["status"] == status, run
+            return run
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def live(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[LiveServer, httpx.AsyncClient]]:
+    config = make_settings(tmp_path, **settings)
+    async with serve_app(config) as (_, setup):
+        for spec in (team("pair", max_messages=4), STUCK, ASKING):
+            assert (await setup.post("/v1/teams", json=spec)).status_code == 201
+    with LiveServer(config) as server:
+        async with server.client() as client:
+            yield server, client
+
+
+async def test_a_thread_is_a_conversation_continued_run_after_run(tmp_path: Path) -> None:
+    async with live(tmp_path) as (_, client):
+        first = run_input("thread-a")
+        r = await client.post("/agui/teams/pair", json=first)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = parse(r.text)
+        assert (events[0]["type"], events[-1]["type"]) == ("RUN_STARTED", "RUN_FINISHED")
+        assert (events[0]["threadId"], events[0]["runId"]) == ("thread-a", first["runId"])
+        run = (await client.get(r.headers["content-location"])).json()
+        assert (run["conversation_id"], run["status"], run["team_name"]) == ("thread-a", "succeeded", "pair")
+        assert events[-1]["usage"][0]["totalTokens"] == run["usage"]["total_tokens"] > 0
+        after_one = (await client.get("/v1/conversations/thread-a")).json()["message_count"]
+
+        second = run_input("thread-a", "And one about the sea.")
+        r = await client.post("/agui/teams/pair", json=second)
+        assert parse(r.text)[-1]["type"] == "RUN_FINISHED"
+        assert (await client.get(r.headers["content-location"])).json()["conversation_id"] == "thread-a"
+        assert (await client.get("/v1/conversations/thread-a")).json()["message_count"] > after_one
+
+        # the same runId again is a reconnect to the same run: no new run; what the thread said before it
+        # as a MESSAGES_SNAPSHOT, then the run again from its start
+        again = await client.post("/agui/teams/pair", json=second)
+        assert again.headers["content-location"] == r.headers["content-location"]
+        replayed = parse(again.text)
+        assert replayed[1]["type"] == "MESSAGES_SNAPSHOT"
+        assert validate_agui(replayed).diagnostics == []
+        assert [replayed[0], *replayed[2:]] == parse(r.text)
+        second_run = r.headers["content-location"].rsplit("/", 1)[1]
+        stored = (await client.get("/v1/conversations/thread-a/messages")).json()["data"]
+        before = [(m["id"], m["text"]) for m in stored if m["run_id"] != second_run]
+        assert len(before) == after_one
+        assert [(m["id"], m["content"]) for m in replayed[1]["messages"]] == before
+        assert replayed[1]["messages"][0]["role"] == "user" and replayed[1]["messages"][1]["role"] == "assistant"
+        assert len((await client.get("/v1/runs")).json()["data"]) == 2
+
+
+async def test_another_principals_thread_is_a_404_and_nothing_is_started(tmp_path: Path) -> None:
+    config = make_settings(tmp_path, auth_required=True)
+    async with serve_app(config) as (app, setup):
+        alice, bob = await api_key_headers(app, "alice"), await api_key_headers(app, "bob")
+        for who in (alice, bob):
+            assert (await setup.post("/v1/teams", json=team("pair", max_messages=4), headers=who)).status_code == 201
+    with LiveServer(config) as server:
+        async with server.client() as client:
+            r = await client.post("/agui/teams/pair", json=run_input("alices"), headers=alice)
+            assert parse(r.text)[-1]["type"] == "RUN_FINISHED"
+            r = await client.post("/agui/teams/pair", json=run_input("alices"), headers=bob)
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+            assert (await client.get("/v1/runs", headers=bob)).json()["data"] == []
+            assert len((await client.get("/v1/runs", headers=alice)).json()["data"]) == 1
+            r = await client.post("/agui/teams/pair", json=run_input("no-key"))
+            assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "code"),
+    [
+        ({"messages": [{"id": "m1", "role": "assistant", "content": "hi"}]}, "messages", "no_user_turn"),
+        ({"messages": []}, "messages", "no_user_turn"),
+        (
+            {"tools": [{"name": "f", "description": "d", "parameters": {"type": "object"}}]},
+            "tools",
+            "client_tools_unsupported",
+        ),
+        ({"threadId": "not a valid/thread"}, "threadId", "invalid_thread_id"),
+        ({"threadId": "t" * 41}, "threadId", "invalid_thread_id"),
+        # refused by AG-UI's own RunAgentInput
+        ({"messages": [{"id": "m1", "role": "wizard", "content": "hi"}]}, "messages", "invalid_request"),
+        ({"messages": [{"id": "m1", "role": "user"}]}, "messages", "invalid_request"),
+    ],
+)
+async def test_bad_input_is_refused_naming_the_field_and_starts_nothing(
+    tmp_path: Path, change: dict[str, Any], field: str, code: str
+) -> None:
+    async with live(tmp_path) as (_, client):
+        r = await client.post("/agui/teams/pair", json={**run_input("thread-b"), **change})
+        assert r.status_code == 422, r.text
+        problem = r.json()
+        assert problem["code"] == code
+        assert problem["errors"][0]["loc"][:2] == ["body", field]
+        assert (await client.get("/v1/runs")).json()["data"] == []
+        r = await client.post("/agui/teams/nope", json=run_input("thread-b"))
+        assert r.status_code == 404
+
+
+async def test_closing_the_stream_leaves_the_run_going_and_the_cancel_route_stops_it(tmp_path: Path) -> None:
+    async with live(tmp_path, sse_ping_s=0.2) as (_, client):
+        body = run_input("thread-c")
+        async with client.stream("POST", "/agui/teams/stuck", json=body) as r:
+            run_url = r.headers["content-location"]
+            seen = ""
+            async for line in r.aiter_lines():
+                seen += line + "\n"
+                if line.startswith(": ping") and "RUN_STARTED" in seen:
+                    break  # idle (the model hangs): kept open by comments
+        await wait_status(client, run_url, "running")  # the stream is gone, the run is not
+        r = await client.post(f"/agui/teams/stuck/runs/{body['runId']}/cancel")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"threadId": "thread-c", "runId": body["runId"], "status": "cancelled"}
+        # a re-POST of the run reattaches and replays it to its end, now RUN_FINISHED cancelled
+        events = parse((await client.post("/agui/teams/stuck", json=body)).text)
+        assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["outcome"] == {"type": "cancelled"}
+        r = await client.post("/agui/teams/stuck/runs/run_unknown/cancel")
+        assert r.status_code == 404
+
+
+async def test_capabilities_and_health_describe_the_team(tmp_path: Path) -> None:
+    async with live(tmp_path) as (_, client):
+        r = await client.get("/agui/teams/pair/capabilities")
+        assert r.status_code == 200
+        described = r.json()
+        assert described["identity"]["name"] == "pair"
+        assert described["multiAgent"]["subagents"] == [{"name": "writer"}, {"name": "critic"}]
+        assert described["transport"]["streaming"] is True
+        assert described["humanInTheLoop"] == {"supported": True, "interrupts": True}
+        r = await client.get("/agui/teams/pair/health")
+        assert r.json() == {"status": "ok", "agent": "pair", "protocol": "ag-ui", "protocolVersion": "1.0"}
+        assert (await client.get("/agui/teams/nope/health")).status_code == 404
+        assert (await client.get("/agui/teams/nope/capabilities")).status_code == 404
+
+
+def resume(thread: str, interrupt: str, payload: Any = "Go ahead.", status: str = "resolved") -> dict[str, Any]:
+    return run_input(thread, messages=[], resume=[{"interruptId": interrupt, "status": status, "payload": payload}])
+
+
+async def test_a_person_is_an_interrupt_answered_by_resume(tmp_path: Path) -> None:
+    async with live(tmp_path) as (_, client):
+        r = await client.post("/agui/teams/asking", json=run_input("thread-h"))
+        paused = parse(r.text)
+        assert paused[-1]["type"] == "RUN_FINISHED" and paused[-1]["outcome"]["type"] == "interrupt"
+        (interrupt,) = paused[-1]["outcome"]["interrupts"]
+        assert interrupt["reason"] == "input_required" and interrupt["metadata"] == {"agent": "human"}
+        run_url = r.headers["content-location"]
+        await wait_status(client, run_url, "awaiting_input")
+
+        # other input while the interrupt is open: RUN_ERROR, and nothing is started or answered
+        refused = parse((await client.post("/agui/teams/asking", json=run_input("thread-h"))).text)
+        assert [e["type"] for e in refused] == ["RUN_STARTED", "RUN_ERROR"]
+        assert refused[-1]["code"] == "interrupt_pending"
+        # a resume that names no interrupt of the thread, or that leaves the open one unanswered
+        wrong = parse((await client.post("/agui/teams/asking", json=resume("thread-h", "run_x/req_y"))).text)
+        assert wrong[-1]["code"] == "unknown_interrupt"
+        assert len((await client.get("/v1/runs")).json()["data"]) == 1
+        assert (await client.get(run_url)).json()["status"] == "awaiting_input"
+
+        answer = resume("thread-h", interrupt["id"])
+        resumed = parse((await client.post("/agui/teams/asking", json=answer)).text)
+        types = [e["type"] for e in resumed]
+        assert types[:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"] and resumed[0]["runId"] == answer["runId"]
+        assert [m.get("name", "user") for m in resumed[1]["messages"]] == ["user", "helper"]  # before the request
+        assert validate_agui(resumed).diagnostics == []
+        assert resumed[-1]["type"] == "RUN_FINISHED" and resumed[-1]["outcome"] == {"type": "success"}
+        received = next(e for e in resumed if e["type"] == "CUSTOM")
+        assert received["name"] == "swarmdirector.input_received" and received["value"]["content"] == "Go ahead."
+        assert "helper" in [e["name"] for e in resumed if e["type"] == "SUBAGENT_STARTED"]
+        run = await wait_status(client, run_url, "succeeded")
+        messages = (await client.get("/v1/conversations/thread-h/messages")).json()["data"]
+        assert [m["agent"] for m in messages] == ["user", "helper", "human", "helper"]
+
+        # the same resume again answers nothing twice: the same events, the same messages, the same run
+        again = parse((await client.post("/agui/teams/asking", json=answer)).text)
+        assert again == resumed
+        assert len((await client.get("/v1/conversations/thread-h/messages")).json()["data"]) == 4
+        assert (await client.get(run_url)).json()["last_seq"] == run["last_seq"]
+
+
+async def test_a_resume_of_a_cancelled_interrupt_cancels_the_run(tmp_path: Path) -> None:
+    async with live(tmp_path) as (_, client):
+        r = await client.post("/agui/teams/asking", json=run_input("thread-i"))
+        (interrupt,) = parse(r.text)[-1]["outcome"]["interrupts"]
+        body = resume("thread-i", interrupt["id"], payload=None, status="cancelled")
+        events = parse((await client.post("/agui/teams/asking", json=body)).text)
+        assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["outcome"] == {"type": "cancelled"}
+        assert (await client.get(r.headers["content-location"])).json()["status"] == "cancelled"

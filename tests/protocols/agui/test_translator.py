@@ -1,0 +1,236 @@
+"""The AG-UI translator on recorded runs' envelopes (``recorded/``: stored logs of fake-model runs).
+
+Each stream it makes is judged by ``ag-ui-validate``'s core rules in process (every severity
+counts) and read back through the official package's ``Event`` union, then checked against the
+run it came from: the text, the turns, the tools, the usage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from ag_ui.core import Event
+from ag_ui_validate.pytest_plugin import validate_agui
+from pydantic import TypeAdapter
+
+from app.core.envelope import Envelope, parse_at
+from app.protocols.agui.translator import Translator, frame, frames, interrupt_id
+
+RECORDED = Path(__file__).with_name("recorded")
+EVENT: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def recorded(name: str) -> tuple[dict[str, Any], list[Envelope]]:
+    d = json.loads((RECORDED / f"{name}.json").read_text())
+    envs = [Envelope(e["run_id"], e["seq"], e["type"], parse_at(e["at"]), e["data"]) for e in d["events"]]
+    return d["run"], envs
+
+
+def translate(envs: list[Envelope], batch: int = 3) -> list[dict[str, Any]]:
+    """The AG-UI stream of ``envs``, written in batches as the router writes them, parsed back."""
+    translator = Translator("thread_1", "run_1")
+    body = b"".join(frames(translator, envs[i : i + batch]) for i in range(0, len(envs), batch))
+    chunks = body.split(b"\n\n")
+    assert chunks[-1] == b"" and all(c.startswith(b"data: ") for c in chunks[:-1])
+    events = [orjson.loads(c[len(b"data: ") :]) for c in chunks[:-1]]
+    for event in events:
+        EVENT.validate_python(event)  # each one is a valid event of the official package
+    return events
+
+
+def assert_conformant(events: list[dict[str, Any]]) -> None:
+    report = validate_agui(events)
+    assert [(d.rule, d.message) for d in report.diagnostics] == []
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+@pytest.mark.parametrize("name", ["pair", "tool", "swarm", "failed", "chain", "asking"])
+def test_every_recorded_run_translates_to_a_conformant_stream(name: str) -> None:
+    _, envs = recorded(name)
+    events = translate(envs)
+    assert_conformant(events)
+    assert events[0]["type"] == "RUN_STARTED" and events[0]["protocolVersion"] == "1.0"
+    assert {(e.get("threadId"), e.get("runId")) for e in events if "runId" in e} == {("thread_1", "run_1")}
+    assert all(isinstance(e["timestamp"], int) for e in events)
+
+
+def test_a_multi_agent_run_is_turns_of_subagents_with_the_runs_text_and_usage() -> None:
+    run, envs = recorded("pair")
+    events = translate(envs)
+    assert events[-1]["type"] == "RUN_FINISHED"
+    assert events[-1]["outcome"] == {"type": "success"}
+    usage = run["usage"]
+    assert events[-1]["usage"] == [
+        {
+            "inputTokens": usage["prompt_tokens"],
+            "outputTokens": usage["completion_tokens"],
+            "totalTokens": usage["total_tokens"],
+        }
+    ]
+    assert events[-1]["result"] == run["result"]["text"]
+    # one subagent per agent turn, in the order the agents spoke, each closed before the next opens
+    turns = [e for e in events if e["type"].startswith("SUBAGENT_")]
+    speakers = [e.data["agent"] for e in envs if e.type == "message.completed" and e.data["agent"] != "user"]
+    assert [e["name"] for e in turns if e["type"] == "SUBAGENT_STARTED"] == speakers
+    assert types(turns) == ["SUBAGENT_STARTED", "SUBAGENT_FINISHED"] * len(speakers)
+    # each message's text is its deltas, started with the agent's name, inside its agent's turn
+    text: dict[str, list[str]] = defaultdict(list)
+    owner: dict[str, str] = {}
+    for e in events:
+        if e["type"] == "TEXT_MESSAGE_START":
+            assert e["role"] == "assistant"
+            owner[e["messageId"]] = e["name"]
+        elif e["type"] == "TEXT_MESSAGE_CONTENT":
+            text[e["messageId"]].append(e["delta"])
+    said = [e.data for e in envs if e.type == "message.completed" and e.data["agent"] != "user"]
+    completed = {d["message_id"]: d for d in said}
+    assert {mid: "".join(parts) for mid, parts in text.items()} == {mid: d["text"] for mid, d in completed.items()}
+    assert owner == {mid: d["agent"] for mid, d in completed.items()}
+    # the task is the client's own message: never echoed
+    task = next(e.data["text"] for e in envs if e.type == "message.completed" and e.data["agent"] == "user")
+    assert task not in text.values()
+
+
+def test_a_tool_call_is_start_args_end_and_its_result() -> None:
+    _, envs = recorded("tool")
+    events = translate(envs)
+    call = next(e.data for e in envs if e.type == "tool.call")
+    result = next(e.data for e in envs if e.type == "tool.result")
+    tool = [e for e in events if e["type"].startswith("TOOL_CALL_")]
+    assert types(tool) == ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "TOOL_CALL_RESULT"]
+    assert {e["toolCallId"] for e in tool} == {call["call_id"]}
+    assert tool[0]["toolCallName"] == "calculator"
+    assert json.loads(tool[1]["delta"]) == json.loads(call["arguments"])
+    assert tool[3]["content"] == result["content"] == "42"
+    # the whole turn, call and answer, is the solver's one subagent
+    assert len({e["subagentRunId"] for e in tool}) == 1
+
+
+def test_a_hand_off_is_a_namespaced_custom_event_between_the_two_turns() -> None:
+    _, envs = recorded("swarm")
+    events = translate(envs)
+    handoff = next(e for e in events if e["type"] == "CUSTOM")
+    assert handoff["name"] == "swarmdirector.handoff"
+    assert (handoff["value"]["source"], handoff["value"]["target"]) == ("triage", "expert")
+    names = [e["name"] for e in events if e["type"] == "SUBAGENT_STARTED"]
+    assert names[:2] == ["triage", "expert"]
+
+
+def test_a_failed_run_ends_with_run_error_and_its_code() -> None:
+    run, envs = recorded("failed")
+    events = translate(envs)
+    assert run["status"] == "failed"
+    assert events[-1]["type"] == "RUN_ERROR"
+    assert events[-1]["code"] == run["error"]["code"]
+    assert events[-1]["message"] == run["error"]["message"]
+    assert "RUN_FINISHED" not in types(events)
+
+
+def test_a_cancelled_run_finishes_with_the_cancelled_outcome_and_closes_what_was_open() -> None:
+    _, envs = recorded("pair")
+    cut = next(i for i, e in enumerate(envs) if e.type == "message.delta")
+    last = envs[cut + 1]
+    cancelled = Envelope(
+        last.run_id,
+        last.seq + 1,
+        "run.cancelled",
+        last.at,
+        {"status": "cancelled", "reason": "cancelled", "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+    )
+    events = translate([*envs[: cut + 2], cancelled])
+    assert_conformant(events)  # the message cut in the middle, and its turn, are closed before the end
+    assert types(events)[-3:] == ["TEXT_MESSAGE_END", "SUBAGENT_FINISHED", "RUN_FINISHED"]
+    assert events[-1]["outcome"] == {"type": "cancelled"}
+    assert events[-1]["usage"] == [{"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}]
+
+
+def test_a_chain_step_is_a_step_and_its_parallel_branches_overlapping_subagents() -> None:
+    _, envs = recorded("chain")
+    events = translate(envs)
+    steps = [(e["type"], e["stepName"]) for e in events if e["type"].startswith("STEP_")]
+    assert steps == [(kind, f"step {n}") for n in (1, 2) for kind in ("STEP_STARTED", "STEP_FINISHED")]
+    second = types(events).index("STEP_STARTED", types(events).index("STEP_FINISHED"))
+    in_step_2 = events[second : types(events).index("STEP_FINISHED", second)]
+    started = {e["name"] for e in in_step_2 if e["type"] == "SUBAGENT_STARTED"}
+    assert started == {"critic", "writer"}
+
+
+def test_a_stream_joined_mid_run_still_opens_with_run_started_and_sends_nothing_after_the_end() -> None:
+    _, envs = recorded("pair")
+    start = next(i for i, e in enumerate(envs) if e.type == "message.completed" and e.data["agent"] != "user")
+    events = translate(envs[start + 1 :])
+    assert_conformant(events)
+    assert types(events)[0] == "RUN_STARTED"
+    translator = Translator("thread_1", "run_1")
+    for env in envs:
+        translator(env)
+    assert translator(envs[-1]) == []  # after the terminal event: nothing
+
+
+def test_an_empty_delta_is_not_sent() -> None:
+    _, envs = recorded("pair")
+    delta = next(e for e in envs if e.type == "message.delta")
+    empty = Envelope(delta.run_id, delta.seq, "message.delta", delta.at, {**delta.data, "text": ""})
+    events = translate([envs[0], empty])
+    assert types(events) == ["RUN_STARTED"]
+
+
+def test_a_request_for_a_person_ends_the_stream_as_an_interrupt_and_the_rest_is_the_resumed_run() -> None:
+    run, envs = recorded("asking")
+    asked = next(i for i, e in enumerate(envs) if e.type == "input.requested")
+    request = envs[asked].data
+    paused = translate(envs)  # the whole log: the stream stops at the request
+    assert_conformant(paused)
+    assert paused[-1]["type"] == "RUN_FINISHED"
+    assert paused[-1]["outcome"] == {
+        "type": "interrupt",
+        "interrupts": [
+            {
+                "id": interrupt_id(envs[0].run_id, request["request_id"]),
+                "reason": "input_required",
+                "message": request["prompt"],
+                "metadata": {"agent": "human"},
+            }
+        ],
+    }
+    resumed = translate(envs[asked + 1 :])  # what a resume streams: after the request
+    assert_conformant(resumed)
+    assert types(resumed)[:3] == ["RUN_STARTED", "SUBAGENT_STARTED", "CUSTOM"]  # the person's turn: the answer
+    assert resumed[1]["name"] == "human" and resumed[2]["name"] == "swarmdirector.input_received"
+    assert resumed[-1]["outcome"] == {"type": "success"} and resumed[-1]["result"] == run["result"]["text"]
+
+
+def test_a_reconnected_stream_sends_the_threads_earlier_messages_as_a_snapshot_first() -> None:
+    _, envs = recorded("pair")
+    history = [("m1", "user", "Earlier task."), ("m2", "writer", "Earlier answer.")]
+    translator = Translator("thread_1", "run_1", history)
+    events = [orjson.loads(e.model_dump_json(by_alias=True)) for env in envs for e in translator(env)]
+    assert_conformant(events)
+    assert types(events)[:2] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    assert events[1]["messages"] == [
+        {"id": "m1", "role": "user", "content": "Earlier task."},
+        {"id": "m2", "role": "assistant", "name": "writer", "content": "Earlier answer."},
+    ]
+    assert types(events).count("MESSAGES_SNAPSHOT") == 1
+
+
+def test_the_fast_frame_of_a_delta_is_the_frame_the_packages_model_makes() -> None:
+    _, envs = recorded("pair")
+    first = next(i for i, e in enumerate(envs) if e.type == "message.delta")
+    later = next(e for e in envs[first + 1 :] if e.type == "message.delta" and e.data["text"])
+    translator = Translator("thread_1", "run_1")
+    for env in envs[: first + 1]:
+        translator(env)
+    fast = translator.delta_frame(later)
+    (event,) = translator(later)  # the same delta through the models
+    assert fast == frame(event)
+    unopened = Envelope(later.run_id, later.seq, "message.delta", later.at, {**later.data, "message_id": "other"})
+    assert translator.delta_frame(unopened) is None  # its TEXT_MESSAGE_START comes first, through the models
