@@ -23,7 +23,12 @@ from app.teams.schemas import TeamRead, TeamSpec
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 # free-form JSON on purpose: a scripted fake tool call's arguments, an AutoGen component's own config
-FREE_FORM = {("ScriptToolCall", "arguments"), ("TeamComponent", "config")}
+FREE_FORM = {
+    ("ScriptToolCall", "arguments"),
+    ("TeamComponent", "config"),
+    # AG-UI's own objects (its spec shapes them; the protocol's RunAgentInput reads them)
+    *(("AguiRunAgentInput", field) for field in ("messages", "tools", "context", "resume")),
+}
 
 
 @pytest.fixture(scope="module")

@@ -44,14 +44,16 @@ class AguiRunAgentInput(BaseModel):
 
     thread_id: str = Field(description="The thread: our conversation, made on its first run.")
     run_id: str = Field(description="The run's id, yours: sent again, it streams the same run.")
-    messages: list[Any] = Field(description="AG-UI messages; the last is the new user turn.")
+    messages: list[dict[str, Any]] = Field(description="AG-UI messages; the last is the new user turn.")
     protocol_version: str | None = None
     parent_run_id: str | None = None
     state: Any = Field(default=None, description="Ignored: shared state is not supported.")
-    tools: list[Any] | None = Field(default=None, description="Client-provided tools: refused unless empty.")
-    context: list[Any] | None = Field(default=None, description="Ignored.")
+    tools: list[dict[str, Any]] | None = Field(default=None, description="Client-provided tools: refused unless empty.")
+    context: list[dict[str, Any]] | None = Field(default=None, description="Ignored.")
     forwarded_props: Any = Field(default=None, description="Ignored.")
-    resume: list[Any] | None = Field(default=None, description="Answers to the interrupts of the thread's paused run.")
+    resume: list[dict[str, Any]] | None = Field(
+        default=None, description="Answers to the interrupts of the thread's paused run."
+    )
 
     def official(self) -> RunAgentInput:
         """The request read by AG-UI's own ``RunAgentInput``; what it refuses is a 422 naming the field."""
