@@ -5,8 +5,10 @@ A request starts an ordinary run through ``RunService`` (limits, ownership and i
 the translator turns each batch of envelopes into one write of AG-UI frames. The thread is our
 conversation (its id is the ``threadId``, made on first use and owned by the caller); the AG-UI
 ``runId`` is kept as the run's Idempotency-Key (``agui:<runId>``), so a POST repeated with the same
-``runId`` streams the same run again from its start instead of starting another. A client that
-closes the stream leaves the run going: ``POST .../runs/{runId}/cancel`` stops it. A run that asks
+``runId`` streams the same run again from its start instead of starting another, and
+``GET .../runs/{runId}`` reconnects to it: the thread's completed messages as a snapshot, then the run
+on from there. A client that closes the stream leaves the run going: ``POST .../runs/{runId}/cancel``
+stops it. A run that asks
 a person ends its AG-UI stream with an interrupt; the next request on the thread answers it with
 ``resume[]`` and streams the same run on from there.
 """
@@ -30,7 +32,7 @@ from app.auth.service import Principal
 from app.conversations.models import Conversation
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
-from app.core.envelope import Envelope
+from app.core.envelope import DELTA, Envelope
 from app.core.errors import Conflict, NotFound, problem_responses
 from app.protocols.agui.schemas import IDEMPOTENCY_PREFIX, AguiRunAgentInput, capabilities, check_ids, task_of
 from app.protocols.agui.translator import CUSTOM_PREFIX, Translator, frame, frames, interrupt_id
@@ -275,6 +277,53 @@ async def agui_cancel(
         raise NotFound(f"No AG-UI run '{run_id}'.", code="run_not_found")
     cancelled = await RunService(session, principal, services).cancel(run.id)
     return {"threadId": cancelled.conversation_id, "runId": run_id, "status": cancelled.status}
+
+
+@router.get(
+    "/{team_ref}/runs/{run_id}",
+    name="agui_reconnect",
+    summary="Reconnect to an AG-UI run (SSE)",
+    description=(
+        "Streams the run started with this AG-UI `runId` again, live or over, without a new input: "
+        "`RUN_STARTED`, a `MESSAGES_SNAPSHOT` of every message of the thread completed so far, then the run "
+        "on from its last completed message, so a client that replaces its messages with the snapshot has "
+        "each message once. Another principal's run is a 404."
+    ),
+    response_class=EventStream,
+    responses={**AGUI_STREAM, **problem_responses(404)},
+    response_model=None,
+)
+async def agui_reconnect(
+    team_ref: TeamRef, run_id: str, session: SessionDep, principal: PrincipalDep, services: ServicesDep
+) -> EventStream:
+    await _team(session, principal, team_ref)
+    run = await RunRepository(session).by_idempotency_key(principal.id, IDEMPOTENCY_PREFIX + run_id)
+    if run is None:
+        raise NotFound(f"No AG-UI run '{run_id}'.", code="run_not_found")
+    after = await _reconnect_point(session, run.id)
+    history = await _history(session, run, after)
+    await session.close()
+    return _stream(services, run.id, Translator(run.conversation_id, run_id, history), after=after)
+
+
+async def _reconnect_point(session: AsyncSession, run_id: str) -> int:
+    """Where a reconnect picks the run up: after its last completed message, but before the first delta of
+    any message not completed by then (chain branches overlap), so each message is in the snapshot or
+    streamed whole after it, never cut in two."""
+    events, _ = await RunEventRepository(session).after(run_id, 0, limit=1_000_000)
+    first: dict[str, int] = {}  # a message's first delta
+    completed: dict[str, int] = {}
+    for e in events:
+        if e.type == DELTA:
+            first.setdefault(e.data["message_id"], e.seq)
+        elif e.type == "message.completed":
+            completed[e.data["message_id"]] = e.seq
+    after = max(completed.values(), default=0)
+    while True:
+        cut = [seq for mid, seq in first.items() if seq <= after < completed.get(mid, after + 1)]
+        if not cut:
+            return after
+        after = min(cut) - 1
 
 
 @router.get(

@@ -5,7 +5,9 @@ registry, into the tests' cache outside the repository, once per lock file); wit
 skipped with the reason. The script runs a team whose second member is a person: the
 first run streams the helper's text and ends with an interrupt, the second resumes it and the team
 finishes; the client's own message list is then the whole exchange, each message once (the
-person's answer too, as the message of its user-proxy agent).
+person's answer too, as the message of its user-proxy agent). A second script, ``reconnect.mjs``, cuts
+the client's stream mid-message and reconnects with ``GET .../runs/{runId}``: its messages are still
+the stored conversation, each once.
 """
 
 from __future__ import annotations
@@ -63,3 +65,39 @@ async def test_the_official_client_streams_two_agents_and_resumes_an_interrupt(t
     said = [(m["agent"], m["text"]) for m in stored if m["agent"] != "user"]
     assert [name for name, _ in said] == ["helper", "human", "helper"]
     assert [(name, text) for role, name, text in seen["messages"] if role == "assistant"] == said
+
+
+async def test_the_official_client_reconnects_after_a_dropped_stream_with_each_message_once(tmp_path: Path) -> None:
+    node, folder = _require_client()
+    settings = make_settings(tmp_path)
+    # the helper streams slowly (forty words, 50 ms apart), so the client's cut comes mid-message
+    slow = team("slow", members=[agent("helper", "fake/t40-d50"), {"name": "human", "kind": "user_proxy"}])
+    async with serve_app(settings) as (_, client):
+        assert (await client.post("/v1/teams", json={**slow, "termination": {"max_messages": 4}})).status_code == 201
+    with LiveServer(settings) as server:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [node, str(folder / "reconnect.mjs"), f"{server.url}/agui/teams/slow", "thread-cut"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        async with server.client() as c:
+            stored = (await c.get("/v1/conversations/thread-cut/messages")).json()["data"]
+    cut, reconnected, resumed = seen["cut"], seen["reconnected"], seen["resumed"]
+    # the first stream was cut inside the helper's message (the client reports its abort as RUN_ERROR):
+    # the client held a part of the message, not its end
+    kinds = [kind for kind, *_ in cut]
+    assert kinds[-2:] == ["TEXT_MESSAGE_CONTENT", "RUN_ERROR"] and "TEXT_MESSAGE_END" not in kinds
+    (_, role, partial) = seen["whenCut"][-1]
+    helper_text = stored[1]["text"]
+    assert role == "assistant" and helper_text.startswith(partial) and len(partial) < len(helper_text)
+    # the reconnect: the thread so far as a snapshot, then the run on to its interrupt
+    assert [kind for kind, *_ in reconnected[:2]] == ["RUN_STARTED", "MESSAGES_SNAPSHOT"]
+    assert reconnected[-1] == ["RUN_FINISHED", None, "interrupt"]
+    assert resumed[-1] == ["RUN_FINISHED", None, "success"]
+    # the client's messages are the stored conversation: each message once, whole, with its id
+    assert [m["agent"] for m in stored] == ["user", "helper", "human", "helper"]
+    assert [(mid, text) for mid, _, text in seen["messages"]] == [(m["id"], m["text"]) for m in stored]

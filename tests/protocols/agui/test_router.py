@@ -249,3 +249,76 @@ async def test_a_resume_of_a_cancelled_interrupt_cancels_the_run(tmp_path: Path)
         events = parse((await client.post("/agui/teams/asking", json=body)).text)
         assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["outcome"] == {"type": "cancelled"}
         assert (await client.get(r.headers["content-location"])).json()["status"] == "cancelled"
+
+
+async def test_get_reconnects_with_a_snapshot_and_the_run_on_from_its_last_message(tmp_path: Path) -> None:
+    config = make_settings(tmp_path, auth_required=True)
+    async with serve_app(config) as (app, setup):
+        alice, bob = await api_key_headers(app, "alice"), await api_key_headers(app, "bob")
+        for who in (alice, bob):
+            assert (await setup.post("/v1/teams", json=ASKING, headers=who)).status_code == 201
+    with LiveServer(config) as server:
+        async with server.client() as client:
+            body = run_input("thread-g")
+            r = await client.post("/agui/teams/asking", json=body, headers=alice)
+            assert parse(r.text)[-1]["outcome"]["type"] == "interrupt"
+            await wait_status(client, r.headers["content-location"], "awaiting_input", headers=alice)
+
+            got = await client.get(f"/agui/teams/asking/runs/{body['runId']}", headers=alice)
+            assert got.status_code == 200 and got.headers["content-type"].startswith("text/event-stream")
+            assert got.headers["content-location"] == r.headers["content-location"]
+            events = parse(got.text)
+            assert validate_agui(events).diagnostics == []
+            # every completed message once, in the snapshot; the stream goes on after them: only the interrupt
+            assert [e["type"] for e in events] == ["RUN_STARTED", "MESSAGES_SNAPSHOT", "RUN_FINISHED"]
+            assert (events[0]["threadId"], events[0]["runId"]) == ("thread-g", body["runId"])
+            stored = (await client.get("/v1/conversations/thread-g/messages", headers=alice)).json()["data"]
+            assert [(m["id"], m["content"]) for m in events[1]["messages"]] == [(m["id"], m["text"]) for m in stored]
+            assert [m["agent"] for m in stored] == ["user", "helper"]
+            assert events[-1]["outcome"] == parse(r.text)[-1]["outcome"]
+
+            # another principal's run, an unknown run, an unknown team: 404, and nothing is started
+            for url, who in [
+                (f"/agui/teams/asking/runs/{body['runId']}", bob),
+                ("/agui/teams/asking/runs/run_unknown", alice),
+                (f"/agui/teams/nope/runs/{body['runId']}", alice),
+            ]:
+                r = await client.get(url, headers=who)
+                assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", url
+            assert (await client.get("/v1/runs", headers=bob)).json()["data"] == []
+            assert len((await client.get("/v1/runs", headers=alice)).json()["data"]) == 1
+
+
+async def test_a_reconnect_amid_overlapping_branches_has_each_message_once_and_whole(tmp_path: Path) -> None:
+    # two branches stream at once; the short one ends while the long one is mid-message
+    members = [agent("quick", "fake/t4-d20"), agent("slow", "fake/t30-d50")]
+    overlapping = {"name": "both", "kind": "chain", "members": members}
+    overlapping["steps"] = [{"parallel": [{"agent": "quick"}, {"agent": "slow"}]}]
+    config = make_settings(tmp_path)
+    async with serve_app(config) as (_, setup):
+        assert (await setup.post("/v1/teams", json=overlapping)).status_code == 201, overlapping
+    with LiveServer(config) as server:
+        async with server.client() as client:
+            body = run_input("thread-o")
+            async with client.stream("POST", "/agui/teams/both", json=body) as r:
+                run_url = r.headers["content-location"]
+                async for line in r.aiter_lines():
+                    if '"TEXT_MESSAGE_END"' in line:
+                        break  # the client is cut after a first message ends
+            events = parse((await client.get(f"/agui/teams/both/runs/{body['runId']}")).text)
+            await wait_status(client, run_url, "succeeded")
+            stored = (await client.get("/v1/conversations/thread-o/messages")).json()["data"]
+    assert validate_agui(events).diagnostics == []
+    assert events[1]["type"] == "MESSAGES_SNAPSHOT" and events[-1]["type"] == "RUN_FINISHED"
+    streamed: dict[str, str] = {}
+    for e in events:
+        if e["type"] == "TEXT_MESSAGE_START":
+            assert e["messageId"] not in streamed  # started once
+            streamed[e["messageId"]] = ""
+        elif e["type"] == "TEXT_MESSAGE_CONTENT":
+            streamed[e["messageId"]] += e["delta"]
+    snapshot = [(m["id"], m["content"]) for m in events[1]["messages"]]
+    # each stored message once: in the snapshot or streamed whole after it
+    assert not {mid for mid, _ in snapshot} & set(streamed)
+    assert sorted(snapshot + list(streamed.items())) == sorted((m["id"], m["text"]) for m in stored)
+    assert sorted(m["agent"] for m in stored) == ["quick", "slow", "user"]
