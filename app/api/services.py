@@ -9,6 +9,7 @@ client that drives the app without lifespan state (httpx's ASGI transport, in te
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -17,6 +18,7 @@ from starlette.types import Scope
 
 from app.auth.service import Authenticator
 from app.core.db import Database
+from app.core.envelope import Envelope
 from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.engine.providers import ModelRegistry
@@ -27,6 +29,7 @@ from app.runtime.launcher import RunLauncher
 from app.runtime.manager import RunManager
 from app.runtime.recorder import EventRecorder
 from app.runtime.redis_bus import RedisStreams
+from app.runtime.streams import StreamClosing, StreamLagged, follow_batches
 
 
 @dataclass(slots=True)
@@ -55,6 +58,21 @@ class Services:
     def streams(self) -> RedisStreams | None:
         """The run streams in Redis (distributed mode); None when every run is this process's."""
         return self.launcher.streams
+
+    def follow(
+        self, run_id: str, after: int, known: list[Envelope] | None = None
+    ) -> AsyncIterator[list[Envelope] | StreamLagged | StreamClosing]:
+        """A run's events after ``after``, replayed then followed (``follow_batches``), as every
+        surface and protocol view reads them: from this process's bus, Redis, or the database."""
+        return follow_batches(
+            self.read_sessionmaker,
+            self.bus,
+            run_id,
+            after,
+            remote=self.streams,
+            known=known,
+            retry_for_s=self.settings.storage_retry_s,
+        )
 
 
 class State(TypedDict):

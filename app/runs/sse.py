@@ -40,7 +40,7 @@ from app.api.services import Services
 from app.core.envelope import Envelope
 from app.core.errors import BadRequest
 from app.patches.uvicorn_servers import abort_connection
-from app.runtime.streams import StreamClosing, StreamLagged, follow_batches
+from app.runtime.streams import StreamClosing, StreamLagged
 
 log = structlog.get_logger(__name__)
 
@@ -53,15 +53,7 @@ _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 async def _frames(
     services: Services, run_id: str, after: int, known: list[Envelope] | None = None
 ) -> AsyncGenerator[ServerSentEvent | bytes, None]:
-    async for item in follow_batches(
-        services.read_sessionmaker,
-        services.bus,
-        run_id,
-        after,
-        remote=services.streams,
-        known=known,
-        retry_for_s=services.settings.storage_retry_s,
-    ):
+    async for item in services.follow(run_id, after, known):
         if isinstance(item, list):
             # whatever queued up for this watcher goes out as one write; each frame is encoded once
             # per event, however many watchers it has

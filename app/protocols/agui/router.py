@@ -41,7 +41,7 @@ from app.runs.repository import RunEventRepository, RunRepository
 from app.runs.schemas import InputCreate, RunCreate
 from app.runs.service import RunService
 from app.runs.sse import SSE_HEADERS, EventStream
-from app.runtime.streams import StreamClosing, follow_batches
+from app.runtime.streams import StreamClosing
 from app.teams.models import Team
 from app.teams.repository import TeamRepository
 
@@ -100,15 +100,7 @@ async def _open_thread(session: AsyncSession, principal: Principal, thread_id: s
 async def _agui_frames(
     services: Services, run_id: str, translate: Translator, known: list[Envelope] | None, after: int = 0
 ) -> AsyncGenerator[bytes, None]:
-    async for item in follow_batches(
-        services.read_sessionmaker,
-        services.bus,
-        run_id,
-        after,
-        remote=services.streams,
-        known=known,
-        retry_for_s=services.settings.storage_retry_s,
-    ):
+    async for item in services.follow(run_id, after, known):
         if isinstance(item, list):
             yield frames(translate, item)
             if translate.finished:

@@ -22,7 +22,6 @@ from app.protocols.openai.schemas import ChatMessage
 from app.runs.models import Run
 from app.runs.schemas import RunCreate
 from app.runs.service import RunService
-from app.runtime.streams import follow_batches
 
 
 async def dialect_principal(request: Request, services: ServicesDep) -> Principal:
@@ -85,15 +84,7 @@ async def start_run(
 
 
 async def run_batches(services: Services, run_id: str, known: Envelope | None) -> AsyncGenerator[list[Envelope], None]:
-    async for item in follow_batches(
-        services.read_sessionmaker,
-        services.bus,
-        run_id,
-        0,
-        remote=services.streams,
-        known=[known] if known is not None else None,
-        retry_for_s=services.settings.storage_retry_s,
-    ):
+    async for item in services.follow(run_id, 0, [known] if known is not None else None):
         # a lag is re-attached by follow_batches itself; after a StreamClosing nothing comes, and
         # the callers tell the client the stream was cut before the run's end
         if isinstance(item, list):
