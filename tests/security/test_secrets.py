@@ -171,6 +171,19 @@ async def test_no_key_sent_in_a_query_string_reaches_a_log_line(
     assert_absent(logged, keys)
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """The root logger as it was: a server started at DEBUG leaves its handler on this test's captured
+    stderr, which is closed after it (a later DEBUG record, asyncio's own, would write to it)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers, root.level = handlers, level
+
+
+@pytest.mark.usefixtures("root_logging")
 async def test_no_key_of_a_socket_reaches_a_debug_log_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     settings = make_settings(tmp_path, log_level="DEBUG")
     key = (await create_key_async(settings.database_url, "alice"))["authorization"].removeprefix("Bearer ")
