@@ -248,6 +248,22 @@ class RunEventRepository:
         events = [env for row in rows for env in expand(row) if env.seq > after and (below is None or env.seq < below)]
         return events, len(rows) < limit
 
+    async def open_inputs(self, run_id: str) -> tuple[dict[str, int], set[str]]:
+        """The run's input requests (request id to the seq of its ``input.requested``), and those answered."""
+        rows = await self.session.execute(
+            select(RunEvent.type, RunEvent.seq, RunEvent.data).where(
+                RunEvent.run_id == run_id, RunEvent.type.in_(("input.requested", "input.received"))
+            )
+        )
+        requested: dict[str, int] = {}
+        received: set[str] = set()
+        for kind, seq, data in rows:
+            if kind == "input.requested":
+                requested[data["request_id"]] = seq
+            else:
+                received.add(data["request_id"])
+        return requested, received
+
     async def max_seq(self, run_id: str) -> int:
         value = await self.session.scalar(
             select(func.max(func.coalesce(RunEvent.seq_end, RunEvent.seq))).where(RunEvent.run_id == run_id)

@@ -2,9 +2,15 @@
 
 The answer is the team's final result: one ``message`` output item, sent whole when the run has
 completed. Everything before it (each agent's messages as they stream, a model's own reasoning,
-tool calls and results, hand-offs, chain steps, input requests) is a ``reasoning`` output item of
-its own (``reasoning_text`` content), the closest construct the Responses API has for work done on
-the way to an answer; ``include_reasoning=False`` leaves them out.
+tool calls and results, hand-offs, chain steps) is a ``reasoning`` output item of its own
+(``reasoning_text`` content), the closest construct the Responses API has for work done on the way
+to an answer; ``include_reasoning=False`` leaves them out.
+
+A run that needs a person ends its response as a model that calls a client's function does: a
+``function_call`` item named ``human_input`` (its arguments: the agent and its prompt), and the
+response ``completed``. The run itself waits. The next response answers it with a
+``function_call_output`` and ``previous_response_id``; that response is the same run's log on from
+the request's seq (``resumes_at``), up to the next request or the run's end.
 
 Sequence numbers are derived from the log, never counted: the ``i``-th event an envelope of seq
 ``s`` becomes is numbered ``s * STRIDE + i``. Translating the same log again (a resume replays it
@@ -25,7 +31,10 @@ from app.core.envelope import Envelope
 # the most events one envelope may become (run.completed closing every open item is the most)
 STRIDE = 1000
 # envelopes that become a reasoning item in one go: a note of what happened
-_NOTES = frozenset({"tool.call", "tool.result", "handoff", "step.started", "branch.failed", "input.requested"})
+_NOTES = frozenset({"tool.call", "tool.result", "handoff", "step.started", "branch.failed"})
+# the function a response "calls" when the run needs a person; its output is the person's answer
+HUMAN_INPUT = "human_input"
+CALL_PREFIX = "call_"
 
 
 def sse(event: dict[str, Any]) -> bytes:
@@ -46,8 +55,13 @@ def response_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def call_id(request_id: str) -> str:
+    """An input request as the ``call_id`` of its ``human_input`` call."""
+    return CALL_PREFIX + request_id
+
+
 def note(env: Envelope) -> str:
-    """What a tool call, a hand-off, a step or an input request says, as one reasoning text."""
+    """What a tool call, a hand-off or a step says, as one reasoning text."""
     data = env.data
     kind = env.type
     if kind == "tool.call":
@@ -59,14 +73,9 @@ def note(env: Envelope) -> str:
         return f"**{data['source']}** hands off to **{data['target']}**"
     if kind == "step.started":
         return f"Step {data['step']}: {', '.join(map(str, data.get('branches', [])))}"
-    if kind == "branch.failed":
-        error = data.get("error") or {}
-        return f"Branch {data['branch']} of step {data['step']} failed: {error.get('message', '')}"
-    # input.requested: the run waits; the answer goes to /v1/runs/{id}/input
-    return (
-        f"**{data['agent']}** waits for a person's answer (request `{data.get('request_id', '')}`, "
-        f"answer on POST /v1/runs/{env.run_id}/input): {data.get('prompt', '')}"
-    )
+    # branch.failed
+    error = data.get("error") or {}
+    return f"Branch {data['branch']} of step {data['step']} failed: {error.get('message', '')}"
 
 
 class _Item:
@@ -92,11 +101,20 @@ class ResponsesTranslator:
         background: bool = False,
         previous_response_id: str | None = None,
         metadata: dict[str, str] | None = None,
+        resumes_at: int | None = None,
     ) -> None:
         self.response_id = response_id
         self.include_reasoning = include_reasoning
+        # a response that answers a person's input: the run's log from the request's seq on
+        self.resumes_at = resumes_at
         self.status = "queued"
         self.usage: dict[str, Any] | None = None
+        self.waiting_on: str | None = None  # the call_id of the `human_input` call the response ended with
+        self.waiting_seq: int | None = None  # and the seq of its input request
+        # prompt and completion tokens of the run's messages so far, and of those before this response:
+        # a response's usage is its part of the run's (the responses of one run add up to its usage)
+        self._spent = [0, 0]
+        self._before = (0, 0)
         self.error: dict[str, Any] | None = None
         self.completed_at: int | None = None
         self._static = {
@@ -122,6 +140,11 @@ class ResponsesTranslator:
     @property
     def ended(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
+
+    @staticmethod
+    def continuation_id(first_id: str, seq: int) -> str:
+        """The id of the response that answers the input requested at ``seq`` of ``first_id``'s run."""
+        return f"{first_id}-{seq}"
 
     def response(self) -> dict[str, Any]:
         """The response object as the events so far have built it."""
@@ -155,6 +178,14 @@ class ResponsesTranslator:
         self._seq, self._i = env.seq, 0
         kind = env.type
         data = env.data
+        if self.ended:  # a response ends at an input request or with the run; the log goes on without it
+            return []
+        if kind == "message.completed":
+            usage = data.get("usage") or {}
+            self._spent[0] += int(usage.get("prompt_tokens", 0))
+            self._spent[1] += int(usage.get("completion_tokens", 0))
+        if self.resumes_at is not None and env.seq <= self.resumes_at:
+            return self._before_resume(env)
         if kind == "message.delta" or kind == "reasoning.delta":
             if not self.include_reasoning:
                 return []
@@ -181,6 +212,8 @@ class ResponsesTranslator:
             return events + self._whole(f"rs_{message_id}_m", f"**{data['agent']}**: {data.get('text', '')}")
         if kind in _NOTES:
             return self._whole(f"rs_{env.run_id}_{env.seq}", note(env)) if self.include_reasoning else []
+        if kind == "input.requested":
+            return self._asks(env)
         if kind == "run.queued" or kind == "run.requeued":
             self.status = "queued"
             first = [self._lifecycle("response.created")] if kind == "run.queued" else []
@@ -193,6 +226,64 @@ class ResponsesTranslator:
         if kind == "run.failed" or kind == "run.cancelled":
             return self._ended(env)
         return []
+
+    def _before_resume(self, env: Envelope) -> list[dict[str, Any]]:
+        """The log before this response: nothing of it is sent. It names the response before this one
+        (the one whose input request this one answers) and, at the request's own seq, opens this one."""
+        if env.type != "input.requested":
+            return []
+        first = self.response_id.rpartition("-")[0]
+        if env.seq < (self.resumes_at or 0):
+            self._static["previous_response_id"] = self.continuation_id(first, env.seq)
+            return []
+        if self._static["previous_response_id"] is None:
+            self._static["previous_response_id"] = first
+        self.status = "in_progress"
+        self._before = (self._spent[0], self._spent[1])
+        return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
+
+    def _asks(self, env: Envelope) -> list[dict[str, Any]]:
+        """A person's input requested: a `human_input` call ends the response; the run waits for its output."""
+        data = env.data
+        events = self._close_all("incomplete")  # a parallel branch's text goes on in the next response
+        self.waiting_on = call_id(data["request_id"])
+        self.waiting_seq = env.seq
+        arguments = orjson.dumps({"agent": data["agent"], "prompt": data.get("prompt", "")}).decode()
+        item_id = f"fc_{env.run_id}_{env.seq}"
+        call = {
+            "id": item_id,
+            "type": "function_call",
+            "call_id": self.waiting_on,
+            "name": HUMAN_INPUT,
+            "arguments": "",
+            "status": "in_progress",
+        }
+        index = len(self._items)
+        final = {**call, "arguments": arguments, "status": "completed"}
+        events += [
+            self._event("response.output_item.added", output_index=index, item=call),
+            self._event("response.function_call_arguments.delta", item_id=item_id, output_index=index, delta=arguments),
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=item_id,
+                output_index=index,
+                arguments=arguments,
+                name=HUMAN_INPUT,
+            ),
+            self._event("response.output_item.done", output_index=index, item=final),
+        ]
+        self._items.append(_Item(index, final))
+        self.status = "completed"
+        self.usage = self._part({"prompt_tokens": self._spent[0], "completion_tokens": self._spent[1]})
+        self.completed_at = int(env.at.timestamp())
+        return [*events, self._lifecycle("response.completed")]
+
+    def _part(self, usage: dict[str, Any] | None) -> dict[str, Any]:
+        """This response's part of the run's ``usage`` so far: what came before it taken off."""
+        usage = usage or {}
+        prompt = int(usage.get("prompt_tokens", 0)) - self._before[0]
+        completion = int(usage.get("completion_tokens", 0)) - self._before[1]
+        return response_usage({"prompt_tokens": max(prompt, 0), "completion_tokens": max(completion, 0)})
 
     def _open_item(self, item_id: str, key: str | None) -> tuple[list[dict[str, Any]], _Item]:
         reasoning = {"id": item_id, "type": "reasoning", "summary": [], "content": [], "status": "in_progress"}
@@ -266,13 +357,13 @@ class ResponsesTranslator:
         whole = _Item(index, final)
         self._items.append(whole)
         self.status = "completed"
-        self.usage = response_usage(env.data.get("usage"))
+        self.usage = self._part(env.data.get("usage"))
         self.completed_at = int(env.at.timestamp())
         return [*events, self._lifecycle("response.completed")]
 
     def _ended(self, env: Envelope) -> list[dict[str, Any]]:
         events = self._close_all("incomplete")
-        self.usage = response_usage(env.data.get("usage"))
+        self.usage = self._part(env.data.get("usage"))
         if env.type == "run.cancelled":
             self.status = "cancelled"  # as OpenAI's cancelled responses: no error
         else:

@@ -2,11 +2,13 @@
 
 A chat completion is an ordinary run, started through ``RunService`` (auth, limits, ownership and
 metrics as on ``/v1``) and followed through ``follow_batches`` exactly as the SSE route follows
-one; ``translator.py`` turns its envelopes into OpenAI's chunks. Each call is a new run. Without
-``X-Swarm-Conversation`` it starts a new conversation whose task carries the request's earlier
-messages as a transcript; with it, the run continues that conversation (the principal's own), which
-holds its context already, and only the last message is sent. The response names both in
-``X-Swarm-Run`` and ``X-Swarm-Conversation``.
+one; ``translator.py`` turns its envelopes into OpenAI's chunks. Each call is a new run. Without a
+pinned conversation it starts a new conversation whose task carries the request's earlier messages
+as a transcript. Pinned (the ``X-Swarm-Conversation`` header, or a conversation id as ``user``), the
+run continues that conversation (the principal's own), which holds its context already, and only
+the last message is sent; and when the conversation's run waits for a person, the last message is
+the answer and the completion is that run on. The response names both in ``X-Swarm-Run`` and
+``X-Swarm-Conversation``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import ServicesDep, SessionDep
 from app.api.services import Services
+from app.auth.service import Principal
+from app.conversations.repository import ConversationRepository
 from app.core.envelope import Envelope
 from app.core.errors import BadRequest
 from app.protocols.openai.errors import PREFIX, OpenAIErrors, openai_error
@@ -36,12 +40,17 @@ from app.protocols.openai.schemas import (
 )
 from app.protocols.openai.translator import NO_RESULT, ChatTranslator, frame, joined, run_error
 from app.runs.models import Run
+from app.runs.repository import RunEventRepository, RunRepository
+from app.runs.schemas import InputCreate
+from app.runs.service import RunService
 from app.runs.sse import SEP, SSE_HEADERS, EventStream
 from app.teams.repository import TeamRepository
 
 # not in docs/openapi.json: that document is SwarmDirector's own API (problem+json errors, generated
 # clients); this dialect's reference is OpenAI's, and docs/protocols.md says what of it is served
 router = APIRouter(prefix=PREFIX, tags=["openai"], include_in_schema=False)
+
+CONVERSATION_PREFIX = "conv_"
 
 ConversationHeader = Annotated[
     str | None,
@@ -74,13 +83,38 @@ async def list_models(session: SessionDep, principal: PrincipalDep) -> ModelList
         cursor = page.next_cursor
 
 
+def pinned_conversation(body: ChatCompletionCreate, header: str | None) -> str | None:
+    """The conversation the request continues: the header's, or ``user`` when it names a conversation
+    (any other ``user``, an end user's id as OpenAI has it, pins nothing)."""
+    user = body.user if body.user is not None and body.user.startswith(CONVERSATION_PREFIX) else None
+    if header is not None and user is not None and header != user:
+        message = f"`user` names conversation '{user}' and X-Swarm-Conversation '{header}': name one."
+        raise BadRequest(message, code="conversation_conflict")
+    return header or user
+
+
+async def _waiting(session: SessionDep, principal: Principal, conversation: str) -> tuple[Run, str, int] | None:
+    """The conversation's run that waits for a person, its first open request and that request's seq."""
+    await ConversationRepository(session).get(principal.id, conversation)  # the caller's, else a 404
+    for run in await RunRepository(session).active_in_conversation(conversation):
+        if run.status != "awaiting_input":
+            continue
+        requested, received = await RunEventRepository(session).open_inputs(run.id)
+        waiting = sorted((seq, rid) for rid, seq in requested.items() if rid not in received)
+        if waiting:
+            return run, waiting[0][1], waiting[0][0]
+    return None
+
+
 async def _start(
     body: ChatCompletionCreate,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: Principal,
     services: Services,
     conversation: str | None,
-) -> tuple[Run, Envelope | None]:
+) -> tuple[Run, Envelope | None, int | None]:
+    """The run the completion follows: a new one, or (``resumes_at``) the conversation's run that the
+    request's last message answers."""
     if body.tools or body.functions:
         field = "tools" if body.tools else "functions"
         raise BadRequest(
@@ -88,17 +122,29 @@ async def _start(
             code="tools_not_supported",
         )
     task = task_of(body.messages, pinned=conversation is not None)
-    return await start_run(session, principal, services, body.model, task, conversation, {"protocol": "openai"})
+    if conversation is not None and (waiting := await _waiting(session, principal, conversation)) is not None:
+        run, request_id, seq = waiting
+        await RunService(session, principal, services).provide_input(
+            run.id, InputCreate(request_id=request_id, content=task)
+        )
+        await session.close()
+        return run, None, seq
+    metadata: dict[str, str | bool] = {"protocol": "openai"}
+    if body.user is not None and conversation != body.user:
+        metadata["openai.user"] = body.user
+    run, queued = await start_run(session, principal, services, body.model, task, conversation, metadata)
+    return run, queued, None
 
 
 async def _frames(
     services: Services, run_id: str, known: Envelope | None, translator: ChatTranslator
 ) -> AsyncGenerator[bytes, None]:
-    ended = False
-    async for batch in run_batches(services, run_id, known):
-        yield translator.frames(batch)
-        ended = ended or any(env.terminal for env in batch)
-    if not ended:
+    async with aclosing(run_batches(services, run_id, known)) as batches:
+        async for batch in batches:
+            yield translator.frames(batch)
+            if translator.ended:  # the run's end, or a question for a person
+                return
+    if not translator.ended:
         message = f"The stream was cut before the run ended; the run goes on: GET /v1/runs/{run_id}."
         yield translator.frames(()) + frame(openai_error(503, message, "stream_closed"))
 
@@ -108,9 +154,10 @@ async def _frames(
     name="openai_create_chat_completion",
     summary="Run a team on a chat (OpenAI Chat Completions)",
     description=(
-        "`model` is a team's name. A new run each call; `content` is the team's final result, and the "
-        "other agents' turns come as `reasoning_content` (`include_reasoning: false` leaves them out). "
-        "With `stream`, OpenAI's chunks as SSE, ending `data: [DONE]`."
+        "`model` is a team's name. A new run each call; `content` is the team's final result (or a "
+        "person's question, answered by the next request pinned to the conversation), and the other agents' "
+        "turns come as `reasoning_content` (`include_reasoning: false` leaves them out). With `stream`, "
+        "OpenAI's chunks as SSE, ending `data: [DONE]`."
     ),
 )
 async def create_chat_completion(
@@ -120,15 +167,17 @@ async def create_chat_completion(
     services: ServicesDep,
     conversation: ConversationHeader = None,
 ) -> Response:
-    run, queued = await _start(body, session, principal, services, conversation)
+    run, queued, resumes_at = await _start(body, session, principal, services, pinned_conversation(body, conversation))
     created = int(run.created_at.timestamp())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    completion_id = f"chatcmpl-{run.id}" if resumes_at is None else f"chatcmpl-{run.id}-{resumes_at}"
     translator = ChatTranslator(
-        f"chatcmpl-{run.id}",
+        completion_id,
         body.model,
         created,
         include_reasoning=body.include_reasoning,
         include_usage=include_usage and bool(body.stream),
+        resumes_at=resumes_at,
     )
     headers = {"X-Swarm-Run": run.id, "X-Swarm-Conversation": run.conversation_id}
     if body.stream:
@@ -148,12 +197,14 @@ async def create_chat_completion(
                     error = {"error": {**run_error(env), "param": None}}
                     return JSONResponse(error, status_code=500, headers=headers)
                 chunks.extend(translator.translate(env))
+            if translator.ended:
+                break
     if translator.usage is None:
         message = f"The server stopped following the run before it ended; it goes on: GET /v1/runs/{run.id}."
         return JSONResponse(openai_error(503, message, "stream_closed"), status_code=503, headers=headers)
     content, reasoning = joined(chunks)
     completion = ChatCompletion(
-        id=f"chatcmpl-{run.id}",
+        id=completion_id,
         created=created,
         model=body.model,
         choices=[ChatChoice(message=ChatCompletionMessage(content=content, reasoning_content=reasoning or None))],

@@ -101,20 +101,32 @@ class ChatCompletion(BaseModel):
 
 
 class InputItem(BaseModel):
-    """A message of a Responses API ``input`` (``type: message``, or no type, as the SDKs send)."""
+    """An item of a Responses API ``input``: a message (``type: message``, or no type, as the SDKs
+    send), or the ``function_call_output`` that answers a response's ``human_input`` call."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str = "message"
     role: Literal["system", "developer", "user", "assistant"] | None = None
     content: str | list[TextPart] | None = None
+    call_id: str | None = None
+    output: str | list[TextPart] | None = None
+
+    def output_text(self) -> str:
+        """A ``function_call_output``'s output, its text parts joined."""
+        if self.output is None or isinstance(self.output, str):
+            return self.output or ""
+        return "".join(part.text or "" for part in self.output)
 
 
 class ResponseCreate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(description="The team's name (or id), as `GET /openai/v1/models` lists it.")
-    input: str | list[InputItem] = Field(description="The user's turn: text, or messages whose last is the user's.")
+    input: str | list[InputItem] = Field(
+        description="The user's turn: text, or messages whose last is the user's; or the `function_call_output` "
+        "answering the `human_input` call of `previous_response_id`."
+    )
     instructions: str | None = Field(default=None, description="Put before the task, as a system message.")
     stream: bool | None = False
     background: bool | None = False

@@ -6,6 +6,11 @@ messages as they stream, a model's own reasoning, tool calls and results, hand-o
 steps) goes out as ``reasoning_content`` deltas, which clients such as Open WebUI show folded.
 The last agent message therefore streams as reasoning too before it is repeated as the answer.
 
+A run that needs a person ends the completion with the question as its ``content`` (a chat app
+shows it as the assistant's turn); the run waits. The next request pinned to the run's
+conversation answers it with its last message, and its completion is the same run's log on from
+the request's seq (``resumes_at``), up to the next question or the run's end.
+
 Per token the work is one dict and the protocol's own JSON frame, nothing more.
 """
 
@@ -53,7 +58,19 @@ class ChatTranslator:
     ``include_reasoning=False`` leaves the inner turns out: the stream is then the answer alone.
     """
 
-    __slots__ = ("_base", "_current", "_said", "_started", "include_reasoning", "include_usage", "usage")
+    __slots__ = (
+        "_base",
+        "_before",
+        "_current",
+        "_said",
+        "_spent",
+        "_started",
+        "asked",
+        "include_reasoning",
+        "include_usage",
+        "resumes_at",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -63,6 +80,7 @@ class ChatTranslator:
         *,
         include_reasoning: bool = True,
         include_usage: bool = False,
+        resumes_at: int | None = None,
     ) -> None:
         self._base = {"id": completion_id, "object": CHUNK, "created": created, "model": model}
         self.include_reasoning = include_reasoning
@@ -70,7 +88,17 @@ class ChatTranslator:
         self._current: tuple[str, str] | None = None  # the (message_id, kind) streaming now
         self._said: set[str] = set()  # messages whose text went out as deltas
         self._started = False
-        self.usage: dict[str, int] | None = None  # the run's, once it has ended
+        self.usage: dict[str, int] | None = None  # the completion's, once it has ended
+        self.asked: str | None = None  # the request id of the question the completion ended with
+        # a completion that answers a question: the run's log from the question's seq on
+        self.resumes_at = resumes_at
+        # prompt and completion tokens of the run's messages so far, and of those before this completion
+        self._spent = [0, 0]
+        self._before = (0, 0)
+
+    @property
+    def ended(self) -> bool:
+        return self.usage is not None
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         chunk = {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
@@ -107,6 +135,16 @@ class ChatTranslator:
         """The chunks ``env`` becomes (often none)."""
         kind = env.type
         data = env.data
+        if self.usage is not None:  # ended: at a question, or with the run
+            return []
+        if kind == "message.completed":
+            spent = data.get("usage") or {}
+            self._spent[0] += int(spent.get("prompt_tokens", 0))
+            self._spent[1] += int(spent.get("completion_tokens", 0))
+        if self.resumes_at is not None and env.seq <= self.resumes_at:
+            if env.seq == self.resumes_at:
+                self._before = (self._spent[0], self._spent[1])
+            return []
         if kind == "message.delta" or kind == "reasoning.delta":
             if not self.include_reasoning:
                 return []
@@ -133,15 +171,24 @@ class ChatTranslator:
             error = data.get("error") or {}
             return self._note(f"Branch {data['branch']} of step {data['step']} failed: {error.get('message', '')}")
         if kind == "input.requested":
-            return self._note(f"**{data['agent']}** waits for a person's answer: {data.get('prompt', '')}")
+            self.asked = data["request_id"]
+            spent = {"prompt_tokens": self._spent[0], "completion_tokens": self._spent[1]}
+            return self._ends(data.get("prompt") or f"{data['agent']} waits for your answer.", spent)
         if kind == "run.completed":
-            return self._completed(env)
+            return self._ends((env.data.get("result") or {}).get("text") or "", env.data.get("usage"))
         return []
 
-    def _completed(self, env: Envelope) -> list[dict[str, Any]]:
-        self.usage = openai_usage(env.data.get("usage"))
-        result = env.data.get("result") or {}
-        chunks = [self._chunk({"content": result["text"]})] if result.get("text") else []
+    def part(self, usage: dict[str, Any] | None) -> dict[str, int]:
+        """This completion's part of the run's ``usage`` so far: what came before it taken off."""
+        usage = usage or {}
+        prompt = max(int(usage.get("prompt_tokens", 0)) - self._before[0], 0)
+        completion = max(int(usage.get("completion_tokens", 0)) - self._before[1], 0)
+        return openai_usage({"prompt_tokens": prompt, "completion_tokens": completion})
+
+    def _ends(self, text: str, usage: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The completion's end: ``text`` as its content (the team's result, or a person's question)."""
+        self.usage = self.part(usage)
+        chunks = [self._chunk({"content": text})] if text else []
         chunks.append(self._chunk({}, "stop"))
         if self.include_usage:
             chunks.append({**self._base, "choices": [], "usage": self.usage})
@@ -151,12 +198,14 @@ class ChatTranslator:
         """``envelopes`` as SSE frames, written together; a failed or cancelled run ends with an error frame."""
         out: list[bytes] = [frame(c) for c in self.start()]
         for env in envelopes:
+            if self.usage is not None:
+                break
             if env.type in NO_RESULT:
-                self.usage = openai_usage(env.data.get("usage"))
+                self.usage = self.part(env.data.get("usage"))
                 out.append(frame({"error": {**run_error(env), "param": None}}))
             else:
                 out.extend(frame(c) for c in self.translate(env))
-            if env.terminal:
+            if self.usage is not None:  # the run's end, or a question
                 out.append(DONE)
         return b"".join(out)
 

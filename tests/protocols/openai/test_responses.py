@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,12 +11,12 @@ import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI
-from openai.types.responses import ResponseStreamEvent
+from openai.types.responses import ResponseFunctionToolCall, ResponseStreamEvent
 
 from app.auth.service import LOCAL_PRINCIPAL
 from tests.conftest import LiveServer
 from tests.fixtures.principals import api_key_headers
-from tests.fixtures.specs import team
+from tests.fixtures.specs import agent, team
 
 SLOW = "fake/t400-d5"  # two seconds a reply: still going while the test acts
 
@@ -207,6 +208,77 @@ async def test_previous_response_id_continues_its_conversation(
     assert second.previous_response_id == first.id
 
 
+ASKING = team("asking", members=[agent("helper", "fake/t5"), {"name": "human", "kind": "user_proxy"}], max_messages=4)
+
+
+def _call(response: Any) -> ResponseFunctionToolCall:
+    call = response.output[-1]
+    assert isinstance(call, ResponseFunctionToolCall), response.output
+    return call
+
+
+async def test_a_person_is_a_human_input_call_answered_by_its_output(
+    sdk: AsyncOpenAI, live_client: httpx.AsyncClient
+) -> None:
+    assert (await live_client.post("/v1/teams", json=ASKING)).status_code == 201
+    first = await sdk.responses.create(model="asking", input="Plan a trip.")
+    # the response ends as a model's function call does: completed, with the call; the run waits
+    assert first.status == "completed" and first.output_text == ""
+    call = _call(first)
+    assert call.name == "human_input" and call.status == "completed" and call.call_id.startswith("call_")
+    assert json.loads(call.arguments)["agent"] == "human"
+    run = await _run(live_client, first.id)
+    assert run["status"] == "awaiting_input"
+    runs_before = len((await live_client.get("/v1/runs")).json()["data"])
+
+    # other input while the call waits, a wrong call, or more than the answer: refused, nothing started
+    with pytest.raises(openai.BadRequestError) as missing:
+        await sdk.responses.create(model="asking", input="Something else.", previous_response_id=first.id)
+    assert missing.value.code == "function_call_output_missing" and call.call_id in missing.value.message
+    wrong = [{"type": "function_call_output", "call_id": "call_nope", "output": "Paris"}]
+    with pytest.raises(openai.BadRequestError) as unknown:
+        await sdk.responses.create(model="asking", input=wrong, previous_response_id=first.id)  # type: ignore[arg-type,list-item]
+    assert unknown.value.code == "unknown_call_id"
+    answer = [{"type": "function_call_output", "call_id": call.call_id, "output": "Paris, in May."}]
+    extra = [*answer, {"role": "user", "content": "And book it."}]
+    with pytest.raises(openai.BadRequestError) as crowded:
+        await sdk.responses.create(model="asking", input=extra, previous_response_id=first.id)  # type: ignore[arg-type,list-item]
+    assert crowded.value.code == "unsupported_input"
+    assert len((await live_client.get("/v1/runs")).json()["data"]) == runs_before
+    assert (await _run(live_client, first.id))["status"] == "awaiting_input"
+
+    # the answer: a new response, the same run on from the request
+    stream = await sdk.responses.create(model="asking", input=answer, previous_response_id=first.id, stream=True)  # type: ignore[arg-type,list-item]
+    events = [event async for event in stream]
+    assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    second = completed.response
+    assert second.id != first.id and second.id.startswith(first.id) and second.previous_response_id == first.id
+    run = await _run(live_client, first.id)
+    assert run["status"] == "succeeded" and second.output_text == run["result"]["text"] != ""
+    # the responses of one run add up to its usage
+    assert first.usage is not None and second.usage is not None
+    assert first.usage.total_tokens + second.usage.total_tokens == run["usage"]["total_tokens"]
+    # the person's answer is in the conversation, once
+    page = (await live_client.get(f"/v1/conversations/{run['conversation_id']}/messages")).json()["data"]
+    assert [m["text"] for m in page if m["agent"] == "human"] == ["Paris, in May."]
+
+    # the same answer sent again answers nothing again: the same response, read from the log
+    again = await sdk.responses.create(model="asking", input=answer, previous_response_id=first.id)  # type: ignore[arg-type,list-item]
+    assert again.model_dump() == second.model_dump()
+    page = (await live_client.get(f"/v1/conversations/{run['conversation_id']}/messages")).json()["data"]
+    assert [m["text"] for m in page if m["agent"] == "human"] == ["Paris, in May."]
+    # each response reads back as it was sent, and resumes by sequence number
+    assert (await sdk.responses.retrieve(first.id)).model_dump() == first.model_dump()
+    n = events[3].sequence_number
+    resumed = [e async for e in await sdk.responses.retrieve(second.id, stream=True, starting_after=n)]
+    assert _dump(resumed) == _dump([e for e in events if e.sequence_number > n])
+    # the conversation goes on from the last response
+    third = await sdk.responses.create(model="asking", input="Thanks.", previous_response_id=second.id)
+    assert (await _run(live_client, third.id))["conversation_id"] == run["conversation_id"]
+
+
 async def test_errors_are_the_sdks_own_classes(
     sdk: AsyncOpenAI, live_server: LiveServer, live_client: httpx.AsyncClient
 ) -> None:
@@ -228,8 +300,12 @@ async def test_errors_are_the_sdks_own_classes(
         await sdk.responses.create(model="demo", input=[], instructions="Be brief.")
     assert empty.value.code == "invalid_messages"
     call_output = [{"type": "function_call_output", "call_id": "c1", "output": "42"}]
-    with pytest.raises(openai.BadRequestError) as item:
+    with pytest.raises(openai.BadRequestError) as unanchored:
         await sdk.responses.create(model="demo", input=call_output)  # type: ignore[arg-type,list-item]
+    assert unanchored.value.code == "previous_response_id_missing"
+    reference = [{"type": "item_reference", "id": "msg_1"}]
+    with pytest.raises(openai.BadRequestError) as item:
+        await sdk.responses.create(model="demo", input=reference)  # type: ignore[arg-type,list-item]
     assert item.value.code == "unsupported_input" and "function_call_output" in item.value.message
     assert (await live_client.get("/v1/runs")).json()["data"] == []  # nothing was started by any of them
 

@@ -126,15 +126,67 @@ def test_a_run_without_a_result_fails_its_response(
     assert not [e for e in out if e["type"] == "response.output_text.delta"]
 
 
-def test_an_input_request_is_a_reasoning_item_naming_where_to_answer() -> None:
+def _asking_log() -> list[Envelope]:
+    """A run that asks a person once, is answered, and completes (as a round robin with a user proxy logs it)."""
     at = datetime(2026, 1, 1, tzinfo=UTC)
-    request = {"request_id": "req_1", "agent": "approver", "prompt": "Ship it?"}
+
+    def usage(p: int, c: int) -> dict[str, int]:
+        return {"prompt_tokens": p, "completion_tokens": c}
+
+    def message(seq: int, message_id: str, agent: str, text: str, spent: dict[str, int]) -> Envelope:
+        data = {"message_id": message_id, "agent": agent, "type": "TextMessage", "text": text, "usage": spent}
+        return Envelope("run_1", seq, "message.completed", at, {**data, "position": seq})
+
+    request = {"request_id": "req_1", "agent": "human", "prompt": "Where to?"}
+    return [
+        Envelope("run_1", 1, "run.queued", at, {}),
+        Envelope("run_1", 2, "run.started", at, {}),
+        message(3, "m1", "user", "Plan a trip.", usage(0, 0)),
+        Envelope("run_1", 4, "message.delta", at, {"message_id": "m2", "agent": "helper", "text": "Where"}),
+        message(5, "m2", "helper", "Where", usage(10, 2)),
+        Envelope("run_1", 6, "input.requested", at, request),
+        Envelope("run_1", 7, "input.received", at, {**request, "content": "Paris"}),
+        message(8, "m3", "human", "Paris", usage(0, 0)),
+        Envelope("run_1", 9, "message.delta", at, {"message_id": "m4", "agent": "helper", "text": "Done"}),
+        message(10, "m4", "helper", "Done", usage(20, 3)),
+        Envelope("run_1", 11, "run.completed", at, {"result": {"text": "Done"}, "usage": usage(31, 6)}),
+    ]
+
+
+def test_an_input_request_ends_the_response_with_a_human_input_call() -> None:
+    log = _asking_log()
     translator = fresh()
-    out = translate_run([Envelope("run_1", 4, "input.requested", at, request)], translator)
+    out = translate_run(log, translator)
     for event in out:
         EVENTS.validate_python(event)
-    assert [e["sequence_number"] for e in out] == [4 * STRIDE + i for i in range(6)]
-    assert texts(translator.response()) == [
-        "**approver** waits for a person's answer (request `req_1`, answer on POST /v1/runs/run_1/input): Ship it?"
-    ]
-    assert translator.response()["status"] == "queued"  # no event of its own: the response is not done
+    response = Response.model_validate(translator.response())
+    assert out[-1]["type"] == "response.completed" and out[-1]["sequence_number"] // STRIDE == 6
+    assert response.status == "completed" and translator.waiting_on == "call_req_1" and translator.waiting_seq == 6
+    call = response.output[-1]
+    assert call.type == "function_call" and call.name == "human_input" and call.call_id == "call_req_1"
+    assert call.arguments == '{"agent":"human","prompt":"Where to?"}'
+    assert response.usage is not None and (response.usage.input_tokens, response.usage.output_tokens) == (10, 2)
+    # what the log holds after the request is the next response's, not this one's
+    assert translate_run(log[6:], translator) == []
+
+
+def test_the_answering_response_is_the_log_from_the_request_on() -> None:
+    log = _asking_log()
+    first = translate_run(log, fresh())
+    translator = ResponsesTranslator("resp_x-6", "demo", 1, resumes_at=6)
+    out = translate_run(log, translator)
+    for event in out:
+        EVENTS.validate_python(event)
+    response = Response.model_validate(translator.response())
+    assert [e["type"] for e in out[:2]] == ["response.created", "response.in_progress"]
+    assert min(e["sequence_number"] for e in out) == 6 * STRIDE  # numbered from the request's seq
+    assert response.previous_response_id == "resp_x" and response.output_text == "Done"
+    assert [item.type for item in response.output] == ["reasoning", "reasoning", "message"]  # human, helper, answer
+    # the two responses of the run add up to its usage
+    assert response.usage is not None and (response.usage.input_tokens, response.usage.output_tokens) == (21, 4)
+    assert first[-1]["response"]["usage"]["total_tokens"] + response.usage.total_tokens == 37
+    # any resume point of it gives exactly the later events
+    for cut in out:
+        n = cut["sequence_number"]
+        later = [e for e in translate_run(log, ResponsesTranslator("resp_x-6", "demo", 1, resumes_at=6))]
+        assert [e for e in later if e["sequence_number"] > n] == out[out.index(cut) + 1 :]

@@ -189,6 +189,73 @@ async def test_a_pinned_conversation_continues_and_stays_its_owners(
     assert len(runs) == 2  # bob's request started nothing in alice's conversation
 
 
+async def test_user_names_the_conversation_to_continue(sdk: AsyncOpenAI, live_client: httpx.AsyncClient) -> None:
+    hello = [{"role": "user", "content": "hello"}]
+    first = await sdk.chat.completions.with_raw_response.create(model="demo", messages=hello, user="alice-1234")
+    conversation = first.headers["x-swarm-conversation"]
+    run = (await live_client.get(f"/v1/runs/{first.headers['x-swarm-run']}")).json()
+    # an end user's id, as OpenAI has `user`, pins nothing: it is kept with the run
+    assert run["metadata"]["openai.user"] == "alice-1234" and conversation.startswith("conv_")
+    go_on = [{"role": "user", "content": "before: not sent"}, {"role": "user", "content": "go on"}]
+    second = await sdk.chat.completions.with_raw_response.create(model="demo", messages=go_on, user=conversation)
+    run = (await live_client.get(f"/v1/runs/{second.headers['x-swarm-run']}")).json()
+    assert (run["conversation_id"], run["task"]) == (conversation, "go on")
+    assert "openai.user" not in run["metadata"]
+    with pytest.raises(openai.BadRequestError) as both:
+        await sdk.chat.completions.create(
+            model="demo", messages=go_on, user=conversation, extra_headers={"X-Swarm-Conversation": "conv_other"}
+        )
+    assert both.value.code == "conversation_conflict"
+    with pytest.raises(openai.NotFoundError):
+        await sdk.chat.completions.create(model="demo", messages=go_on, user="conv_01NOSUCHCONVERSATION0000")
+    assert len((await live_client.get("/v1/runs")).json()["data"]) == 2
+
+
+async def test_a_person_is_asked_in_the_answer_and_the_next_message_answers(
+    sdk: AsyncOpenAI, live_client: httpx.AsyncClient
+) -> None:
+    asking = team(
+        "asking", members=[agent("helper", "fake/t5"), {"name": "human", "kind": "user_proxy"}], max_messages=4
+    )
+    assert (await live_client.post("/v1/teams", json=asking)).status_code == 201
+    plan = [{"role": "user", "content": "Plan a trip."}]
+    raw = await sdk.chat.completions.with_raw_response.create(
+        model="asking", messages=plan, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in raw.parse()]
+    run_id, conversation = raw.headers["x-swarm-run"], raw.headers["x-swarm-conversation"]
+    # the completion ends with the person's question as its answer; the run waits for them
+    question = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    run = (await live_client.get(f"/v1/runs/{run_id}")).json()
+    assert run["status"] == "awaiting_input"
+    events = (await live_client.get(f"/v1/runs/{run_id}/events/page", params={"limit": 1000})).json()["data"]
+    (asked,) = [e["data"] for e in events if e["type"] == "input.requested"]
+    assert question == asked["prompt"] != ""
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    first_usage = chunks[-1].usage
+    assert first_usage is not None and first_usage.total_tokens > 0
+
+    # the next message, pinned to the conversation, is the answer; the completion is the run on
+    answer = [*plan, {"role": "assistant", "content": question}, {"role": "user", "content": "Paris, in May."}]
+    raw = await sdk.chat.completions.with_raw_response.create(
+        model="asking", messages=answer, user=conversation, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in raw.parse()]
+    assert raw.headers["x-swarm-run"] == run_id
+    run = (await live_client.get(f"/v1/runs/{run_id}")).json()
+    assert run["status"] == "succeeded"
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == run["result"]["text"] != ""
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    assert "Plan a trip" not in reasoning  # the completion starts where the question was asked
+    second_usage = chunks[-1].usage
+    assert second_usage is not None
+    assert first_usage.total_tokens + second_usage.total_tokens == run["usage"]["total_tokens"]
+    messages = (await live_client.get(f"/v1/conversations/{conversation}/messages")).json()["data"]
+    assert [m["text"] for m in messages if m["agent"] == "human"] == ["Paris, in May."]
+    assert len((await live_client.get("/v1/runs")).json()["data"]) == 1  # no run was started for the answer
+
+
 async def test_errors_are_the_sdks_own_classes(
     sdk: AsyncOpenAI, live_server: LiveServer, live_client: httpx.AsyncClient
 ) -> None:
