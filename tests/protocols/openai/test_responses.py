@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -13,30 +13,11 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import ResponseFunctionToolCall, ResponseStreamEvent
 
-from app.auth.service import LOCAL_PRINCIPAL
 from tests.conftest import LiveServer
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.specs import agent, team
 
 SLOW = "fake/t400-d5"  # two seconds a reply: still going while the test acts
-
-
-@pytest.fixture
-async def local_key(live_server: LiveServer) -> dict[str, str]:
-    return await api_key_headers(live_server.app, LOCAL_PRINCIPAL)
-
-
-@pytest.fixture
-async def sdk(live_server: LiveServer, local_key: dict[str, str]) -> AsyncIterator[AsyncOpenAI]:
-    key = local_key["authorization"].removeprefix("Bearer ")
-    async with AsyncOpenAI(base_url=f"{live_server.url}/openai/v1", api_key=key, max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-async def live_client(live_server: LiveServer, local_key: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.url, headers=local_key, timeout=30) as client:
-        yield client
 
 
 async def _run(client: httpx.AsyncClient, resp_id: str) -> dict[str, Any]:

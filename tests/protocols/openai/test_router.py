@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,6 @@ from app.auth.service import LOCAL_PRINCIPAL
 from tests.conftest import LiveServer, make_settings
 from tests.fixtures.principals import api_key_headers
 from tests.fixtures.specs import agent, team
-
-
-@pytest.fixture
-async def local_key(live_server: LiveServer) -> dict[str, str]:
-    """A key of the local principal (who owns `demo`): with it the server requires keys, as a
-    deployed one does (an open server takes any key: see the test below)."""
-    return await api_key_headers(live_server.app, LOCAL_PRINCIPAL)
-
-
-@pytest.fixture
-async def sdk(live_server: LiveServer, local_key: dict[str, str]) -> AsyncIterator[AsyncOpenAI]:
-    key = local_key["authorization"].removeprefix("Bearer ")
-    async with AsyncOpenAI(base_url=f"{live_server.url}/openai/v1", api_key=key, max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-async def live_client(live_server: LiveServer, local_key: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.url, headers=local_key, timeout=30) as client:
-        yield client
 
 
 async def _run_of(client: httpx.AsyncClient, completion_id: str) -> dict[str, Any]:
