@@ -135,7 +135,7 @@ async def agui_run(
     team = await _team(session, principal, team_ref)
     if body.resume:
         return await _resume(body, session, principal, services)
-    task = task_of(body)
+    task = task_of(body, services.settings.max_task_chars)  # before the thread is made: a refusal makes nothing
     await _open_thread(session, principal, body.thread_id, team, task)
     key = IDEMPOTENCY_PREFIX + body.run_id
     paused = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 from ag_ui.core import (
     AgentCapabilities,
@@ -80,10 +81,11 @@ def _text(content: Any) -> str:
 
 def check_ids(body: RunAgentInput) -> None:
     """The request's thread and run ids, and what it asks that is not supported, checked."""
-    if body.tools:
+    if body.tools:  # an empty list (what CopilotKit sends) asks for nothing
         raise InvalidSpec.at(
             ["body", "tools"],
-            "Client-provided (frontend) tools are not supported yet: the team's own tools run on the server.",
+            "Client-provided (frontend) tools are not supported: a team calls only the tools registered on the "
+            "server (capabilities: tools.clientProvided is false). Send `tools: []` or leave it out.",
             code="client_tools_unsupported",
         )
     if not THREAD_ID.fullmatch(body.thread_id):
@@ -100,19 +102,29 @@ def check_ids(body: RunAgentInput) -> None:
         )
 
 
-def task_of(body: RunAgentInput) -> str:
-    """The new user turn: the text of the last message, which must be the user's."""
+def task_of(body: RunAgentInput, max_chars: int) -> str:
+    """The new user turn: the text of the last message, which must be the user's, at most ``max_chars``
+    long (``SWARM_MAX_TASK_CHARS``, the run's task limit, checked here to name AG-UI's field)."""
     last = body.messages[-1] if body.messages else None
     if last is None or last.role != "user":
         raise InvalidSpec.at(["body", "messages"], "The last message must be the user's new turn.", code="no_user_turn")
     text = _text(last.content)
     if not text.strip():
         raise InvalidSpec.at(["body", "messages"], "The user's message is blank.", code="blank_user_turn")
+    if len(text) > max_chars:
+        raise InvalidSpec.at(
+            ["body", "messages"], f"The user's message is longer than {max_chars} characters.", code="task_too_long"
+        )
     return text
 
 
 def capabilities(team_name: str, description: str, members: list[str]) -> AgentCapabilities:
-    """What a team served over AG-UI does, as ``AgentCapabilities`` (only what it supports is declared)."""
+    """What a team served over AG-UI does, as ``AgentCapabilities`` (only what it supports is declared).
+
+    ``transport.resumable`` is AG-UI's "resuming interrupted streams via sequence numbers": AG-UI's
+    frames carry none, so it is false; how a client gets a cut stream back (by ``runId``, with a
+    snapshot) is said under ``custom.swarmdirector``, the spec's place for what its categories lack."""
+    runs = f"/agui/teams/{quote(team_name, safe='')}/runs/{{runId}}"
     return AgentCapabilities(
         identity=IdentityCapabilities(name=team_name, type="swarmdirector-team", description=description or None),
         transport=TransportCapabilities(streaming=True, websocket=False, resumable=False),
@@ -121,6 +133,21 @@ def capabilities(team_name: str, description: str, members: list[str]) -> AgentC
         multi_agent=MultiAgentCapabilities(
             supported=True, handoffs=True, subagents=[SubagentInfo(name=name) for name in members]
         ),
-        reasoning=ReasoningCapabilities(supported=False),
+        # sent when a member's model streams its reasoning (REASONING_* events); never encrypted
+        reasoning=ReasoningCapabilities(supported=True, streaming=True, encrypted=False),
         human_in_the_loop=HumanInTheLoopCapabilities(supported=True, interrupts=True),
+        custom={
+            "swarmdirector": {
+                "reconnect": {
+                    "method": "GET",
+                    "path": runs,
+                    "description": (
+                        "The run started with this runId, live or over: RUN_STARTED, a MESSAGES_SNAPSHOT of the "
+                        "thread's completed messages, then the run from its log after them. A POST of the same "
+                        "RunAgentInput again streams the run from its start."
+                    ),
+                },
+                "cancel": {"method": "POST", "path": runs + "/cancel"},
+            }
+        },
     )

@@ -6,12 +6,15 @@ steps), never reads anything else, and gives back the official package's event m
 agent turn is a subagent (``SUBAGENT_STARTED``/``SUBAGENT_FINISHED``); in a chain every branch of
 a step is one, and they may overlap. Hand-offs, speaker selection and the rest of what AG-UI has no
 event for go out as namespaced ``CUSTOM`` events. A request for a person ends the stream as a
-``RUN_FINISHED`` with an interrupt outcome: AG-UI's run is over, ours waits. The mapping is tabled
-in ``docs/protocols.md``.
+``RUN_FINISHED`` with an interrupt outcome: AG-UI's run is over, ours waits. A model's own
+reasoning (``reasoning.delta``) is a reasoning span of one reasoning message inside its agent's
+subagent, closed when the agent's answer starts, its call ends in tool calls or its turn ends. The
+mapping is tabled in ``docs/protocols.md``.
 
 Deltas are the hot path: the delta of a message already open is written straight to its
-``TEXT_MESSAGE_CONTENT`` frame (``Translator.delta_frame``: one ``orjson.dumps``, the same JSON the
-package's model makes, which a test holds), with no model built per token.
+``TEXT_MESSAGE_CONTENT`` (or ``REASONING_MESSAGE_CONTENT``) frame (``Translator.delta_frame``: one
+dict and one ``orjson.dumps``, the same JSON the package's model makes, which a test holds), with no
+model built per token.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from ag_ui.core import (
     CustomEvent,
     Interrupt,
     MessagesSnapshotEvent,
+    ReasoningEndEvent,
+    ReasoningMessageContentEvent,
+    ReasoningMessageEndEvent,
+    ReasoningMessageStartEvent,
+    ReasoningStartEvent,
     RunErrorEvent,
     RunFinishedCancelledOutcome,
     RunFinishedEvent,
@@ -46,7 +54,7 @@ from ag_ui.core import (
     UserMessage,
 )
 
-from app.core.envelope import DELTA, Envelope
+from app.core.envelope import DELTA, REASONING_DELTA, Envelope
 
 PROTOCOL_VERSION = "1.0"
 CUSTOM_PREFIX = "swarmdirector."
@@ -105,6 +113,11 @@ class Translator:
         self.current: str | None = None  # the open subagent outside any chain step (one at a time)
         self.subagents: dict[tuple[str, int | None, str | None], str] = {}  # open: (agent, step, branch) → id
         self.messages: dict[str, str] = {}  # open text messages → their subagent
+        # open reasoning, by the message id of the model call it belongs to → (reasoning message id, subagent)
+        self.reasoning: dict[str, tuple[str, str]] = {}
+        # the seq the stream starts from, in every reasoning message's id: reasoning a stream replays (a
+        # reconnect) is a message of its own, never appended to one a client kept from a cut stream
+        self.origin: int | None = None
         self.steps: list[str] = []  # open steps, by name
 
     def __call__(self, env: Envelope) -> list[BaseEvent]:
@@ -114,6 +127,7 @@ class Translator:
         at = _ms(env)
         if not self.started:
             self.started = True
+            self.origin = env.seq
             out.append(
                 RunStartedEvent(
                     thread_id=self.thread_id, run_id=self.run_id, protocol_version=PROTOCOL_VERSION, timestamp=at
@@ -133,10 +147,20 @@ class Translator:
                             message_id=mid, delta=text, subagent_run_id=owner, timestamp=at
                         )
                     )
+            case "reasoning.delta":
+                text = data["text"]
+                if text:  # AG-UI's reasoning deltas are non-empty
+                    rid, owner = self._open_reasoning(out, data, at)
+                    out.append(
+                        ReasoningMessageContentEvent.model_construct(
+                            message_id=rid, delta=text, subagent_run_id=owner, timestamp=at
+                        )
+                    )
             case "message.completed":
                 self._message(out, data, at)
             case "tool.call":
                 owner = self._subagent(out, data, at)
+                self._end_reasoning(out, owner, at)  # the call that reasoned ended in tool calls
                 call_id = data["call_id"]
                 out.append(
                     ToolCallStartEvent(
@@ -222,8 +246,8 @@ class Translator:
                         timestamp=at,
                     )
                 )
-            case "run.queued" | "run.started" | "reasoning.delta":
-                pass  # RUN_STARTED is sent above; reasoning is not mapped yet (docs/protocols.md)
+            case "run.queued" | "run.started":
+                pass  # RUN_STARTED is sent above
             case _:
                 custom = CUSTOM_NAMES.get(env.type)
                 if custom is not None:
@@ -251,6 +275,23 @@ class Translator:
         }
         return b"data: " + orjson.dumps(content) + b"\n\n"
 
+    def reasoning_frame(self, env: Envelope) -> bytes | None:
+        """``delta_frame`` for a ``reasoning.delta`` of reasoning already open."""
+        data = env.data
+        opened = self.reasoning.get(data["message_id"])
+        if opened is None or self.finished:
+            return None
+        if not data["text"]:
+            return b""
+        content = {
+            "type": "REASONING_MESSAGE_CONTENT",
+            "timestamp": _ms(env),
+            "subagentRunId": opened[1],
+            "messageId": opened[0],
+            "delta": data["text"],
+        }
+        return b"data: " + orjson.dumps(content) + b"\n\n"
+
     # -- turns (subagents) ---------------------------------------------------------------------
 
     def _subagent(self, out: list[BaseEvent], data: dict[str, Any], at: int) -> str:
@@ -272,6 +313,7 @@ class Translator:
         return sid
 
     def _finish(self, out: list[BaseEvent], sid: str, at: int) -> None:
+        self._end_reasoning(out, sid, at)
         for mid in [m for m, owner in self.messages.items() if owner == sid]:
             out.append(TextMessageEndEvent(message_id=mid, subagent_run_id=sid, timestamp=at))
             del self.messages[mid]
@@ -303,12 +345,39 @@ class Translator:
             out.append(TextMessageEndEvent(message_id=mid, subagent_run_id=sid, timestamp=at))
         self.messages.clear()
 
+    # -- reasoning -----------------------------------------------------------------------------
+
+    def _open_reasoning(self, out: list[BaseEvent], data: dict[str, Any], at: int) -> tuple[str, str]:
+        """The open reasoning of the model call ``data`` streams for, opened now (a span and its one
+        message) if it is the call's first."""
+        mid = data["message_id"]
+        opened = self.reasoning.get(mid)
+        if opened is not None:
+            return opened
+        owner = self._subagent(out, data, at)
+        rid = f"{mid}-reasoning-{self.origin}"
+        self.reasoning[mid] = opened = (rid, owner)
+        out.append(ReasoningStartEvent(message_id=rid + "-span", subagent_run_id=owner, timestamp=at))
+        out.append(ReasoningMessageStartEvent(message_id=rid, subagent_run_id=owner, timestamp=at))
+        return opened
+
+    def _end_reasoning(self, out: list[BaseEvent], sid: str, at: int) -> None:
+        """Close the open reasoning of subagent ``sid``: its model call answers, calls tools or is over."""
+        if not self.reasoning:
+            return
+        for mid, (rid, owner) in list(self.reasoning.items()):
+            if owner == sid:
+                out.append(ReasoningMessageEndEvent(message_id=rid, subagent_run_id=owner, timestamp=at))
+                out.append(ReasoningEndEvent(message_id=rid + "-span", subagent_run_id=owner, timestamp=at))
+                del self.reasoning[mid]
+
     # -- text messages -------------------------------------------------------------------------
 
     def _open_message(self, out: list[BaseEvent], mid: str, data: dict[str, Any], at: int) -> str:
         if mid in self.messages:
             return self.messages[mid]
         owner = self._subagent(out, data, at)
+        self._end_reasoning(out, owner, at)  # the answer starts: the reasoning before it is over
         self.messages[mid] = owner
         out.append(
             TextMessageStartEvent(
@@ -340,7 +409,14 @@ def frames(translate: Translator, batch: list[Envelope]) -> bytes:
     """A batch of envelopes as one write of AG-UI frames."""
     out: list[bytes] = []
     for env in batch:
-        fast = translate.delta_frame(env) if env.type == DELTA else None
+        kind = env.type
+        fast = (
+            translate.delta_frame(env)
+            if kind == DELTA
+            else translate.reasoning_frame(env)
+            if kind == REASONING_DELTA
+            else None
+        )
         if fast is not None:
             out.append(fast)
         else:

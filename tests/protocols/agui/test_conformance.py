@@ -29,6 +29,7 @@ TOOL_SCRIPT = [
     {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6 * 7"}}]},
     {"text": "It is 42."},
 ]
+THINKING = [{"reasoning": "A river haiku: water, stone and time.", "text": "Cold water on stone."}]
 TEAMS: dict[str, dict[str, Any]] = {
     "solo": team("solo", kind="single", members=[agent("writer", "fake/t8")], max_messages=None),
     "pair": team("pair", max_messages=4),
@@ -38,6 +39,15 @@ TEAMS: dict[str, dict[str, Any]] = {
         kind="single",
         members=[agent("solver", "fake/t4", tools=["calculator"], model_options={"script": TOOL_SCRIPT})],
         max_messages=None,
+    ),
+    # each member's model reasons first (reasoning.delta): REASONING_* events in each turn
+    "thinker": team(
+        "thinker",
+        members=[
+            agent("writer", "fake/t4", model_options={"script": THINKING}),
+            agent("critic", "fake/t4", model_options={"script": THINKING}),
+        ],
+        max_messages=3,
     ),
 }
 
@@ -69,12 +79,12 @@ async def make_teams(client: httpx.AsyncClient, headers: dict[str, str] | None =
         assert r.status_code == 201, r.text
 
 
-async def test_validator_finds_nothing_in_plain_multi_agent_tool_and_interrupted_runs(tmp_path: Path) -> None:
+async def test_validator_finds_nothing_in_plain_multi_agent_tool_interrupted_and_reasoning_runs(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with serve_app(settings) as (_, client):
         await make_teams(client)
     with LiveServer(settings) as server:
-        for name in ("solo", "pair", "solver", "asking"):
+        for name in ("solo", "pair", "solver", "asking", "thinker"):
             report = await asyncio.to_thread(validate, f"{server.url}/agui/teams/{name}", tmp_path / name)
             assert findings(report) == [], (name, report)
             tools = report["features"]["backend-tool-rendering"]
@@ -83,12 +93,17 @@ async def test_validator_finds_nothing_in_plain_multi_agent_tool_and_interrupted
             assert person == ("exercised" if name == "asking" else "not-exercised"), name
         async with server.client() as client:
             runs = (await client.get("/v1/runs")).json()["data"]
+            thinker = next(r["id"] for r in runs if r["team_name"] == "thinker")
+            logged = (await client.get(f"/v1/runs/{thinker}/events/page")).json()["data"]
+    # the stream the validator judged had the models' reasoning in it
+    assert sum(e["type"] == "reasoning.delta" for e in logged) > 2
     # the validator's runs are ordinary runs of ours, one per request; the one that asks a person waits
     assert {r["team_name"]: r["status"] for r in runs} == {
         "solo": "succeeded",
         "pair": "succeeded",
         "solver": "succeeded",
         "asking": "awaiting_input",
+        "thinker": "succeeded",
     }
 
 

@@ -101,3 +101,29 @@ async def test_the_official_client_reconnects_after_a_dropped_stream_with_each_m
     # the client's messages are the stored conversation: each message once, whole, with its id
     assert [m["agent"] for m in stored] == ["user", "helper", "human", "helper"]
     assert [(mid, text) for mid, _, text in seen["messages"]] == [(m["id"], m["text"]) for m in stored]
+
+
+async def test_the_official_client_rejects_a_run_refused_by_a_limit_with_its_status(tmp_path: Path) -> None:
+    # a refusal before any run (here the start rate) is an HTTP status and a problem, not a stream:
+    # HttpAgent's runAgent rejects with the status, and its onRunFailed subscribers hear of it
+    node, folder = _require_client()
+    settings = make_settings(tmp_path, max_runs_per_minute=1)
+    async with serve_app(settings) as (_, client):
+        assert (await client.post("/v1/teams", json=team("pair", max_messages=3))).status_code == 201
+    with LiveServer(settings) as server:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [node, str(folder / "refused.mjs"), f"{server.url}/agui/teams/pair", "thread-limit"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        async with server.client() as c:
+            runs = (await c.get("/v1/runs")).json()["data"]
+    assert seen["first"] == 2  # the writer's and the critic's messages
+    assert seen["refused"]["status"] == 429 and seen["refused"]["code"] == "rate_limited"
+    assert seen["refused"]["message"].startswith("HTTP 429: ")
+    assert seen["failed"] == [429]
+    assert len(runs) == 1

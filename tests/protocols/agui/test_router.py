@@ -190,6 +190,19 @@ async def test_capabilities_and_health_describe_the_team(tmp_path: Path) -> None
         assert described["multiAgent"]["subagents"] == [{"name": "writer"}, {"name": "critic"}]
         assert described["transport"]["streaming"] is True
         assert described["humanInTheLoop"] == {"supported": True, "interrupts": True}
+        assert described["reasoning"] == {"supported": True, "streaming": True, "encrypted": False}
+        assert described["tools"]["clientProvided"] is False
+        # resumable is AG-UI's resume by sequence numbers, which its frames do not carry; the reconnect
+        # by runId is described where the spec leaves room (custom), and is the route that reconnects
+        assert described["transport"]["resumable"] is False
+        reconnect = described["custom"]["swarmdirector"]["reconnect"]
+        assert (reconnect["method"], reconnect["path"]) == ("GET", "/agui/teams/pair/runs/{runId}")
+        body = run_input("thread-cap")
+        assert parse((await client.post("/agui/teams/pair", json=body)).text)[-1]["type"] == "RUN_FINISHED"
+        again = parse((await client.get(reconnect["path"].format(runId=body["runId"]))).text)
+        assert (again[0]["runId"], again[-1]["type"]) == (body["runId"], "RUN_FINISHED")
+        cancel = described["custom"]["swarmdirector"]["cancel"]
+        assert (cancel["method"], cancel["path"]) == ("POST", "/agui/teams/pair/runs/{runId}/cancel")
         r = await client.get("/agui/teams/pair/health")
         assert r.json() == {"status": "ok", "agent": "pair", "protocol": "ag-ui", "protocolVersion": "1.0"}
         assert (await client.get("/agui/teams/nope/health")).status_code == 404
@@ -322,3 +335,41 @@ async def test_a_reconnect_amid_overlapping_branches_has_each_message_once_and_w
     assert not {mid for mid, _ in snapshot} & set(streamed)
     assert sorted(snapshot + list(streamed.items())) == sorted((m["id"], m["text"]) for m in stored)
     assert sorted(m["agent"] for m in stored) == ["quick", "slow", "user"]
+
+
+async def test_every_limit_is_refused_before_a_stream_with_its_status_and_makes_nothing(tmp_path: Path) -> None:
+    # AG-UI's RUN_ERROR is for input a started run cannot take (the interrupt rules); a request a limit
+    # refuses starts no run, so it is the HTTP status and problem every other refusal here is, which
+    # HttpAgent surfaces as such (test_node_client.py)
+    limits = {"max_body_bytes": 4096, "max_task_chars": 200, "max_live_runs_per_principal": 1}
+    async with live(tmp_path, max_runs_per_minute=3, **limits) as (_, client):
+
+        async def refused(body: Any, status: int, code: str) -> httpx.Response:
+            r = await client.post("/agui/teams/pair", json=body)
+            assert r.status_code == status, r.text
+            assert r.headers["content-type"] == "application/problem+json" and r.json()["code"] == code
+            return r
+
+        await refused(run_input("thread-l1", "x" * 5000), 413, "payload_too_large")  # the body
+        r = await refused(run_input("thread-l2", "x" * 201), 422, "task_too_long")  # the new user turn
+        assert r.json()["errors"][0]["loc"] == ["body", "messages"]
+        assert (await client.get("/v1/conversations/thread-l2")).status_code == 404  # no thread made
+        assert (await client.get("/v1/conversations")).json()["data"] == []
+
+        # the live runs: one run of the stuck team holds the only slot
+        body = run_input("thread-l3")
+        async with client.stream("POST", "/agui/teams/stuck", json=body) as r:
+            assert r.status_code == 200
+            run_url = r.headers["content-location"]
+        await wait_status(client, run_url, "running")
+        r = await refused(run_input("thread-l4"), 429, "too_many_live_runs")
+        assert int(r.headers["retry-after"]) > 0
+        assert (await client.post(f"/agui/teams/stuck/runs/{body['runId']}/cancel")).json()["status"] == "cancelled"
+
+        # the start rate: three a minute (the refused start did not count); `tools: []` asks for nothing
+        without_tools = {k: v for k, v in run_input("thread-l5").items() if k != "tools"}
+        for ok in (run_input("thread-l5"), without_tools):
+            assert parse((await client.post("/agui/teams/pair", json=ok)).text)[-1]["type"] == "RUN_FINISHED"
+        r = await refused(run_input("thread-l5"), 429, "rate_limited")
+        assert int(r.headers["retry-after"]) > 0
+        assert len((await client.get("/v1/runs")).json()["data"]) == 3

@@ -19,6 +19,7 @@ from ag_ui_validate.pytest_plugin import validate_agui
 from pydantic import TypeAdapter
 
 from app.core.envelope import Envelope, parse_at
+from app.core.vocabulary import EventType
 from app.protocols.agui.translator import Translator, frame, frames, interrupt_id
 
 RECORDED = Path(__file__).with_name("recorded")
@@ -52,7 +53,7 @@ def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
 
 
-@pytest.mark.parametrize("name", ["pair", "tool", "swarm", "failed", "chain", "asking"])
+@pytest.mark.parametrize("name", ["pair", "tool", "swarm", "failed", "chain", "asking", "reasoning"])
 def test_every_recorded_run_translates_to_a_conformant_stream(name: str) -> None:
     _, envs = recorded(name)
     events = translate(envs)
@@ -234,3 +235,81 @@ def test_the_fast_frame_of_a_delta_is_the_frame_the_packages_model_makes() -> No
     assert fast == frame(event)
     unopened = Envelope(later.run_id, later.seq, "message.delta", later.at, {**later.data, "message_id": "other"})
     assert translator.delta_frame(unopened) is None  # its TEXT_MESSAGE_START comes first, through the models
+
+
+def test_a_models_reasoning_is_a_reasoning_span_in_its_agents_turn_closed_before_its_answer() -> None:
+    _, envs = recorded("reasoning")
+    events = translate(envs)
+    said = [e.data for e in envs if e.type == "message.completed" and e.data["agent"] != "user"]
+    assert [d["agent"] for d in said] == ["writer", "critic"] and all(d["reasoning"] for d in said)
+    for d in said:
+        mid = d["message_id"]
+        text_start = next(i for i, e in enumerate(events) if e.get("messageId") == mid)
+        mine = [e for e in events[:text_start] if e["type"].startswith("REASONING_") and mid in e["messageId"]]
+        # one span, one reasoning message of its own id, all of it before the answer starts
+        assert types(mine) == [
+            "REASONING_START",
+            "REASONING_MESSAGE_START",
+            *["REASONING_MESSAGE_CONTENT"] * (len(mine) - 4),
+            "REASONING_MESSAGE_END",
+            "REASONING_END",
+        ]
+        rid = mine[1]["messageId"]
+        assert rid != mid and mine[1]["role"] == "reasoning" and mine[0]["messageId"] != rid
+        assert "".join(e["delta"] for e in mine if e["type"] == "REASONING_MESSAGE_CONTENT") == d["reasoning"]
+        # inside the agent's subagent, the same one as its answer
+        assert {e["subagentRunId"] for e in mine} == {events[text_start]["subagentRunId"]}
+    assert "THINKING_START" not in types(events)
+
+
+def _reasoning_then(envs: list[Envelope], kind: EventType, data: dict[str, Any]) -> list[Envelope]:
+    """The recorded run up to the writer's reasoning (its answer not begun), then one more envelope."""
+    cut = next(i for i, e in enumerate(envs) if e.type == "message.delta")
+    last = envs[cut - 1]
+    assert last.type == "reasoning.delta"
+    return [*envs[:cut], Envelope(last.run_id, last.seq + 1, kind, last.at, data)]
+
+
+def test_reasoning_that_ends_in_tool_calls_or_a_cancel_is_closed_first() -> None:
+    _, envs = recorded("reasoning")
+    call = {"call_id": "call_1", "name": "calculator", "arguments": "{}", "agent": "writer"}
+    events = translate(_reasoning_then(envs, "tool.call", call))
+    assert types(events)[-5:] == [
+        "REASONING_MESSAGE_END",
+        "REASONING_END",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+    ]
+    assert len({e["subagentRunId"] for e in events[-5:]}) == 1  # the call is the same turn's
+    cancelled = {"status": "cancelled", "reason": "cancelled", "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    events = translate(_reasoning_then(envs, "run.cancelled", cancelled))
+    assert_conformant(events)
+    assert types(events)[-4:] == ["REASONING_MESSAGE_END", "REASONING_END", "SUBAGENT_FINISHED", "RUN_FINISHED"]
+
+
+def test_reasoning_a_stream_replays_is_a_message_of_its_own() -> None:
+    _, envs = recorded("reasoning")
+    first = next(i for i, e in enumerate(envs) if e.type == "reasoning.delta")
+    whole = translate(envs)
+    replayed = translate(envs[first - 1 :])  # a reconnect that starts before the reasoning
+    assert_conformant(replayed)
+    ids = {e["messageId"] for e in whole if e["type"] == "REASONING_MESSAGE_START"}
+    again = {e["messageId"] for e in replayed if e["type"] == "REASONING_MESSAGE_START"}
+    assert len(ids) == len(again) == 2 and not ids & again  # a client that kept a cut one gets a new one
+    assert translate(envs) == whole  # the same start, the same ids: replaying a resume repeats it exactly
+
+
+def test_the_fast_frame_of_a_reasoning_delta_is_the_frame_the_packages_model_makes() -> None:
+    _, envs = recorded("reasoning")
+    first = next(i for i, e in enumerate(envs) if e.type == "reasoning.delta")
+    translator = Translator("thread_1", "run_1")
+    assert translator.reasoning_frame(envs[first]) is None  # nothing open yet
+    for env in envs[: first + 1]:
+        translator(env)
+    later = envs[first + 1]
+    fast = translator.reasoning_frame(later)
+    (event,) = translator(later)
+    assert fast == frame(event) and b'"REASONING_MESSAGE_CONTENT"' in fast
+    empty = Envelope(later.run_id, later.seq, "reasoning.delta", later.at, {**later.data, "text": ""})
+    assert translator.reasoning_frame(empty) == b"" and translator(empty) == []
