@@ -36,14 +36,26 @@ def format_at(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
-def usage_data(prompt_tokens: int, completion_tokens: int, estimated: bool = False) -> dict[str, Any]:
-    """The ``usage`` of a terminal event: as the run's own (``GET /v1/runs/{id}``)."""
-    return {
+def usage_data(
+    prompt_tokens: int,
+    completion_tokens: int,
+    estimated: bool = False,
+    by_model: dict[str, tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """The ``usage`` of a terminal event: as the run's own (``GET /v1/runs/{id}``), and, when known,
+    per model (``provider/model`` to its prompt and completion tokens)."""
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "estimated": estimated,
     }
+    if by_model:
+        usage["by_model"] = [
+            {"model": model, "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+            for model, (p, c) in sorted(by_model.items())
+        ]
+    return usage
 
 
 def parse_at(text: str) -> datetime:

@@ -62,6 +62,17 @@ def _optional(json_type: str, description: str) -> Any:
     return Field(default=None, exclude_if=_absent, json_schema_extra=schema)
 
 
+def _not_null(description: str) -> Any:
+    """The schema of an optional field of a structured type: its type, never null (absent when not set)."""
+
+    def schema(s: dict[str, Any]) -> None:
+        (kind,) = [option for option in s.pop("anyOf") if option.get("type") != "null"]
+        s.pop("default", None)
+        s.update({**kind, "description": description})
+
+    return schema
+
+
 def _branch() -> Any:
     return _optional("string", "Set on events of a chain's parallel step: the branch that emitted it.")
 
@@ -79,6 +90,15 @@ def _lost_after_seq() -> Any:
     )
 
 
+class ModelUsage(BaseModel):
+    """The run's calls of one model, summed."""
+
+    model: str = Field(description="`provider/model`, as the agents' specs name it.", examples=["openai/gpt-4o-mini"])
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class RunUsage(BaseModel):
     """A terminal event's usage: the sum of the run's model calls, as the run's own."""
 
@@ -87,6 +107,14 @@ class RunUsage(BaseModel):
     total_tokens: int
     estimated: bool = Field(
         description="True when some calls' counts are the server's estimate (their provider reported no usage)."
+    )
+    by_model: list[ModelUsage] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_not_null(
+            "The same per model, by model name; absent when the run made no model call, and on the event that "
+            "settles a run whose process was lost."
+        ),
     )
 
 

@@ -243,7 +243,12 @@ async def test_event_pages_are_dense_from_one_and_end_with_one_terminal_event(cl
     terminal = [e for e in events if e["type"] in TERMINAL_EVENTS]
     assert len(terminal) == 1 and terminal[0] is events[-1]
     assert events[-1]["type"] == "run.completed"
-    assert events[-1]["data"]["usage"] == run["usage"]
+    usage = dict(events[-1]["data"]["usage"])
+    # the terminal event has the run's usage, and it per model
+    assert usage.pop("by_model") == [
+        {"model": "fake/t5", **{k: run["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+    ]
+    assert usage == run["usage"]
     completed = [e for e in events if e["type"] == "message.completed"]
     assert len(completed) == run["message_count"] == 3
     for e in events:

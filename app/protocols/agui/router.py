@@ -148,7 +148,7 @@ async def agui_run(
     runs = RunService(session, principal, services)
     run = await runs.create(RunCreate(team_id=team.id, task=task, conversation_id=body.thread_id), idempotency_key=key)
     # a repeated runId is a reconnect: what the thread said before this run, then the run from its start
-    history = await _history(session, run, 0) if runs.replayed else None
+    history = (await _history(session, run, 0))[0] if runs.replayed else None
     await session.close()  # never hold a request's session across a stream
     known = [runs.queued] if runs.queued is not None else None
     return _stream(services, run.id, Translator(body.thread_id, body.run_id, history), known=known)
@@ -216,20 +216,25 @@ async def _resume(body: RunAgentInput, session: AsyncSession, principal: Princip
             content = payload if isinstance(payload, str) else "" if payload is None else orjson.dumps(payload).decode()
             await runs.provide_input(run.id, InputCreate(request_id=rid, content=content))
     after = min(requested[rid] for rid in answers)  # from the first interrupt answered, whatever came since
-    history = await _history(session, run, after)
+    history, spent = await _history(session, run, after)
     await session.close()
-    return _stream(services, run.id, Translator(body.thread_id, body.run_id, history), after=after)
+    translator = Translator(body.thread_id, body.run_id, history, spent, resumed=True)
+    return _stream(services, run.id, translator, after=after)
 
 
-async def _history(session: AsyncSession, run: Run, after: int) -> list[tuple[str, str, str]]:
+async def _history(session: AsyncSession, run: Run, after: int) -> tuple[list[tuple[str, str, str]], tuple[int, int]]:
     """The thread's messages before a stream of ``run`` that starts after seq ``after``: the earlier runs',
-    and the run's own up to ``after`` (none of the runs that came after it)."""
+    and the run's own up to ``after`` (none of the runs that came after it); and the prompt and
+    completion tokens the run's own spent."""
     messages = await MessageRepository(session).history(run.conversation_id)
-    return [
+    own = [m for m in messages if m.run_id == run.id and m.seq <= after]
+    spent = (sum(m.prompt_tokens for m in own), sum(m.completion_tokens for m in own))
+    history = [
         (m.id, m.agent, m.content)
         for m in messages
         if (m.seq <= after if m.run_id == run.id else m.created_at < run.created_at)
     ]
+    return history, spent
 
 
 async def _interrupted_run(
@@ -293,9 +298,9 @@ async def agui_reconnect(
     if run is None:
         raise NotFound(f"No AG-UI run '{run_id}'.", code="run_not_found")
     after = await _reconnect_point(session, run.id)
-    history = await _history(session, run, after)
+    history, spent = await _history(session, run, after)
     await session.close()
-    return _stream(services, run.id, Translator(run.conversation_id, run_id, history), after=after)
+    return _stream(services, run.id, Translator(run.conversation_id, run_id, history, spent), after=after)
 
 
 async def _reconnect_point(session: AsyncSession, run_id: str) -> int:

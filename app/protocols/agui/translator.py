@@ -78,9 +78,22 @@ def interrupt_id(run_id: str, request_id: str) -> str:
 
 
 def token_usage(usage: dict[str, Any] | None) -> list[TokenUsage] | None:
-    """A run's ``usage`` as AG-UI's: one entry, the run's total (we do not keep it per model)."""
+    """A run's ``usage`` as AG-UI's: an entry per provider and model (``by_model``), which add up to the
+    run's total; one entry, the total, where the event has no breakdown (a lost run's settling event)."""
     if not usage:
         return None
+    models = usage.get("by_model")
+    if models:
+        return [
+            TokenUsage(
+                provider=model["model"].partition("/")[0],
+                model=model["model"].partition("/")[2] or None,
+                input_tokens=model["prompt_tokens"],
+                output_tokens=model["completion_tokens"],
+                total_tokens=model["prompt_tokens"] + model["completion_tokens"],
+            )
+            for model in models
+        ]
     prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     return [TokenUsage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)]
 
@@ -101,12 +114,26 @@ class Translator:
     them). A stream that starts after seq 1 (a reconnect) still opens with ``RUN_STARTED``.
     ``history``: the thread's messages before the stream's first event, as ``(id, agent, text)``, for a
     resumed or reconnected stream: sent as ``MESSAGES_SNAPSHOT`` after ``RUN_STARTED``.
+    ``spent``: the prompt and completion tokens of the run's messages before the stream's first
+    event; an interrupt's usage is what the messages spent up to it. ``resumed``: the stream resumes
+    the run after an interrupt, and AG-UI counts a resumed run's own usage only, so its usage is the
+    run's less ``spent``.
     """
 
-    def __init__(self, thread_id: str, run_id: str, history: list[tuple[str, str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        thread_id: str,
+        run_id: str,
+        history: list[tuple[str, str, str]] | None = None,
+        spent: tuple[int, int] = (0, 0),
+        *,
+        resumed: bool = False,
+    ) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
         self.history = history
+        self.spent_before = spent if resumed else (0, 0)
+        self.spent = list(spent)  # prompt and completion tokens of the run's messages so far
         self.started = False
         self.finished = False
         self.turns = 0  # subagent invocations so far: each gets an id of its own
@@ -157,6 +184,9 @@ class Translator:
                         )
                     )
             case "message.completed":
+                usage = data.get("usage") or {}
+                self.spent[0] += int(usage.get("prompt_tokens", 0))
+                self.spent[1] += int(usage.get("completion_tokens", 0))
                 self._message(out, data, at)
             case "tool.call":
                 owner = self._subagent(out, data, at)
@@ -195,11 +225,13 @@ class Translator:
                     message=data.get("prompt") or None,
                     metadata={"agent": data["agent"]},
                 )
+                spent = {"prompt_tokens": self.spent[0], "completion_tokens": self.spent[1]}
                 out.append(
                     RunFinishedEvent(
                         thread_id=self.thread_id,
                         run_id=self.run_id,
                         outcome=RunFinishedInterruptOutcome(interrupts=[request]),
+                        usage=self._usage(spent),
                         timestamp=at,
                     )
                 )
@@ -220,7 +252,7 @@ class Translator:
                         run_id=self.run_id,
                         outcome=RunFinishedSuccessOutcome(),
                         result=result.get("text") if isinstance(result, dict) else None,
-                        usage=token_usage(data.get("usage")),
+                        usage=self._usage(data.get("usage")),
                         timestamp=at,
                     )
                 )
@@ -231,7 +263,7 @@ class Translator:
                         thread_id=self.thread_id,
                         run_id=self.run_id,
                         outcome=RunFinishedCancelledOutcome(),
-                        usage=token_usage(data.get("usage")),
+                        usage=self._usage(data.get("usage")),
                         timestamp=at,
                     )
                 )
@@ -242,7 +274,7 @@ class Translator:
                     RunErrorEvent(
                         message=error.get("message") or "The run failed.",
                         code=error.get("code"),
-                        usage=token_usage(data.get("usage")),
+                        usage=self._usage(data.get("usage")),
                         timestamp=at,
                     )
                 )
@@ -274,6 +306,16 @@ class Translator:
             "delta": data["text"],
         }
         return b"data: " + orjson.dumps(content) + b"\n\n"
+
+    def _usage(self, usage: dict[str, Any] | None) -> list[TokenUsage] | None:
+        """The usage of this stream's AG-UI run: the run's, less what came before a resume (as one entry,
+        since what came before is not known per model)."""
+        before_prompt, before_completion = self.spent_before
+        if not usage or (before_prompt == 0 and before_completion == 0):
+            return token_usage(usage)
+        prompt = max(int(usage.get("prompt_tokens", 0)) - before_prompt, 0)
+        completion = max(int(usage.get("completion_tokens", 0)) - before_completion, 0)
+        return [TokenUsage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)]
 
     def reasoning_frame(self, env: Envelope) -> bytes | None:
         """``delta_frame`` for a ``reasoning.delta`` of reasoning already open."""

@@ -13,7 +13,16 @@ from app.runtime.run.state import RunState
 class CallLedger:
     """Every model call of the run (every agent's, the selector's, tool-calling ones), as billed."""
 
-    __slots__ = ("_journal", "_metrics", "_state", "completion_tokens", "estimated", "failure", "prompt_tokens")
+    __slots__ = (
+        "_journal",
+        "_metrics",
+        "_state",
+        "by_model",
+        "completion_tokens",
+        "estimated",
+        "failure",
+        "prompt_tokens",
+    )
 
     def __init__(self, state: RunState, journal: Journal, metrics: Metrics) -> None:
         self._state = state
@@ -22,6 +31,7 @@ class CallLedger:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.estimated = False  # some call's usage was counted here: the provider reported none
+        self.by_model: dict[str, tuple[int, int]] = {}  # prompt and completion tokens per model
         # the last call that failed (not cancelled): AutoGen wraps its error, this says what it was
         self.failure: ModelCall | None = None
 
@@ -31,6 +41,8 @@ class CallLedger:
             self.failure = call
         self.prompt_tokens += call.prompt_tokens
         self.completion_tokens += call.completion_tokens
+        prompt, completion = self.by_model.get(call.model, (0, 0))
+        self.by_model[call.model] = (prompt + call.prompt_tokens, completion + call.completion_tokens)
         self.estimated = self.estimated or call.usage_estimated
         state = self._state
         record = dict(

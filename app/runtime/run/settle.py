@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 def terminal_data(parts: RunParts, outcome: Outcome, duration_ms: int) -> tuple[EventType, dict[str, Any]]:
     """The terminal event's type and data."""
     ledger = parts.ledger
-    usage = usage_data(ledger.prompt_tokens, ledger.completion_tokens, ledger.estimated)
+    usage = usage_data(ledger.prompt_tokens, ledger.completion_tokens, ledger.estimated, ledger.by_model)
     data: dict[str, Any] = {"status": outcome.status, "usage": usage, "duration_ms": duration_ms}
     type_ = TERMINAL_EVENT[outcome.status]
     if outcome.status == "succeeded":

@@ -243,6 +243,13 @@ async def test_a_person_is_an_interrupt_answered_by_resume(tmp_path: Path) -> No
         received = next(e for e in resumed if e["type"] == "CUSTOM")
         assert received["name"] == "swarmdirector.input_received" and received["value"]["content"] == "Go ahead."
         assert "helper" in [e["name"] for e in resumed if e["type"] == "SUBAGENT_STARTED"]
+        # each AG-UI run has its own usage (one model, so one entry each), and the two add up to the run's
+        run = (await client.get(run_url)).json()
+        (before,) = paused[-1]["usage"]
+        (after,) = resumed[-1]["usage"]
+        assert before["totalTokens"] > 0 and after["totalTokens"] > 0
+        assert before["inputTokens"] + after["inputTokens"] == run["usage"]["prompt_tokens"]
+        assert before["outputTokens"] + after["outputTokens"] == run["usage"]["completion_tokens"]
         run = await wait_status(client, run_url, "succeeded")
         messages = (await client.get("/v1/conversations/thread-h/messages")).json()["data"]
         assert [m["agent"] for m in messages] == ["user", "helper", "human", "helper"]

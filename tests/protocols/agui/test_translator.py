@@ -63,6 +63,29 @@ def test_every_recorded_run_translates_to_a_conformant_stream(name: str) -> None
     assert all(isinstance(e["timestamp"], int) for e in events)
 
 
+def test_usage_is_per_provider_and_model_when_the_run_has_it() -> None:
+    _run, envs = recorded("pair")
+    end = envs[-1]
+    by_model = [
+        {"model": "anthropic/claude-sonnet-4-5", "prompt_tokens": 30, "completion_tokens": 7, "total_tokens": 37},
+        {"model": "openai/gpt-4o-mini", "prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+    ]
+    usage = {"prompt_tokens": 42, "completion_tokens": 12, "total_tokens": 54, "by_model": by_model}
+    completed = Envelope(end.run_id, end.seq, end.type, end.at, {**end.data, "usage": usage})
+    events = translate([*envs[:-1], completed])
+    assert_conformant(events)
+    assert events[-1]["usage"] == [
+        {
+            "provider": "anthropic",
+            "model": "claude-sonnet-4-5",
+            "inputTokens": 30,
+            "outputTokens": 7,
+            "totalTokens": 37,
+        },
+        {"provider": "openai", "model": "gpt-4o-mini", "inputTokens": 12, "outputTokens": 5, "totalTokens": 17},
+    ]
+
+
 def test_a_multi_agent_run_is_turns_of_subagents_with_the_runs_text_and_usage() -> None:
     run, envs = recorded("pair")
     events = translate(envs)
