@@ -295,6 +295,35 @@ async def test_a_start_over_the_limits_is_the_sdks_rate_limit_error(tmp_path: Pa
     assert isinstance(body, dict) and body["type"] == "rate_limit_error"
 
 
+async def test_the_task_and_live_run_limits_are_the_sdks_own_errors_in_both_apis(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_task_chars=50, max_live_runs_per_principal=1)
+    with LiveServer(settings) as server:
+        key = (await api_key_headers(server.app, LOCAL_PRINCIPAL))["authorization"].removeprefix("Bearer ")
+        async with AsyncOpenAI(base_url=f"{server.url}/openai/v1", api_key=key, max_retries=0) as client:
+            long = [{"role": "user", "content": "x" * 51}]
+            with pytest.raises(openai.BadRequestError) as chat_long:
+                await client.chat.completions.create(model="demo", messages=long)  # type: ignore[arg-type]
+            with pytest.raises(openai.BadRequestError) as response_long:
+                await client.responses.create(model="demo", input="x" * 51)
+            slow = team("slow", model="fake/t400-d5", max_messages=6)
+            async with server.client() as plain:
+                auth = {"authorization": f"Bearer {key}"}
+                assert (await plain.post("/v1/teams", json=slow, headers=auth)).status_code == 201
+                going = await client.responses.create(model="slow", input="go on", background=True)
+                hi = [{"role": "user", "content": "hi"}]
+                with pytest.raises(openai.RateLimitError) as chat_busy:
+                    await client.chat.completions.create(model="demo", messages=hi)  # type: ignore[arg-type]
+                with pytest.raises(openai.RateLimitError) as response_busy:
+                    await client.responses.create(model="demo", input="hi")
+                runs = (await plain.get("/v1/runs", headers=auth)).json()["data"]
+                await client.responses.cancel(going.id)
+    for caught in (chat_long, response_long):
+        assert caught.value.code == "task_too_long" and "50 characters" in caught.value.message
+    for busy in (chat_busy, response_busy):
+        assert busy.value.code == "too_many_live_runs" and busy.value.response.headers["retry-after"]
+    assert [r["id"] for r in runs] == [going.id.removeprefix("resp_")]  # none of the refused started a run
+
+
 async def test_an_open_server_takes_whatever_key_the_sdk_sends(live_server: LiveServer) -> None:
     """On loopback with no key created (`make run`), `/v1` needs no key; the SDKs insist on sending
     one, so the dialect takes any key there, as local OpenAI-compatible servers do."""
