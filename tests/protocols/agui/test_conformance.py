@@ -2,7 +2,7 @@
 
 Each case runs the validator's own CLI, as a process, against ``POST /agui/teams/{team}`` of a real
 uvicorn (it sends its own ``RunAgentInput``); every finding of any severity fails the test. Its JUnit
-and JSON reports are kept in the test's tmp dir.
+and JSON reports are kept as the suite's artifacts, under ``artifacts/ag-ui-validate/<case>/``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ TEAMS: dict[str, dict[str, Any]] = {
 }
 
 
+REPORTS = Path(__file__).resolve().parents[3] / "artifacts" / "ag-ui-validate"
+
+
 def validate(url: str, reports: Path, *headers: str) -> dict[str, Any]:
     """The validator's JSON report of one run of ``url``; its JUnit report is left beside it."""
     reports.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,7 @@ async def test_validator_finds_nothing_in_plain_multi_agent_tool_interrupted_and
         await make_teams(client)
     with LiveServer(settings) as server:
         for name in ("solo", "pair", "solver", "asking", "thinker"):
-            report = await asyncio.to_thread(validate, f"{server.url}/agui/teams/{name}", tmp_path / name)
+            report = await asyncio.to_thread(validate, f"{server.url}/agui/teams/{name}", REPORTS / name)
             assert findings(report) == [], (name, report)
             tools = report["features"]["backend-tool-rendering"]
             assert tools == ("exercised" if name == "solver" else "not-exercised"), name
@@ -114,7 +117,7 @@ async def test_validator_finds_nothing_on_a_server_that_requires_keys(tmp_path: 
         await make_teams(client, alice)
     with LiveServer(settings) as server:
         url = f"{server.url}/agui/teams/pair"
-        report = await asyncio.to_thread(validate, url, tmp_path / "keyed", f"Authorization: {alice['authorization']}")
+        report = await asyncio.to_thread(validate, url, REPORTS / "keyed", f"Authorization: {alice['authorization']}")
         assert findings(report) == [], report
         # without the key the validator gets no stream at all: it fails as a tool, not with a clean report
         done = await asyncio.to_thread(
