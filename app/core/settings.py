@@ -106,7 +106,23 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="How long live runs get on stop.")
     input_timeout_s: float = Field(
-        default=300.0, gt=0, description="How long a run waits for a person's input before it ends `timed_out`."
+        default=24 * 3600,
+        gt=0,
+        description=(
+            "How long a run waits for a person's input before it ends `timed_out` (`input_timeout`). A parked "
+            "run's deadline is stored and enforced by a sweeper, so it holds across restarts."
+        ),
+    )
+    max_parked_runs_per_principal: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Parked runs (waiting for a person with no process holding them) one principal may have at once; "
+            "past it, a new run is refused `429 too_many_parked_runs`. They do not count as live runs."
+        ),
+    )
+    parked_sweep_s: float = Field(
+        default=5.0, gt=0, description="How often a process looks for parked runs whose input has expired."
     )
     max_input_chars: int = Field(default=32_000, ge=1, description="Longest answer to an input request.")
     idempotency_window_s: float = Field(

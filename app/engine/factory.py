@@ -7,6 +7,7 @@ conversation context, so nothing built here is ever shared between runs.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -66,9 +67,9 @@ class UsageMeter:
 
     __slots__ = ("completion", "prompt")
 
-    def __init__(self) -> None:
-        self.prompt = 0
-        self.completion = 0
+    def __init__(self, prompt: int = 0, completion: int = 0) -> None:
+        self.prompt = prompt  # seeded with what the run billed before its team was (re)built
+        self.completion = completion
 
     def add(self, call: ModelCall) -> None:
         self.prompt += call.prompt_tokens
@@ -100,6 +101,108 @@ class BilledTokenBudget(TokenUsageTermination):
 
     async def reset(self) -> None:
         return None  # the budget is the run's
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """What a run used before its team was (re)built; the team's termination goes on from there.
+
+    AutoGen's conditions keep nothing in ``save_state()``, so a parked run's team, built again from the
+    frozen spec, would count from 0. Give ``build_team`` what the run's earlier teams used:
+
+    - ``messages``: the chat messages (``BaseChatMessage``; events such as tool calls are not counted)
+      delivered to the run's condition in its earlier ``run_stream`` calls: every task message (the
+      run's task, the history replayed with it, each answer a person gave as a resumed task) and every
+      chat message an agent or a person put out. From storage: this run's own chat messages (its task
+      first; not those of the conversation's earlier runs), plus the ``history_len`` of the run's first
+      build when it replayed history; pass that same ``history_len`` again, as the limit includes it.
+    - ``elapsed_s``: the time the team ran in those calls (for ``termination.timeout_s``); a wait for a
+      person between two calls is not counted, as ``RunTimeout`` does not count it within one team.
+    - ``prompt_tokens``, ``completion_tokens``: what the run's model calls billed (for ``token_budget``):
+      they seed the team's ``UsageMeter``.
+    """
+
+    messages: int = 0
+    elapsed_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class RunMaxMessages(MaxMessageTermination):
+    """``max_messages`` over the whole run: AutoGen's reset at each stop is ignored, and a team built
+    again starts from the run's count (``Carry.messages``). Configured, and dumped, as AutoGen's."""
+
+    def __init__(self, max_messages: int, used: int = 0) -> None:
+        super().__init__(max_messages)
+        # a count at the limit would fail the first check (already reached); one short stops at the next message
+        self._message_count = max(0, min(used, max_messages - 1))
+
+    async def reset(self) -> None:
+        return None
+
+
+class RunTextMention(TextMentionTermination):
+    """``text_mention``: once a message mentioned it, the run is over, whatever AutoGen resets."""
+
+    async def reset(self) -> None:
+        return None
+
+
+class RunTokenUsage(TokenUsageTermination):
+    """``token_budget`` counted on the usage its messages carry (a team built without a meter), over the
+    whole run; it cannot be given a ``Carry``'s tokens, which reach the budget through the meter."""
+
+    async def reset(self) -> None:
+        return None
+
+
+class RunTimeout(TimeoutTermination):
+    """``timeout_s`` on the time the team runs, across its stops: AutoGen's reset at each stop pauses the
+    clock, the next check (the next ``run_stream``'s task) starts it again, so a wait for a person is not
+    counted. ``spent`` is the time the run's earlier teams ran (``Carry.elapsed_s``). Dumped as AutoGen's,
+    with the whole timeout."""
+
+    def __init__(self, timeout_seconds: float, spent: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(timeout_seconds)
+        self._clock = clock
+        self._spent = max(0.0, spent)
+        self._start_time = clock()
+        self._running = True
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left; 0 or less once due."""
+        running = self._clock() - self._start_time if self._running else 0.0
+        return self._timeout_seconds - self._spent - running
+
+    async def __call__(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> StopMessage | None:
+        if self._terminated:
+            raise TerminatedException("Termination condition has already been reached")
+        if not self._running:
+            self._start_time, self._running = self._clock(), True
+        if self.remaining <= 0:
+            self._terminated = True
+            return StopMessage(
+                content=f"Timeout of {self._timeout_seconds} seconds reached", source="TimeoutTermination"
+            )
+        return None
+
+    async def reset(self) -> None:
+        if self._running:
+            self._spent += self._clock() - self._start_time
+            self._running = False
+
+
+def limit_reached(team: BaseGroupChat) -> bool:
+    """After a stop: whether it met a limit of the run, and not only a hand-off to ``user``.
+
+    AutoGen's reset at the stop leaves such a limit met (only ``HandoffTermination`` resets), and a team
+    whose condition is met stops any further ``run_stream`` at once ("The group chat has already
+    terminated."), without putting out its task. So a hand-off to ``user`` that came with a limit ends
+    the run: do not ask the person.
+    """
+    condition = getattr(team, "_termination_condition", None)  # where AutoGen 0.7.5 keeps it
+    return isinstance(condition, TerminationCondition) and condition.terminated
 
 
 def team_signature(spec: TeamBuildSpec) -> str:
@@ -182,26 +285,35 @@ class TeamFactory:
         )
 
     def termination(
-        self, spec: TeamBuildSpec, history_len: int = 0, meter: UsageMeter | None = None
+        self,
+        spec: TeamBuildSpec,
+        history_len: int = 0,
+        meter: UsageMeter | None = None,
+        *,
+        carry: Carry | None = None,
     ) -> TerminationCondition:
+        """The run's termination, going on from ``carry`` (see ``Carry``; ``meter`` is seeded by the caller).
+
+        Every condition but ``HandoffTermination`` counts over the whole run, across the team's stops."""
         # messages replayed as context arrive with the task and count towards MaxMessageTermination
+        used = carry or Carry()
         t = spec.termination
         conditions: list[TerminationCondition] = []
         if spec.kind == "single":
-            conditions.append(MaxMessageTermination(2 + history_len))
+            conditions.append(RunMaxMessages(2 + history_len, used.messages))
         if t.max_messages is not None:
-            conditions.append(MaxMessageTermination(t.max_messages + history_len))
+            conditions.append(RunMaxMessages(t.max_messages + history_len, used.messages))
         if t.text_mention is not None:
-            conditions.append(TextMentionTermination(t.text_mention))
+            conditions.append(RunTextMention(t.text_mention))
         if t.timeout_s is not None:
-            conditions.append(TimeoutTermination(t.timeout_s))
+            conditions.append(RunTimeout(t.timeout_s, used.elapsed_s))
         if t.token_budget is not None:
             budget = BilledTokenBudget(t.token_budget, meter) if meter is not None else None
-            conditions.append(budget or TokenUsageTermination(max_total_token=t.token_budget))
+            conditions.append(budget or RunTokenUsage(max_total_token=t.token_budget))
         if hands_off_to_user(spec):
             conditions.append(HandoffTermination(target="user"))
         if not conditions:
-            conditions.append(MaxMessageTermination(self.default_max_messages + history_len))
+            conditions.append(RunMaxMessages(self.default_max_messages + history_len, used.messages))
         combined = conditions[0]
         for c in conditions[1:]:
             combined = combined | c
@@ -212,6 +324,7 @@ class TeamFactory:
         spec: TeamBuildSpec,
         *,
         history_len: int = 0,
+        carry: Carry | None = None,
         inputs: InputProvider | None = None,
         observer: Observer | None = None,
         tools: ToolContext | None = None,
@@ -220,13 +333,13 @@ class TeamFactory:
         swarm = spec.kind == "swarm"
         meter: UsageMeter | None = None
         if spec.termination.token_budget is not None:
-            meter = UsageMeter()
+            meter = UsageMeter(carry.prompt_tokens, carry.completion_tokens) if carry else UsageMeter()
             observer = _metered(observer, meter)
         agents: list[ChatAgent | Team] = [
             self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer, tools=tools, sinks=sinks)
             for m in spec.members
         ]
-        termination = self.termination(spec, history_len, meter)
+        termination = self.termination(spec, history_len, meter, carry=carry)
         if spec.kind == "selector":
             # the selector answers with a name: a cap keeps a chatty model from spending hundreds of tokens on it
             cap = SelectorCap(self.selector_max_tokens) if self.selector_max_tokens else None

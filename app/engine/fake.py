@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
+    AssistantMessage,
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
@@ -333,6 +334,10 @@ class FakeChatCompletionClient(ChatCompletionClient):
 
     def _plan(self, messages: Sequence[LLMMessage]) -> _Reply:
         """Count the call and decide its reply; raises FakeModelError for failing calls."""
+        if self._call_count == 0:
+            # a client made for a team rebuilt mid-run (a parked run resumed) goes on from the agent's own
+            # turns in its context, as a real model would: each earlier call left its reply there
+            self._call_count = self._next_step = sum(isinstance(m, AssistantMessage) for m in messages)
         self._call_count += 1
         self._stats.calls += 1
         self._stats.last_message_count = len(messages)

@@ -9,7 +9,7 @@ behaviour. Three kinds:
 - *monkey-patches*, a library's own function replaced, applied by ``install()`` and only by it:
   ``autogen_untraced``;
 - *private attributes and methods* used through a small function of the module, so that no other
-  code names them: ``autogen_output_queue``, ``autogen_function_tool``, ``autogen_token_usage``,
+  code names them: ``autogen_output_queue``, ``autogen_function_tool``, ``autogen_token_usage``, ``autogen_team_id``,
   ``aiosqlite_thread``, ``openai_private``, ``uvicorn_servers``;
 - *private imports*, re-exported: ``autogen_ext_private``, ``httpx_proxies``,
   ``sqlalchemy_aiosqlite``.
@@ -52,6 +52,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch("autogen_output_queue", {"autogen-agentchat": AUTOGEN}),
     Patch("autogen_function_tool", {"autogen-core": AUTOGEN}),
     Patch("autogen_token_usage", {"autogen-agentchat": AUTOGEN}),
+    Patch("autogen_team_id", {"autogen-agentchat": AUTOGEN}),
     Patch("autogen_ext_private", {"autogen-ext": AUTOGEN}),
     Patch("openai_private", {"openai": ("2.54.0",)}),
     Patch("httpx_proxies", {"httpx": ("0.28.1",)}),

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError
 from app.core.settings import Settings
-from app.runs.repository import RunRepository
+from app.runs.repository import ParkedRepository, RunRepository
 
 WINDOW_S = 60.0
 LIVE_RETRY_AFTER_S = 5  # a hint: when a live run ends is not known in advance
@@ -71,13 +71,19 @@ class RunLimits:
             starts.pop()
 
     async def check_start(
-        self, session: AsyncSession, principal_id: str, settings: Settings, *, live: int | None = None
+        self,
+        session: AsyncSession,
+        principal_id: str,
+        settings: Settings,
+        *,
+        live: int | None = None,
+        parked: int | None = None,
     ) -> None:
         """Raise ``TooManyRequests`` when ``principal_id`` may not start a run now.
 
         ``live``: the principal's live runs when the caller knows them (the embedded mode's run
         manager holds every live run, and the starts it admitted whose rows are still being written);
-        else they are counted in the database.
+        else they are counted in the database. ``parked``: the principal's parked runs, likewise.
         """
         self.check_rate(principal_id, settings.max_runs_per_minute)
         if live is None:
@@ -88,5 +94,14 @@ class RunLimits:
                 f"At most {limit} runs may be live (queued, running or awaiting input) at once; "
                 "wait for one to finish or cancel one.",
                 code="too_many_live_runs",
+                retry_after_s=LIVE_RETRY_AFTER_S,
+            )
+        parked_limit = settings.max_parked_runs_per_principal
+        if parked is None:
+            parked = await ParkedRepository(session).count_for(principal_id)
+        if parked >= parked_limit:
+            raise TooManyRequests(
+                f"At most {parked_limit} runs may wait for a person at once; answer or cancel one.",
+                code="too_many_parked_runs",
                 retry_after_s=LIVE_RETRY_AFTER_S,
             )

@@ -115,6 +115,34 @@ class Run(Base):
         )
 
 
+class ParkedRun(Base):
+    """A run that waits for a person with no process holding it: the request it waits on, its team's
+    saved state and what the run had used, until the answer resumes it (on any process) or a cancel or
+    the input's deadline settles it. A row exists from the park's commit (with ``input.requested``) to
+    the resume's (with ``input.received``)."""
+
+    __tablename__ = "parked_runs"
+    __table_args__ = (
+        Index("ix_parked_runs_deadline", "deadline"),
+        Index("ix_parked_runs_principal", "principal_id"),
+    )
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(String(40))
+    request_id: Mapped[str] = mapped_column(String(100))
+    # input: a user proxy's turn; handoff: a swarm handed off to the user
+    kind: Mapped[str] = mapped_column(String(20))
+    agent: Mapped[str] = mapped_column(String(64))  # who asks (for a hand-off: the agent that handed off)
+    prompt: Mapped[str] = mapped_column(Text)
+    state: Mapped[dict[str, Any]]  # the team's save_state()
+    carry: Mapped[dict[str, Any]]  # what the run had used and stored (app/runtime/parking.py: Carried)
+    parked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    answer: Mapped[str | None] = mapped_column(Text, default=None)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
 class RunEvent(Base):
     __tablename__ = "run_events"
 

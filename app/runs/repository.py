@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Select, and_, bindparam, case, delete, exists, func, insert, or_, select, update
@@ -12,7 +12,7 @@ from app.conversations.models import Conversation, Message
 from app.core.envelope import STREAMED_TYPES, Envelope
 from app.core.repository import Execution, Page, Repository, table
 from app.core.vocabulary import ACTIVE_STATUSES, EventType
-from app.runs.models import ModelCallRecord, Run, RunEvent
+from app.runs.models import ModelCallRecord, ParkedRun, Run, RunEvent
 
 # prepared statements of the per-run write path, for the recorder's ``Rows`` (one executemany per batch)
 _runs = table(Run)
@@ -52,6 +52,31 @@ def model_call(values: dict[str, Any]) -> Execution:
 
 def set_run_fields(conn: Connection, run_id: str, **values: Any) -> None:
     conn.execute(update(_runs).where(_runs.c.id == run_id).values(**values))
+
+
+_parked = table(ParkedRun)
+
+
+def park_run(conn: Connection, run_id: str, parked: dict[str, Any], run_values: dict[str, Any]) -> None:
+    """The run waits for a person with no process holding it: ``awaiting_input``, its lease given up,
+    and its parked row (``ParkedRun``'s columns). In its ``input.requested``'s transaction."""
+    conn.execute(
+        update(_runs)
+        .where(_runs.c.id == run_id)
+        .values(status="awaiting_input", worker_id=None, lease_expires_at=None, **run_values)
+    )
+    conn.execute(insert(_parked).values(run_id=run_id, **parked))
+
+
+def drop_parked(conn: Connection, run_id: str) -> None:
+    """A run's end: a parked row it may still have (answered, then cancelled before it resumed) goes."""
+    conn.execute(delete(_parked).where(_parked.c.run_id == run_id))
+
+
+def unpark_run(conn: Connection, run_id: str) -> None:
+    """The parked run is running again: its row goes, in its ``input.received``'s transaction."""
+    conn.execute(delete(_parked).where(_parked.c.run_id == run_id))
+    conn.execute(update(_runs).where(_runs.c.id == run_id).values(status="running"))
 
 
 _LEASES = (
@@ -129,11 +154,16 @@ class RunRepository(Repository[Run]):
         return list(rows)
 
     async def count_live(self, principal_id: str) -> int:
-        """Runs of a principal that are queued, running or awaiting input."""
+        """Runs of a principal that are queued, running or awaiting input with a process holding them
+        (a parked run holds none: it counts towards its own limit, ``ParkedRepository.count_for``)."""
         count = await self.session.scalar(
             select(func.count())
             .select_from(Run)
-            .where(Run.principal_id == principal_id, Run.status.in_(ACTIVE_STATUSES))
+            .where(
+                Run.principal_id == principal_id,
+                Run.status.in_(ACTIVE_STATUSES),
+                ~exists().where(ParkedRun.run_id == Run.id, ParkedRun.answer.is_(None)),
+            )
         )
         return int(count or 0)
 
@@ -365,3 +395,81 @@ class RunQueueRepository:
             )
         ).one()
         return int(messages or 0), int(row[0]), int(row[1]), bool(row[2])
+
+
+class ParkedRepository:
+    """Parked runs (``ParkedRun``): the one row each, claimed by whichever comes first of the answer,
+    a cancel and the deadline. Each claim is one conditional statement, so two never both win."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, run_id: str) -> ParkedRun | None:
+        return await self.session.get(ParkedRun, run_id)
+
+    async def answer(self, run_id: str, request_id: str, content: str, at: datetime) -> bool:
+        """Give the parked run its answer; False when it has one already, or waits on another request."""
+        result = await self.session.execute(
+            update(ParkedRun)
+            .where(ParkedRun.run_id == run_id, ParkedRun.request_id == request_id, ParkedRun.answer.is_(None))
+            .values(answer=content, answered_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(cast(Any, result).rowcount)
+
+    async def take(self, run_id: str) -> ParkedRun | None:
+        """Remove the parked run's row unless it was answered: the run is to be settled (cancelled, or
+        its input expired). None when there is no such row (answered, resumed, or never parked)."""
+        row = await self.get(run_id)
+        if row is None or row.answer is not None:
+            return None
+        result = await self.session.execute(
+            delete(ParkedRun)
+            .where(ParkedRun.run_id == run_id, ParkedRun.answer.is_(None))
+            .execution_options(synchronize_session=False)
+        )
+        return row if cast(Any, result).rowcount else None
+
+    async def expired(self, now: datetime, limit: int) -> list[str]:
+        """Parked runs whose input's deadline has passed, unanswered: the oldest first."""
+        rows = await self.session.scalars(
+            select(ParkedRun.run_id)
+            .where(ParkedRun.deadline <= now, ParkedRun.answer.is_(None))
+            .order_by(ParkedRun.deadline)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def next_deadline(self) -> datetime | None:
+        """The nearest deadline of an unanswered parked run."""
+        value: datetime | None = await self.session.scalar(
+            select(func.min(ParkedRun.deadline)).where(ParkedRun.answer.is_(None))
+        )
+        if value is not None and value.tzinfo is None:  # SQLite's MIN gives the stored text back naive
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    async def count_for(self, principal_id: str) -> int:
+        """The principal's parked runs waiting for an answer."""
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(ParkedRun)
+            .where(ParkedRun.principal_id == principal_id, ParkedRun.answer.is_(None))
+        )
+        return int(count or 0)
+
+    async def counts(self) -> dict[str, int]:
+        """Every principal's parked runs waiting for an answer."""
+        rows = await self.session.execute(
+            select(ParkedRun.principal_id, func.count())
+            .where(ParkedRun.answer.is_(None))
+            .group_by(ParkedRun.principal_id)
+        )
+        return {principal: int(n) for principal, n in rows}
+
+    async def waiting_in(self, conversation_id: str) -> list[str]:
+        """The conversation's parked runs not yet answered."""
+        rows = await self.session.scalars(
+            select(ParkedRun.run_id).where(ParkedRun.conversation_id == conversation_id, ParkedRun.answer.is_(None))
+        )
+        return list(rows)

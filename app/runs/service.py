@@ -28,7 +28,7 @@ from app.core.ids import new_id
 from app.core.repository import Execution, new_row
 from app.core.vocabulary import TERMINAL_STATUSES
 from app.runs.models import Run
-from app.runs.repository import RunRepository, event_insert
+from app.runs.repository import ParkedRepository, RunRepository, event_insert
 from app.runs.schemas import InputCreate, RunCreate
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
@@ -113,6 +113,17 @@ class RunService:
                 "pass if_busy=enqueue or if_busy=interrupt to start anyway.",
                 code="conversation_busy",
             )
+        if (
+            active
+            and body.if_busy == "enqueue"
+            and (waiting := await ParkedRepository(self.session).waiting_in(conversation.id))
+        ):
+            # a parked run holds no process: a run queued behind it would start before it ends
+            raise Conflict(
+                f"Conversation '{conversation.id}' has run '{waiting[0]}' waiting for a person; answer or cancel "
+                "it first, or pass if_busy=interrupt.",
+                code="conversation_waiting",
+            )
         if body.if_busy == "interrupt":
             for other in active:
                 await self.services.launcher.cancel(other.id, "interrupted")
@@ -178,7 +189,13 @@ class RunService:
             if key is not None and (earlier := await self._earlier(key)) is not None:
                 return earlier
             now = utcnow()
-            await limits.check_start(self.session, principal_id, settings, live=launcher.live_for(principal_id))
+            await limits.check_start(
+                self.session,
+                principal_id,
+                settings,
+                live=launcher.live_for(principal_id),
+                parked=launcher.parked_for(principal_id),
+            )
             inserts: list[Execution] = []  # the conversation (when new), the run, its run.queued
             conversation = await self._conversation(body, team_id, now, inserts)
             run = Run.queued(

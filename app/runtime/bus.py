@@ -20,7 +20,7 @@ from app.core.envelope import Envelope
 
 
 class Subscription:
-    __slots__ = ("_channel", "_items", "_maxsize", "_wakeup", "closed", "lagged")
+    __slots__ = ("_channel", "_items", "_maxsize", "_wakeup", "closed", "lagged", "moved")
 
     def __init__(self, channel: RunChannel, maxsize: int) -> None:
         self._channel = channel
@@ -28,6 +28,7 @@ class Subscription:
         self._maxsize = maxsize
         self._wakeup = asyncio.Event()
         self.lagged = False
+        self.moved = False  # the run left this process (it parked): read on from storage, unannounced
         self.closed = False
 
     def push(self, env: Envelope) -> None:
@@ -133,13 +134,19 @@ class EventBus:
             channel.on_flushed()
         self._maybe_close(channel)
 
-    def detach(self, run_id: str) -> None:
-        """The run is no longer this process's: its watchers re-attach (from storage) and the channel goes."""
+    def detach(self, run_id: str, *, quiet: bool = False) -> None:
+        """The run is no longer this process's: its watchers re-attach (from storage) and the channel goes.
+
+        ``quiet``: nothing went missing (the run parked with everything stored), so a watcher is not
+        told it lagged: its stream goes on as one."""
         channel = self._channels.pop(run_id, None)
         if channel is None:
             return
         for sub in tuple(channel.subscribers):
-            sub.lagged = True
+            if quiet:
+                sub.moved = True
+            else:
+                sub.lagged = True
             sub.close()
         channel.done.set()
 
@@ -159,10 +166,14 @@ class EventBus:
         channel.subscribers.add(sub)
         return sub, list(channel.pending)
 
-    async def wait_terminal(self, run_id: str) -> None:
+    async def wait_terminal(self, run_id: str) -> bool:
+        """Until the run live here has ended: True when its terminal event came (or it is not live here),
+        False when the channel was detached without it (the run left this process)."""
         channel = self._channels.get(run_id)
-        if channel is not None:
-            await channel.done.wait()
+        if channel is None:
+            return True
+        await channel.done.wait()
+        return channel.terminal is not None
 
     def live_watchers(self) -> int:
         return sum(len(c.subscribers) for c in self._channels.values())

@@ -6,13 +6,22 @@ fresh AutoGen team from the run's frozen spec, continues the conversation (saved
 stored history when the team's shape changed), and consumes ``run_stream``, every item through the
 ``Consumer``. Every way a run stops goes through its ``Stop`` token (cancelling our consumer would not
 stop the team), and the team is thrown away at the end, never reused.
+
+A run whose team needs a person parks (``app/runtime/parking.py``) when its kind can: the team's
+state, the request and what the run used are committed with ``input.requested``, and the execution
+ends without a terminal event. A parked run that was answered is executed again like any queued run:
+this class finds its parked row, rebuilds the team, loads the state and gives the answer to the
+agent that asked, after ``input.received``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+import uuid
+from datetime import timedelta
+from functools import partial
+from typing import Any, Final
 
 import structlog
 from autogen_agentchat.base import TaskResult
@@ -23,12 +32,15 @@ from app.conversations.models import Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.envelope import Envelope
-from app.engine.factory import team_signature
+from app.engine.factory import Carry, limit_reached, team_signature
 from app.engine.providers import ModelConfigError
-from app.runs.models import Run
-from app.runs.repository import RunEventRepository, run_started
+from app.patches.autogen_team_id import team_id
+from app.runs.models import ParkedRun, Run
+from app.runs.repository import RunEventRepository, park_run, run_started, unpark_run
 from app.runtime.chain import ChainRunner
+from app.runtime.inputs import PendingInput
 from app.runtime.outbox import TeamOutbox
+from app.runtime.parking import PARK_NOISE, Carried
 from app.runtime.recorder import Rows, StorageError
 from app.runtime.run.consumer import Consumer, RunParts
 from app.runtime.run.deps import RuntimeDeps
@@ -40,10 +52,28 @@ from app.runtime.run.outcome import Outcome, failed, public_error_text, stopped
 from app.runtime.run.settle import settle
 from app.runtime.run.state import RunState, Stop
 from app.runtime.run.tokens import TokenStreams
+from app.teams.schemas import ResolvedTeamSpec
 
 log = structlog.get_logger(__name__)
 
 Task = BaseChatMessage | list[BaseChatMessage]
+
+
+class _Parked:
+    """Not an outcome: the run parked, waiting for a person; it has no terminal event yet."""
+
+
+PARKED: Final = _Parked()
+
+
+def parkable(spec: ResolvedTeamSpec) -> bool:
+    """Whether a team of ``spec`` parks when it needs a person, instead of waiting live: round robin and
+    selector (at a user proxy's turn), a swarm (at a hand-off to the user; not one with a user proxy
+    member). A graph's user proxy may run beside another node and a chain's branches beside each
+    other, which a park would cut short: those wait live."""
+    if spec.kind in ("round_robin", "selector"):
+        return True
+    return spec.kind == "swarm" and not any(m.kind == "user_proxy" for m in spec.members)
 
 
 class RunExecution:
@@ -70,6 +100,10 @@ class RunExecution:
         )
         self.consumer = Consumer(self.parts)
         self.started_at: float | None = None
+        self.active_before = 0.0  # seconds the run executed before it parked (a resumed run's)
+        self.counted = 0  # chat messages the team's termination has counted in this run (``Carry.messages``)
+        self.history_len = 0  # the conversation's messages replayed as the team's context (``history_len``)
+        self.parked = False  # it parked: its task ended without a terminal event
         self.settling = False  # writing (or has written) its terminal event
         self.ended = False  # its terminal event is stored (or could not be)
         self._known_seq = known_seq
@@ -109,6 +143,9 @@ class RunExecution:
         try:
             has_turn = await self._wait_turn(turn)
             outcome = await self._run() if has_turn else Outcome("cancelled", stop_reason=self.cancel_reason)
+            if isinstance(outcome, _Parked):
+                self._parked()
+                return
         except asyncio.CancelledError:
             # the task itself was cancelled (a hard stop): settle the run, then let the cancellation go on
             self.parts.stop.token.cancel()
@@ -159,15 +196,18 @@ class RunExecution:
             return False
         return got
 
-    async def _run(self) -> Outcome:
-        """The run from ``run.started`` on, within its time limit."""
+    async def _run(self) -> Outcome | _Parked:
+        """The run from ``run.started`` on (or from a park, answered), within its time limit."""
         p = self.parts
-        state, history = await self._load_context()
+        state, history, resumed = await self._load_context()
         self.started_at = time.monotonic()
-        timer = asyncio.get_running_loop().call_later(p.state.timeout_s, p.stop.request, "timed_out")
+        left = p.state.timeout_s - self.active_before
+        timer = asyncio.get_running_loop().call_later(max(left, 0.0), p.stop.request, "timed_out")
         try:
             if p.state.spec.kind == "chain":
                 return await self._run_chain()
+            if resumed is not None:
+                return await self._resume_team(resumed)
             return await self._run_team(state, history)
         finally:
             timer.cancel()
@@ -188,7 +228,7 @@ class RunExecution:
             p.stop.token.cancel()
             return Outcome("failed", error_code="storage_error", error_message=str(exc))
 
-    async def _run_team(self, saved: dict[str, Any] | None, history: list[Message]) -> Outcome:
+    async def _run_team(self, saved: dict[str, Any] | None, history: list[Message]) -> Outcome | _Parked:
         p = self.parts
         # the task's message is the team's first: stored with run.started, in its transaction (a run's
         # first token waits for one commit of the event recorder before its model call, not two), and
@@ -209,6 +249,44 @@ class RunExecution:
                 await team.load_state(saved)
         except (ModelConfigError, ValueError) as exc:
             return Outcome("failed", error_code="invalid_spec", error_message=public_error_text(exc))
+        self.history_len = len(prior)
+        return await self._drive(team, task, outbox, echoes)
+
+    async def _resume_team(self, row: ParkedRun) -> Outcome | _Parked:
+        """A parked run, answered: its team rebuilt from the frozen spec with what the run had used,
+        its state loaded, and the answer given to the agent that asked, after ``input.received``."""
+        p = self.parts
+        carried = Carried.from_json(row.carry)
+        answer = row.answer or ""
+        data = {"request_id": row.request_id, "agent": row.agent, "content": answer}
+        received = p.journal.envelope("input.received", data)
+        await p.journal.commit(received, partial(unpark_run, run_id=self.run_id))
+        log.info("run_resumed", run_id=self.run_id, parked_s=round((received.at - row.parked_at).total_seconds(), 3))
+        task: BaseChatMessage
+        if row.kind == "handoff":
+            task = HandoffMessage(source="user", target=row.agent, content=answer)
+        else:
+            task = TextMessage(source=row.agent, content=answer)
+        outbox = TeamOutbox(p.state.agents)
+        carry = Carry(
+            messages=carried.counted,
+            elapsed_s=carried.active_s,
+            prompt_tokens=carried.prompt_tokens,
+            completion_tokens=carried.completion_tokens,
+        )
+        try:
+            team = self.consumer.build_team(
+                p.state.spec, outbox, p.ledger.observe, history_len=carried.history_len, carry=carry
+            )
+            await team.load_state(row.state)
+        except (ModelConfigError, ValueError) as exc:
+            return Outcome("failed", error_code="invalid_spec", error_message=public_error_text(exc))
+        self.counted, self.history_len = carried.counted, carried.history_len
+        return await self._drive(team, task, outbox, set())
+
+    async def _drive(self, team: BaseGroupChat, task: Task, outbox: TeamOutbox, echoes: set[str]) -> Outcome | _Parked:
+        """Consume the team to its end (or to a park), and say how the run ended."""
+        p = self.parts
         try:
             stop_reason = await self._consume(team, task, outbox, echoes)
         except asyncio.CancelledError:
@@ -225,49 +303,146 @@ class RunExecution:
             return outcome
         if self.cancel_reason is not None:
             return stopped(p.state, self.cancel_reason)
+        if isinstance(stop_reason, _Parked):
+            return await self._park(team)
         return Outcome("succeeded", stop_reason=stop_reason, state=dict(await team.save_state()))
 
-    async def _consume(self, team: BaseGroupChat, task: Task, outbox: TeamOutbox, echoes: set[str]) -> str | None:
+    async def _consume(
+        self, team: BaseGroupChat, task: Task, outbox: TeamOutbox, echoes: set[str]
+    ) -> str | _Parked | None:
         """Drive the team to its end, every item through the consumer; a swarm's hand-off to the user
-        asks the person and hands their answer back. The team's stop reason."""
+        asks the person and hands their answer back. The team's stop reason, or ``PARKED``."""
+        team_ident = team_id(team)
+        self.parts.humans.on_park = lambda: PARK_NOISE.teams.add(team_ident)
+        try:
+            return await self._consume_team(team, task, outbox, echoes)
+        finally:
+            PARK_NOISE.teams.discard(team_ident)
+
+    async def _consume_team(
+        self, team: BaseGroupChat, task: Task, outbox: TeamOutbox, echoes: set[str]
+    ) -> str | _Parked | None:
         p = self.parts
         tokens, consumer, agents, token = p.tokens, self.consumer, p.state.agents, p.stop.token
+        humans = p.humans
         stop_reason: str | None = None
         while True:
             to_user: HandoffMessage | None = None
-            async for item in team.run_stream(task=task, cancellation_token=token):
-                if isinstance(item, TaskResult):
-                    stop_reason = item.stop_reason
-                    last = item.messages[-1] if item.messages else None
-                    if isinstance(last, HandoffMessage) and last.target == "user":
-                        to_user = last
-                    continue
-                # every other item came off the team's output queue
-                if isinstance(item, ModelClientStreamingChunkEvent):
-                    tokens.chunk(item, None, agents)  # the per-token path: no await
-                else:
-                    await consumer.take(item, echoes=echoes)
-                outbox.handled()
+            try:
+                async for item in team.run_stream(task=task, cancellation_token=token):
+                    if isinstance(item, TaskResult):
+                        stop_reason = item.stop_reason
+                        last = item.messages[-1] if item.messages else None
+                        if isinstance(last, HandoffMessage) and last.target == "user":
+                            to_user = last
+                        continue
+                    # every other item came off the team's output queue
+                    if isinstance(item, ModelClientStreamingChunkEvent):
+                        tokens.chunk(item, None, agents)  # the per-token path: no await
+                    else:
+                        if isinstance(item, BaseChatMessage):
+                            self.counted += 1
+                        await consumer.take(item, echoes=echoes)
+                    outbox.handled()
+            except Exception:
+                if humans.parked is None:
+                    raise
+                # a user proxy's turn raised Park (AutoGen wraps it): the team stopped at the person's turn
+                return PARKED
             outbox.reset()
-            if to_user is None:
-                return stop_reason
-            answer = await p.humans.ask_person(to_user.source, to_user.content)
+            if to_user is None or limit_reached(team):
+                return stop_reason  # a hand-off to the user that also reached a limit ends the run
+            if humans.parkable:
+                humans.park(PendingInput(str(uuid.uuid4()), to_user.source, to_user.content), "handoff")
+                return PARKED
+            answer = await humans.ask_person(to_user.source, to_user.content)
             task = HandoffMessage(source="user", target=to_user.source, content=answer)
 
-    async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message]]:
-        """The conversation's saved team state, or (the team's shape changed) its stored messages."""
+    async def _park(self, team: BaseGroupChat) -> Outcome | _Parked:
+        """Commit the team's state, the request and what the run used, with ``input.requested``."""
         p = self.parts
+        pending = p.humans.parked
+        assert pending is not None
+        state = dict(await team.save_state())
+        ledger = p.ledger
+        carried = Carried(
+            counted=self.counted,
+            history_len=self.history_len,
+            stored=p.messages.count,
+            active_s=self.active_before + time.monotonic() - (self.started_at or time.monotonic()),
+            prompt_tokens=ledger.prompt_tokens,
+            completion_tokens=ledger.completion_tokens,
+            estimated=ledger.estimated,
+            by_model={model: [pt, ct] for model, (pt, ct) in ledger.by_model.items()},
+            result=p.messages.result,
+        )
+        data = {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt}
+        env = p.journal.envelope("input.requested", data)
+        row = {
+            "principal_id": p.state.principal_id,
+            "conversation_id": p.state.conversation_id,
+            "request_id": pending.request_id,
+            "kind": p.humans.parked_kind,
+            "agent": pending.agent,
+            "prompt": pending.prompt,
+            "state": state,
+            "carry": carried.to_json(),
+            "parked_at": env.at,
+            "deadline": env.at + timedelta(seconds=p.state.input_timeout_s),
+        }
+        values = {
+            "message_count": carried.stored,
+            "prompt_tokens": carried.prompt_tokens,
+            "completion_tokens": carried.completion_tokens,
+            "usage_estimated": carried.estimated,
+            "last_seq": env.seq,
+        }
+        try:
+            await p.journal.commit(env, partial(park_run, run_id=self.run_id, parked=row, run_values=values))
+        except StorageError as exc:
+            return Outcome("failed", error_code="storage_error", error_message=str(exc))
+        pending.announced = True
+        return PARKED
+
+    async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message], ParkedRun | None]:
+        """The conversation's saved team state, or (the team's shape changed) its stored messages; or,
+        for a parked run that was answered, its parked row."""
+        p = self.parts
+        p.humans.parkable = parkable(p.state.spec)
         if p.state.new_conversation:
-            return None, []  # no messages yet, no saved state (base_position stays 0)
+            return None, [], None  # no messages yet, no saved state (base_position stays 0)
         async with p.deps.read_sessionmaker() as session:
             conversation = await ConversationRepository(session).for_update(self.conversation_id)
             assert conversation is not None
             p.messages.base_position = conversation.message_count
+            if p.humans.parkable and (row := await session.get(ParkedRun, self.run_id)) is not None and row.answer:
+                self._carry_over(Carried.from_json(row.carry))
+                return None, [], row
             if conversation.state is not None and conversation.state_signature == team_signature(p.state.spec):
-                return conversation.state, []
+                return conversation.state, [], None
             if conversation.message_count:
-                return None, await MessageRepository(session).history(self.conversation_id)
-            return None, []
+                return None, await MessageRepository(session).history(self.conversation_id), None
+            return None, [], None
+
+    def _carry_over(self, carried: Carried) -> None:
+        """A resumed run goes on from what it had: its messages, its usage, its time."""
+        p = self.parts
+        p.messages.base_position -= carried.stored  # the conversation's count includes the run's own
+        p.messages.count = carried.stored
+        p.messages.result = carried.result
+        ledger = p.ledger
+        ledger.prompt_tokens, ledger.completion_tokens = carried.prompt_tokens, carried.completion_tokens
+        ledger.estimated = carried.estimated
+        ledger.by_model = {model: (pt, ct) for model, (pt, ct) in carried.by_model.items()}
+        self.active_before = carried.active_s
+
+    def _parked(self) -> None:
+        """The run parked: no process holds it now; its watchers read on from storage."""
+        self.ended = self.parked = True
+        deps = self.parts.deps
+        deps.recorder.release_lease(self.run_id)
+        deps.bus.detach(self.run_id, quiet=True)
+        log.info("run_parked", run_id=self.run_id, kind=self.parts.humans.parked_kind)
 
     async def _finish(self, outcome: Outcome) -> None:
         self.settling = True

@@ -18,6 +18,11 @@ class UnknownInputRequest(Conflict):
     title = "Unknown input request"
 
 
+class Park(Exception):
+    """Raised from a user proxy's input function to stop the team at the person's turn: the run parks
+    (``app/runtime/parking.py``). AutoGen wraps it; the run knows it parked by its own flag."""
+
+
 # AutoGen's UserProxyAgent always asks with this prompt
 DEFAULT_PROMPT = "Enter your response: "
 

@@ -13,12 +13,17 @@ same way in both (its ``RunManager``); the modes differ in the rest:
 - **Distributed.** A new run is stored ``queued`` by the request's session and an executor, maybe
   this process, claims it under a lease (``cluster.py``, ``queue.py``). A cancel or an input answer
   for a run executed elsewhere travels as a signal; its events are read from its Redis stream.
+
+A parked run (``parking.py``) is nobody's: its answer or its cancel is written to the database by
+whichever process gets it, and a sweeper in every process ends the ones whose input expired.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -26,6 +31,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.db import utcnow
 from app.core.errors import Unavailable
 from app.core.repository import Execution, commit_inserts
 from app.core.vocabulary import TERMINAL_STATUSES
@@ -34,6 +40,7 @@ from app.runtime.bus import EventBus
 from app.runtime.cluster import Cluster
 from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
 from app.runtime.manager import RunManager
+from app.runtime.parking import ParkedRuns
 from app.runtime.recorder import EventRecorder, Rows, StorageError
 from app.runtime.recovery import recover_runs
 from app.runtime.redis_bus import RedisStreams
@@ -49,11 +56,50 @@ AfterAdmission = Callable[[], Awaitable[None]]
 class RunLauncher(ABC):
     """This process's way of getting runs executed (see the module's docstring)."""
 
-    def __init__(self, manager: RunManager, bus: EventBus, streams: RedisStreams | None) -> None:
+    def __init__(self, manager: RunManager, bus: EventBus, streams: RedisStreams | None, parked: ParkedRuns) -> None:
         self.manager = manager
         self.bus = bus
         # where the events of runs executed by other processes are; None: every run is this process's
         self.streams = streams
+        self.parked = parked
+        self._parked_sweeper: asyncio.Task[None] | None = None
+        self._parked_poke = asyncio.Event()
+        manager.on_parked = self._on_parked
+
+    def _on_parked(self, principal_id: str) -> None:
+        self._parked_poke.set()  # its deadline may be the nearest
+
+    def parked_for(self, principal_id: str) -> int | None:
+        """The principal's parked runs, when this process knows them all; None: count them in the database."""
+        return None
+
+    def _sweep_parked(self) -> None:
+        """Start ending the parked runs whose input expired: at the nearest deadline, and at least every
+        ``SWARM_PARKED_SWEEP_S`` (a run parked by another process, or before a restart)."""
+        interval = self.manager.deps.settings.parked_sweep_s
+
+        async def loop() -> None:
+            while True:
+                wait = interval
+                try:
+                    await self.parked.expire()
+                    if (deadline := await self.parked.next_deadline()) is not None:
+                        wait = min(wait, max((deadline - utcnow()).total_seconds(), 0.0))
+                except Exception as exc:
+                    log.warning("parked_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+                self._parked_poke.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._parked_poke.wait()  # a run parked here: its deadline may be nearer
+
+        self._parked_sweeper = asyncio.create_task(loop(), name="parked-sweeper")
+
+    async def _stop_sweeping_parked(self) -> None:
+        task, self._parked_sweeper = self._parked_sweeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @property
     def admission(self) -> asyncio.Lock:
@@ -106,24 +152,38 @@ class RunLauncher(ABC):
             if settle_within > 0:
                 await self.manager.wait(run_id, within=settle_within)
             return
+        if await self.parked.cancel(run_id, reason) is not None:
+            return  # parked: settled here
         await self._cancel_elsewhere(run_id, reason, settle_within)
 
     async def provide_input(self, run_id: str, request_id: str, content: str, *, status: str) -> None:
         """Hand a run the answer to its input request; raises ``NotAwaitingInput`` or
         ``UnknownInputRequest``. ``status``: the run's, as the caller read it."""
-        if not self.manager.provide_input(run_id, request_id, content):
-            await self._input_elsewhere(run_id, request_id, content, status)
+        if self.manager.provide_input(run_id, request_id, content):
+            return
+        if status == "awaiting_input" and (answered := await self.parked.answer(run_id, request_id, content)):
+            await self._resume(*answered)
+            return
+        await self._input_elsewhere(run_id, request_id, content, status)
 
     async def wait_terminal(self, run_id: str) -> None:
         """Until the run's terminal event is out (and, for a run of this process, its task has ended)."""
         if self.manager.is_live(run_id):
-            await self._wait_here(run_id)
-        else:
-            await self._wait_elsewhere(run_id)
+            parked = await self._wait_here(run_id)
+            if not parked:
+                return
+        # not live here, or it parked: its end comes from another process, a resume, or the sweeper
+        await self._wait_elsewhere(run_id)
 
-    async def _wait_here(self, run_id: str) -> None:
-        await self.bus.wait_terminal(run_id)
+    async def _wait_here(self, run_id: str) -> bool:
+        """Until the live run's task has ended: True when it left without its terminal event (it parked)."""
+        ended = await self.bus.wait_terminal(run_id)
         await self.manager.wait(run_id)
+        return not ended
+
+    @abstractmethod
+    async def _resume(self, run: Run, last_seq: int) -> None:
+        """Have a parked run that was just answered (``queued`` again) executed."""
 
     @abstractmethod
     async def _cancel_elsewhere(self, run_id: str, reason: str, settle_within: float) -> None: ...
@@ -145,15 +205,36 @@ class EmbeddedLauncher(RunLauncher):
         recorder: EventRecorder,
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
-        super().__init__(manager, bus, None)
+        super().__init__(manager, bus, None, ParkedRuns(sessionmaker))
         self.recorder = recorder
         self.sessionmaker = sessionmaker
+        # every parked run is this process's to count: none parks or unparks elsewhere
+        self._parked_count: Counter[str] = Counter()
+        self.parked.on_unparked = self._unparked
 
     async def start(self) -> None:
         await recover_runs(self.sessionmaker, self.manager)
+        self._parked_count.update(await self.parked.counts())
+        self._sweep_parked()
+
+    def _on_parked(self, principal_id: str) -> None:
+        self._parked_count[principal_id] += 1
+        super()._on_parked(principal_id)
+
+    def _unparked(self, principal_id: str) -> None:
+        self._parked_count[principal_id] -= 1
+        if self._parked_count[principal_id] <= 0:
+            del self._parked_count[principal_id]
+
+    def parked_for(self, principal_id: str) -> int:
+        return self._parked_count[principal_id]
 
     async def stop(self, grace_s: float) -> None:
+        await self._stop_sweeping_parked()
         await self.manager.shutdown(grace_s)
+
+    async def _resume(self, run: Run, last_seq: int) -> None:
+        self.manager.submit(run, flushed_seq=last_seq, known_seq=last_seq)
 
     async def bus_ready(self) -> bool:
         return True  # the bus is in this process
@@ -216,7 +297,15 @@ class EmbeddedLauncher(RunLauncher):
         raise _not_waiting(run_id, status)
 
     async def _wait_elsewhere(self, run_id: str) -> None:
-        await self._wait_here(run_id)  # not live: its end is already out (or it never started)
+        # not live: ended (its end is stored), or parked (its end, or its resume, is to come)
+        deps = self.manager.deps
+        async with deps.read_sessionmaker() as session:
+            run = await session.get(Run, run_id)
+        if run is None or run.status in TERMINAL_STATUSES:
+            return
+        async for item in follow_batches(deps.read_sessionmaker, self.bus, run_id, max(run.last_seq - 1, 0)):
+            if isinstance(item, StreamClosing) or (isinstance(item, list) and item[-1].terminal):
+                return
 
 
 class DistributedLauncher(RunLauncher):
@@ -229,18 +318,23 @@ class DistributedLauncher(RunLauncher):
         cluster: Cluster,
         read_sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
-        super().__init__(manager, bus, cluster.streams)
+        super().__init__(manager, bus, cluster.streams, ParkedRuns(manager.deps.sessionmaker, cluster.streams.write))
         self.cluster = cluster
         self.read_sessionmaker = read_sessionmaker
 
     async def start(self) -> None:
         # several processes share the database: lapsed leases, not a restart, tell a lost run
         await self.cluster.start(self.manager)
+        self._sweep_parked()
 
     async def stop(self, grace_s: float) -> None:
+        await self._stop_sweeping_parked()
         self.cluster.stop_claiming()
         await self.manager.shutdown(grace_s)
         await self.cluster.stop()
+
+    async def _resume(self, run: Run, last_seq: int) -> None:
+        await self.cluster.announce()  # queued again: an executor (maybe this process) claims it
 
     async def bus_ready(self) -> bool:
         return await self.cluster.ping()

@@ -35,6 +35,8 @@ class RunManager:
         self._closing = False
         # told when a run's task is over (distributed mode: its conversation's turn is free)
         self.on_finished: Callable[[str], None] | None = None
+        # told, with its principal, when a run's task ended because the run parked
+        self.on_parked: Callable[[str], None] | None = None
 
     @property
     def live_count(self) -> int:
@@ -84,7 +86,9 @@ class RunManager:
         task.add_done_callback(lambda t: self._forget(run.id, run.conversation_id, t))
 
     def _forget(self, run_id: str, conversation_id: str, task: asyncio.Task[None]) -> None:
-        self._executions.pop(run_id, None)
+        execution = self._executions.pop(run_id, None)
+        if execution is not None and execution.parked and self.on_parked is not None:
+            self.on_parked(execution.principal_id)
         self._tasks.pop(run_id, None)
         if not self.live_in_conversation(conversation_id):
             self._turns.pop(conversation_id, None)

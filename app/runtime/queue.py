@@ -26,11 +26,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
 from app.core.envelope import STREAMED_TYPES, Envelope, usage_data
-from app.runs.models import Run, RunEvent
+from app.runs.models import ParkedRun, Run, RunEvent
 from app.runs.repository import EVENT_INSERT, RunEventRepository, RunQueueRepository, log_rows
 from app.runtime.lost import end_lost_run, forget_state, lost_seqs
 from app.runtime.redis_bus import RedisStreams
@@ -114,6 +115,8 @@ class RunQueue:
             }
             env = Envelope(run_id, seq, "run.cancelled", now, data)
             session.add(RunEvent(run_id=run_id, seq=seq, type=env.type, at=now, data=data))
+            # answered while parked, cancelled before an executor took it: its parked row goes with it
+            await session.execute(delete(ParkedRun).where(ParkedRun.run_id == run_id))
             run.status = "cancelled"
             run.stop_reason = reason
             run.finished_at = now

@@ -3,7 +3,8 @@
 A run that was executing when its process died cannot be resumed mid-turn;
 it ends ``failed`` with ``server_restarted`` (its committed messages stay, and
 the next run of its conversation continues from them: see ``lost.py``).
-A queued run never started, so it is simply started now.
+A queued run never started, so it is simply started now. A parked run (``parking.py``) was held by
+no process: it stays parked, or, answered before the restart, is started again to resume.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
 from app.runs.models import Run
-from app.runs.repository import RunEventRepository, RunRepository
+from app.runs.repository import ParkedRepository, RunEventRepository, RunRepository
 from app.runtime.lost import end_lost_run
 from app.runtime.manager import RunManager
 
@@ -25,10 +26,14 @@ async def recover_runs(sessionmaker: async_sessionmaker[AsyncSession], manager: 
     async with sessionmaker() as session:
         runs = RunRepository(session)
         events = RunEventRepository(session)
+        parked = ParkedRepository(session)
         for run in await runs.unfinished():
             last = await events.max_seq(run.id)
-            if run.status == "queued" and last <= 1:
-                requeue.append((run, last))
+            row = await parked.get(run.id) if run.status in ("awaiting_input", "queued") else None
+            if row is not None and row.answer is None:
+                continue  # parked: it waits on, held by nobody
+            if run.status == "queued" and (last <= 1 or row is not None):
+                requeue.append((run, last))  # never started, or answered while parked
                 continue
             await end_lost_run(
                 session,

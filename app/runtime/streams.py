@@ -172,6 +172,8 @@ async def _follow_local(
         if sub.lagged:
             yield StreamLagged(cursor.last)
             return
+        if sub.moved:
+            return  # the run parked: its watcher reads on from storage, unannounced
         if sub.closed:
             yield StreamClosing(cursor.last)
             return
@@ -260,9 +262,9 @@ async def _follow_batches(
                 continue
             async for news in _follow_local(sub, cursor):
                 yield news
-            if cursor.done or not sub.lagged:
+            if cursor.done or not (sub.lagged or sub.moved):
                 return
-            # the watcher fell behind and its subscription was dropped: read on from storage
+            # the watcher fell behind (or the run parked) and its subscription was dropped: read on from storage
         finally:
             if sub is not None:
                 sub.close()

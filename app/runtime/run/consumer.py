@@ -26,6 +26,7 @@ from app.conversations.repository import MessageSearch
 from app.core.envelope import STREAMED_TYPES
 from app.engine.calls import Observer
 from app.engine.events import is_stored_message, translate_event
+from app.engine.factory import Carry
 from app.engine.tools import ToolContext
 from app.runtime.outbox import TeamOutbox
 from app.runtime.run.deps import RuntimeDeps
@@ -57,7 +58,13 @@ class Consumer:
         self._parts = parts
 
     def build_team(
-        self, spec: ResolvedTeamSpec, outbox: TeamOutbox, observer: Observer, *, history_len: int = 0
+        self,
+        spec: ResolvedTeamSpec,
+        outbox: TeamOutbox,
+        observer: Observer,
+        *,
+        history_len: int = 0,
+        carry: Carry | None = None,
     ) -> BaseGroupChat:
         """A fresh team for ``spec``: its user proxies ask the run's person, its model calls are
         observed by ``observer`` and stream into the run's sinks, its tools see the run."""
@@ -66,6 +73,7 @@ class Consumer:
         team = deps.factory.build_team(
             spec,
             history_len=history_len,
+            carry=carry,
             inputs=p.humans.input_func_for,
             observer=observer,
             sinks=lambda agent: p.tokens.sink_for(agent, outbox),
@@ -96,7 +104,9 @@ class Consumer:
                 await p.humans.received_before(item.source)
                 await p.messages.store(item, tags)
         elif isinstance(item, UserInputRequestedEvent):
-            await p.humans.announce(p.humans.pending_for(item.request_id, item.source), tags)
+            pending = p.humans.pending_for(item.request_id, item.source)
+            if not p.humans.parkable:  # a parking run writes its request with its parked row
+                await p.humans.announce(pending, tags)
         elif isinstance(item, ThoughtEvent):
             p.messages.hold_thought(item)
         else:

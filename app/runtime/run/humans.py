@@ -4,12 +4,17 @@ A ``user_proxy`` agent asks from inside its turn (``input_func_for``); its reque
 the team's stream separately, and the two meet in ``pending_for``, in either order. A swarm's hand-off
 to the user is asked from the consumer loop itself (``ask_person``). Either way ``input.requested``
 is out before anyone may answer, and ``input.received`` before the answer's message is stored.
+
+A run whose team can park (``parkable``) does not wait: the input function raises ``Park`` and a
+hand-off to the user ends the team's stream; the request is kept as ``parked`` and the run parks
+(``RunExecution``), its ``input.requested`` written with the parked row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -18,7 +23,7 @@ from autogen_core import CancellationToken
 
 from app.engine.factory import InputFunc
 from app.runs.repository import set_run_fields
-from app.runtime.inputs import NotAwaitingInput, PendingInput
+from app.runtime.inputs import NotAwaitingInput, Park, PendingInput
 from app.runtime.recorder import Apply
 from app.runtime.run.journal import Journal
 from app.runtime.run.state import RunState, Stop
@@ -30,14 +35,25 @@ def run_status(run_id: str, status: str) -> Apply:
 
 
 class Humans:
-    __slots__ = ("_journal", "_state", "_stop", "pending")
+    __slots__ = ("_journal", "_state", "_stop", "on_park", "parkable", "parked", "parked_kind", "pending")
 
     def __init__(self, state: RunState, journal: Journal, stop: Stop) -> None:
         self._state = state
         self._journal = journal
         self._stop = stop
         self.pending: PendingInput | None = None
+        self.parkable = False  # the run parks when a person is needed, instead of waiting
+        self.parked: PendingInput | None = None  # the request the run parks on
+        self.parked_kind = "input"  # input: a user proxy's turn; handoff: a swarm's hand-off to the user
+        self.on_park: Callable[[], None] | None = None  # told when the run starts to park
         stop.on_request(self._stopped)
+
+    def park(self, pending: PendingInput, kind: str) -> None:
+        """The run parks on ``pending`` (its ``input.requested`` goes out with the parked row)."""
+        self.parked = pending
+        self.parked_kind = kind
+        if self.on_park is not None:
+            self.on_park()
 
     def _stopped(self) -> None:
         if self.pending is not None and not self.pending.answer.done():
@@ -62,6 +78,9 @@ class Humans:
         async def ask(prompt: str, cancellation_token: CancellationToken | None) -> str:
             pending = self.pending_for(UserProxyAgent.InputRequestContext.request_id(), agent)
             pending.prompt = prompt or pending.prompt
+            if self.parkable:
+                self.park(pending, "input")
+                raise Park(pending.request_id)
             return await self._answer(pending)
 
         return ask

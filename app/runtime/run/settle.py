@@ -14,7 +14,7 @@ from app.conversations.repository import end_run
 from app.core.envelope import Envelope, usage_data
 from app.core.vocabulary import TERMINAL_EVENT, EventType
 from app.engine.factory import team_signature
-from app.runs.repository import settle_run
+from app.runs.repository import drop_parked, settle_run
 from app.runtime.recorder import StorageError, Superseded
 from app.runtime.run.consumer import RunParts
 from app.runtime.run.outcome import Outcome
@@ -60,6 +60,7 @@ def _settle(parts: RunParts, outcome: Outcome, conn: Connection, env: Envelope) 
     if not settled:
         # another process settled it first (our lease lapsed): its end stands, ours is dropped
         raise Superseded(f"run {state.run_id} was settled elsewhere")
+    drop_parked(conn, state.run_id)
     # a team that did not finish cleanly is not trusted to continue from: the next run rebuilds its
     # context from the stored messages instead
     end_run(
