@@ -113,6 +113,13 @@ class Settings(BaseSettings):
             "run's deadline is stored and enforced by a sweeper, so it holds across restarts."
         ),
     )
+    fake_prompt_log: Path | None = Field(
+        default=None,
+        description=(
+            "A testing aid: the `fake` model appends each call's prompt and reply to this file, a JSON line "
+            "apiece (what a model was sent, visible across processes and restarts). Unset: nothing is written."
+        ),
+    )
     max_parked_runs_per_principal: int = Field(
         default=1000,
         ge=1,

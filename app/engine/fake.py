@@ -21,6 +21,7 @@ import re
 import warnings
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -197,6 +198,17 @@ class FakeStats:
     chunks: int = 0
     open_streams: int = 0
     last_message_count: int = 0
+    # a testing aid (SWARM_FAKE_PROMPT_LOG): each call's prompt and reply, a JSON line apiece, so a test
+    # can see what a model was sent, across processes and restarts
+    prompt_log: Path | None = None
+
+    def record(self, messages: Sequence[LLMMessage], reply: str | None, error: str | None = None) -> None:
+        if self.prompt_log is None:
+            return
+        prompt = [[type(m).__name__, getattr(m, "source", None), "\n".join(_message_texts(m))] for m in messages]
+        line = json.dumps({"prompt": prompt, "reply": reply, "error": error})
+        with self.prompt_log.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,6 +345,19 @@ class FakeChatCompletionClient(ChatCompletionClient):
         )
 
     def _plan(self, messages: Sequence[LLMMessage]) -> _Reply:
+        """Count the call and decide its reply (recorded when the stats say so); raises FakeModelError."""
+        try:
+            reply = self._plan_reply(messages)
+        except FakeModelError as exc:
+            self._stats.record(messages, None, str(exc))
+            raise
+        if self._stats.prompt_log is not None:
+            content = reply.content
+            text = content if isinstance(content, str) else json.dumps([[c.name, c.arguments] for c in content])
+            self._stats.record(messages, text)
+        return reply
+
+    def _plan_reply(self, messages: Sequence[LLMMessage]) -> _Reply:
         """Count the call and decide its reply; raises FakeModelError for failing calls."""
         if self._call_count == 0:
             # a client made for a team rebuilt mid-run (a parked run resumed) goes on from the agent's own

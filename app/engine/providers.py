@@ -70,7 +70,7 @@ class ModelRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.fake_stats = FakeStats()
+        self.fake_stats = FakeStats(prompt_log=settings.fake_prompt_log)
         self._http: httpx.AsyncClient | None = None
         # the lean streams' HTTP client (aiohttp); the SDK's calls keep the httpx one
         self.stream_transport = StreamTransport()

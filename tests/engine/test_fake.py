@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -683,3 +684,27 @@ async def test_scripted_handoff_drives_a_swarm() -> None:
     assert isinstance(last, TextMessage)
     assert last.source == "b"
     assert last.content.startswith("Fake reply 1 after ")
+
+
+async def test_the_prompt_log_has_every_call_s_prompt_and_reply(tmp_path: Path) -> None:
+    log = tmp_path / "prompts.jsonl"
+    stats = FakeStats(prompt_log=log)
+    client = FakeChatCompletionClient(script=[ScriptStep(text="first"), ScriptStep(error="boom")], stats=stats)
+    asked = [UserMessage(content="Where to?", source="user")]
+    result = await client.create(asked)
+    with pytest.raises(Exception, match="boom"):
+        await client.create(
+            [*asked, AssistantMessage(content="first", source="a"), UserMessage(content="Paris", source="human")]
+        )
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines[0] == {"prompt": [["UserMessage", "user", "Where to?"]], "reply": result.content, "error": None}
+    assert lines[1]["prompt"][-1] == ["UserMessage", "human", "Paris"] and lines[1]["error"] == "boom"
+
+
+async def test_a_new_client_goes_on_from_the_agent_s_turns_in_its_context() -> None:
+    """A team rebuilt mid-run (a parked run resumed) gets new clients: each goes on where the agent was."""
+    script = [ScriptStep(text="one"), ScriptStep(text="two"), ScriptStep(text="three")]
+    context = [UserMessage(content="go", source="user"), AssistantMessage(content="one", source="a")]
+    fresh = FakeChatCompletionClient(script=script)
+    assert (await fresh.create(context)).content == "two"
+    assert (await fresh.create(context)).content == "three"  # then on by its own count, as before
