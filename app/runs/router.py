@@ -349,7 +349,9 @@ async def cancel_run(
     summary="Answer a run's input request (human in the loop)",
     description=(
         "Answers the `input.requested` event the run is waiting on. The run emits `input.received` and goes "
-        "on. A `request_id` other than the awaited one is a 409 `unknown_input_request`; a run that is not "
+        "on; a parked run (docs/human-in-the-loop.md) is `queued` until a process takes it up, which the "
+        "answer's run may show. A `request_id` other than the awaited one is a 409 `unknown_input_request`; "
+        "a second answer to the same request, or one to a run that is not "
         "waiting is a 409 `not_awaiting_input`. In the distributed mode, an answer that cannot reach the "
         "process running the run (Redis down, or no answer from it) is a 503 `signals_unavailable` with "
         "`Retry-After`: nothing was delivered; send it again."
