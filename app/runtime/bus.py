@@ -76,6 +76,8 @@ class EventBus:
         self.drained = asyncio.Event()  # set with ``draining``, for watchers that follow from elsewhere
         # distributed mode: every published event also goes to the run's Redis stream
         self.mirror: Callable[[Envelope], None] | None = None
+        # watchers of runs not live here (parked): woken when the run opens here, or changes in storage
+        self._idle: dict[str, set[asyncio.Event]] = {}
 
     def drain(self) -> None:
         """The server is stopping: end every live subscription (watchers are told and resume elsewhere)."""
@@ -89,7 +91,28 @@ class EventBus:
         channel = self._channels.get(run_id)
         if channel is None:
             channel = self._channels[run_id] = RunChannel(run_id, flushed_seq)
+            self.notify(run_id)
         return channel
+
+    def notify(self, run_id: str) -> None:
+        """Wake the watchers of a run that is not live here: it opened here, or its stored log changed
+        (a parked run settled by this process)."""
+        for idle in self._idle.pop(run_id, ()):
+            idle.set()
+
+    def idle(self, run_id: str) -> asyncio.Event:
+        """A watcher's own event that ``notify(run_id)`` sets: taken before it looks at a run that is not
+        live here, so a change while it looks is not missed; given back with ``forget_idle``."""
+        idle = asyncio.Event()
+        self._idle.setdefault(run_id, set()).add(idle)
+        return idle
+
+    def forget_idle(self, run_id: str, idle: asyncio.Event) -> None:
+        waiting = self._idle.get(run_id)
+        if waiting is not None:
+            waiting.discard(idle)
+            if not waiting:
+                del self._idle[run_id]
 
     def is_open(self, run_id: str) -> bool:
         return run_id in self._channels

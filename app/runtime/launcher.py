@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import utcnow
+from app.core.envelope import Envelope
 from app.core.errors import Unavailable
 from app.core.repository import Execution, commit_inserts
 from app.core.vocabulary import TERMINAL_STATUSES
@@ -205,7 +206,7 @@ class EmbeddedLauncher(RunLauncher):
         recorder: EventRecorder,
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
-        super().__init__(manager, bus, None, ParkedRuns(sessionmaker))
+        super().__init__(manager, bus, None, ParkedRuns(sessionmaker, self._stored_change))
         self.recorder = recorder
         self.sessionmaker = sessionmaker
         # every parked run is this process's to count: none parks or unparks elsewhere
@@ -216,6 +217,10 @@ class EmbeddedLauncher(RunLauncher):
         await recover_runs(self.sessionmaker, self.manager)
         self._parked_count.update(await self.parked.counts())
         self._sweep_parked()
+
+    async def _stored_change(self, events: list[Envelope]) -> None:
+        for env in events:  # a parked run's end, written here: its watchers read it from storage
+            self.bus.notify(env.run_id)
 
     def _on_parked(self, principal_id: str) -> None:
         self._parked_count[principal_id] += 1

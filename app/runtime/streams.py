@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 PAGE = 500
 READ_RETRY_S = 5.0  # how long a stream rides out an unreachable database (SWARM_STORAGE_RETRY_S's default)
 READ_BACKOFF_MAX_S = 1.0
+# how often a watcher of a parked run looks at storage on its own (it is woken when the run changes here)
+IDLE_RECHECK_S = 5.0
 T = TypeVar("T")
 
 
@@ -225,7 +227,11 @@ async def _follow_batches(
         if cursor.done:
             return
     while True:
+        idle = bus.idle(run_id) if remote is None else None
         sub, unstored = bus.subscribe(run_id)
+        if idle is not None and sub is not None:
+            bus.forget_idle(run_id, idle)
+            idle = None
         try:
             below = unstored[0].seq if unstored else None
             # a run this request just created, live here, with nothing stored past what the watcher
@@ -251,14 +257,21 @@ async def _follow_batches(
                     return
                 continue
             if sub is None:
-                # not live in this process: finished (all of it is stored) or run elsewhere
+                # not live in this process: finished (all of it is stored), or parked (this process
+                # resumes or settles it, and wakes its watchers then; they look again now and then too)
                 run = await _read_run(sessionmaker, run_id, retry_for_s)
                 if run is None or run.status in TERMINAL_STATUSES:
                     # a terminal run whose terminal event was written after our read
                     async for out in _stored(sessionmaker, run_id, cursor, retry_for_s=retry_for_s):
                         yield out
                     return
-                await asyncio.sleep(poll_s)
+                within = max(poll_s, IDLE_RECHECK_S) if run.status == "awaiting_input" else poll_s
+                if idle is None:
+                    await asyncio.sleep(within)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(within):
+                        await idle.wait()
                 continue
             async for news in _follow_local(sub, cursor):
                 yield news
@@ -268,6 +281,8 @@ async def _follow_batches(
         finally:
             if sub is not None:
                 sub.close()
+            if idle is not None:
+                bus.forget_idle(run_id, idle)
 
 
 async def _follow_remote(
