@@ -200,7 +200,8 @@ class Cluster:
             return {"ok": True}
         if kind == "input":
             try:
-                manager.provide_input(run_id, str(signal.get("request_id")), str(signal.get("content")))
+                if not manager.provide_input(run_id, str(signal.get("request_id")), str(signal.get("content"))):
+                    return None  # it has just parked: its row takes the answer, in the asking process
             except AppError as exc:
                 return {"ok": False, "code": exc.code, "detail": exc.detail}
             return {"ok": True}

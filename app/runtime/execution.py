@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from typing import Any, Final
@@ -103,7 +104,8 @@ class RunExecution:
         self.active_before = 0.0  # seconds the run executed before it parked (a resumed run's)
         self.counted = 0  # chat messages the team's termination has counted in this run (``Carry.messages``)
         self.history_len = 0  # the conversation's messages replayed as the team's context (``history_len``)
-        self.parked = False  # it parked: its task ended without a terminal event
+        self.parked = False  # it parked: its task ends without a terminal event
+        self.on_parked: Callable[[], None] | None = None  # told (by its manager) once it has parked
         self.settling = False  # writing (or has written) its terminal event
         self.ended = False  # its terminal event is stored (or could not be)
         self._known_seq = known_seq
@@ -129,8 +131,12 @@ class RunExecution:
     def request_cancel(self, reason: str) -> None:
         self.parts.stop.request(reason)
 
-    def provide_input(self, request_id: str, content: str) -> None:
+    def provide_input(self, request_id: str, content: str) -> bool:
+        """Answer the run's input request here; False when it has parked (its row takes the answer)."""
+        if self.parked:
+            return False
         self.parts.humans.provide(request_id, content)
+        return True
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -145,6 +151,8 @@ class RunExecution:
             outcome = await self._run() if has_turn else Outcome("cancelled", stop_reason=self.cancel_reason)
             if isinstance(outcome, _Parked):
                 self._parked()
+                if has_turn:
+                    turn.release()
                 return
         except asyncio.CancelledError:
             # the task itself was cancelled (a hard stop): settle the run, then let the cancellation go on
@@ -402,6 +410,14 @@ class RunExecution:
         except StorageError as exc:
             return Outcome("failed", error_code="storage_error", error_message=str(exc))
         pending.announced = True
+        # no await from here to the task's end: an answer or a cancel that comes for the run from now
+        # on finds it parked (``parked``) and goes to its row; one that came while the park was being
+        # written was for this execution, and a cancel ends the run here
+        if self.cancel_reason is not None:
+            return stopped(p.state, self.cancel_reason)
+        self.parked = self.ended = True  # no longer a live run: counted as parked from now on
+        if self.on_parked is not None:
+            self.on_parked()
         return PARKED
 
     async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message], ParkedRun | None]:
@@ -438,7 +454,7 @@ class RunExecution:
 
     def _parked(self) -> None:
         """The run parked: no process holds it now; its watchers read on from storage."""
-        self.ended = self.parked = True
+        self.ended = True
         deps = self.parts.deps
         deps.recorder.release_lease(self.run_id)
         deps.bus.detach(self.run_id, quiet=True)

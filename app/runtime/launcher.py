@@ -239,6 +239,7 @@ class EmbeddedLauncher(RunLauncher):
         await self.manager.shutdown(grace_s)
 
     async def _resume(self, run: Run, last_seq: int) -> None:
+        await self.manager.wait(run.id)  # the task that parked it may be winding down still
         self.manager.submit(run, flushed_seq=last_seq, known_seq=last_seq)
 
     async def bus_ready(self) -> bool:

@@ -80,16 +80,18 @@ class RunManager:
         if run.cancel_requested is not None:
             execution.request_cancel(run.cancel_requested)  # asked for while it waited in the queue
         turn = self._turns.setdefault(run.conversation_id, asyncio.Lock())
+        if self.on_parked is not None:
+            on_parked, principal = self.on_parked, run.principal_id
+            execution.on_parked = lambda: on_parked(principal)
         task = asyncio.create_task(execution.execute(turn), name=f"run:{run.id}")
         self._executions[run.id] = execution
         self._tasks[run.id] = task
-        task.add_done_callback(lambda t: self._forget(run.id, run.conversation_id, t))
+        task.add_done_callback(lambda t: self._forget(run.id, run.conversation_id, t, execution))
 
-    def _forget(self, run_id: str, conversation_id: str, task: asyncio.Task[None]) -> None:
-        execution = self._executions.pop(run_id, None)
-        if execution is not None and execution.parked and self.on_parked is not None:
-            self.on_parked(execution.principal_id)
-        self._tasks.pop(run_id, None)
+    def _forget(self, run_id: str, conversation_id: str, task: asyncio.Task[None], execution: RunExecution) -> None:
+        if self._tasks.get(run_id) is task:  # not a later execution of the run (a parked run resumed)
+            self._executions.pop(run_id, None)
+            self._tasks.pop(run_id, None)
         if not self.live_in_conversation(conversation_id):
             self._turns.pop(conversation_id, None)
         if not task.cancelled() and task.exception() is not None:
@@ -98,9 +100,9 @@ class RunManager:
             self.on_finished(run_id)
 
     def cancel(self, run_id: str, reason: str = "cancelled") -> bool:
-        """Ask a live run to stop; False when it is not live in this process."""
+        """Ask a live run to stop; False when it is not live in this process (or has just parked)."""
         execution = self._executions.get(run_id)
-        if execution is None:
+        if execution is None or execution.parked:
             return False
         execution.request_cancel(reason)
         return True
@@ -110,8 +112,7 @@ class RunManager:
         execution = self._executions.get(run_id)
         if execution is None:
             return False
-        execution.provide_input(request_id, content)
-        return True
+        return execution.provide_input(request_id, content)
 
     async def wait(self, run_id: str, within: float | None = None) -> bool:
         """Wait for a live run's task to end; True when it has (or was not live)."""

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.e2e
 
 
 def asking_team() -> dict[str, Any]:
-    return team(members=[agent("helper", "fake/t3"), {"name": "human", "kind": "user_proxy"}], max_messages=4)
+    """A run waiting for a person in its process: a graph waits live (a round robin would park and
+    outlive the process: tests/faults/test_parked_runs.py)."""
+    members = [agent("helper", "fake/t3"), {"name": "human", "kind": "user_proxy"}]
+    return team(kind="graph", members=members, edges=[{"source": "helper", "target": "human"}], max_messages=4)
 
 
 def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
