@@ -5,7 +5,7 @@ reads like the issue. Targets are printed figures, never a test's pass or
 fail. Ratios are SwarmDirector / floor for every figure (above 1: more
 tokens per second, or more milliseconds, than the bare library). W4 and W5
 (many watchers of one server) have no floor and no target of the issue's but
-"nothing lost".
+"nothing lost". W7 (runs parked for a person) has no floor either.
 """
 
 from __future__ import annotations
@@ -79,6 +79,22 @@ def rows_for(workload: str, n: int) -> list[Row]:
             Row("/healthz p99 while held", "healthz_p99_ms", "ms"),
             Row("/healthz max while held", "healthz_max_ms", "ms"),
             Row("server CPU while held, of one core", "held_server_cpu_share", "% core"),
+            ERRORS,
+        ]
+    if workload == "W7":  # issue 24: runs parked for a person, in one embedded server process
+        return [
+            Row("runs parked", "parked", "n", "all", all_of(n)),
+            Row("time to start and park them all", "park_s", "s"),
+            Row("server CPU per run, start to parked", "park_cpu_ms_per_run", "ms"),
+            Row("server RSS before", "server_rss_before_mb", "MB"),
+            Row("server RSS with half of them parked", "server_rss_half_mb", "MB"),
+            Row("server RSS with them parked", "server_rss_parked_mb", "MB"),
+            Row("server memory per parked run", "kb_per_parked_run", "KB", "< 20 KB", lambda s, _f: s < 20),
+            Row("server memory per parked run, second half", "kb_per_parked_run_second_half", "KB"),
+            Row("runs with a task while they are parked", "runs_live_while_parked", "n", "0", lambda s, _f: s == 0),
+            Row("runs started after them (live-run limit 20)", "after_started", "n"),
+            Row("of those, refused or not completed", "after_not_completed", "n", "0", lambda s, _f: s == 0),
+            Row("time to cancel them all", "cancel_s", "s"),
             ERRORS,
         ]
     if workload == "W6":  # issue 22: each dialect beside our SSE route, which stands in the floor's column

@@ -16,14 +16,18 @@ raw figure and the environment to ``bench/results/bench-<time>.json``.
     W5  10,000 idle SSE connections: memory per connection, /healthz latency while they are held
     W6  W1's team stored, streamed as our SSE, as Chat Completions and as AG-UI in turn: CPU per token,
         each dialect against our SSE (issue 22; bench/dialects.py)
+    W7  1,000 runs parked for a person in one embedded server process: memory per parked run, and
+        the live-run limit untouched (issue 24; bench/parked.py)
 
 W4 and W5 have no floor (bare AutoGen has no watchers), run each repeat on a fresh embedded
 server of their own, and are left out with the distributed backend (bench/watching.py). W6 runs
-on the W1-W3 server and has no floor either: its floor column is our own SSE route.
+on the W1-W3 server and has no floor either: its floor column is our own SSE route. W7 runs on
+a fresh embedded server of its own, has no floor, and is left out with the distributed backend.
 
     .venv/bin/python bench/run.py [--only W1,W2] [--repeats 3] [--n 50,200] [--profile [W1|W2|W3]]
     .venv/bin/python bench/run.py --only W4,W5 [--w4-watchers 1000] [--w5-connections 10000]
     .venv/bin/python bench/run.py --only W6 [--w6-runs 5] [--w6-repeats 3]
+    .venv/bin/python bench/run.py --only W7 [--w7-runs 1000]
     .venv/bin/python bench/run.py --only W2 --processes 2      # distributed, SWARM_PROCESSES=2
     .venv/bin/python bench/run.py --patches-off autogen_untraced  # a patch of app/patches left out
 
@@ -49,6 +53,7 @@ from typing import Any
 
 import dialects
 import environment
+import parked
 import report
 import watching
 from servers import (
@@ -258,6 +263,8 @@ def run_bench(
         if "W6" in args.only:
             dialects.run_w6(bench, args.w6_runs, args.w6_repeats, result, sections)
         watch_workloads(args, tmp, bench, result, sections)
+        if "W7" in args.only:
+            parked.run_w7(tmp, args.w7_runs, args.server_log_level, args.patches_off, result, sections)
         if args.profile:
             import profile_server
 
@@ -343,6 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--w5-repeats", type=int, default=1, help="repeats of W5 (default 1)")
     parser.add_argument("--w6-runs", type=int, default=5, help="sequential runs per W6 batch, each way (default 5)")
     parser.add_argument("--w6-repeats", type=int, default=3, help="repeats of W6's three ways (default 3)")
+    parser.add_argument("--w7-runs", type=int, default=1000, help="runs W7 parks at once (default 1000)")
     parser.add_argument("--server-log-level", default="INFO", help="SwarmDirector's SWARM_LOG_LEVEL (default INFO)")
     parser.add_argument(
         "--patches-off",
@@ -380,16 +388,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(BENCH / "results" / f"bench-{stamp}.json"), help="the JSON to write")
     args = parser.parse_args(argv)
     distributed = args.backend == "distributed" or args.processes > 1
-    only = args.only or ("W1,W2,W3" if distributed else "W1,W2,W3,W4,W5,W6")
+    only = args.only or ("W1,W2,W3" if distributed else "W1,W2,W3,W4,W5,W6,W7")
     args.only = [w.strip().upper() for w in only.split(",") if w.strip()]
     args.n = [int(n) for n in str(args.n).split(",") if n.strip()]
-    unknown = set(args.only) - {"W1", "W2", "W3", "W4", "W5", "W6"}
-    counts = (args.w4_watchers, args.w4_words, args.w4_repeats, args.w5_connections, args.w5_probes, args.w5_repeats)
-    counts += (args.w6_runs, args.w6_repeats)
+    unknown = set(args.only) - {"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
+    counts: tuple[int, ...] = (args.w4_watchers, args.w4_words, args.w4_repeats)
+    counts += (args.w5_connections, args.w5_probes, args.w5_repeats, args.w6_runs, args.w6_repeats, args.w7_runs)
     if unknown or min(args.repeats, args.w2_repeats, args.w3_runs, args.processes, *args.n, *counts) < 1:
         parser.error(f"unknown workloads {sorted(unknown)}" if unknown else "counts must be at least 1")
-    if distributed and {"W4", "W5"} & set(args.only):
-        parser.error("W4 and W5 measure one embedded server process: leave them out with the distributed backend")
+    if distributed and {"W4", "W5", "W7"} & set(args.only):
+        parser.error("W4, W5 and W7 measure one embedded server process: leave them out with the distributed backend")
     if args.processes > 1:
         if args.backend == "embedded":
             parser.error("--processes above 1 needs the distributed backend (embedded servers cannot share)")
