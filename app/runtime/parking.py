@@ -104,6 +104,9 @@ async def answer_parked(session: AsyncSession, run: Run, request_id: str, conten
     run.status = "queued"
     run.worker_id = None
     run.lease_expires_at = None
+    # the claim that resumes it counts as an attempt (it fences the executor's writes): it is not one of
+    # the retries the run asked for, so it is granted on top of them
+    run.max_attempts = (run.max_attempts or 1) + 1
     # the conversation's turn was the parked run's: free it for the claim that resumes it
     await forget_turn(session, run)
     return True
