@@ -366,14 +366,11 @@ class RunExecution:
             answer = await humans.ask_person(to_user.source, to_user.content)
             task = HandoffMessage(source="user", target=to_user.source, content=answer)
 
-    async def _park(self, team: BaseGroupChat) -> Outcome | _Parked:
-        """Commit the team's state, the request and what the run used, with ``input.requested``."""
+    def _carried(self) -> Carried:
+        """What the run has used and stored so far, for the process that resumes it."""
         p = self.parts
-        pending = p.humans.parked
-        assert pending is not None
-        state = dict(await team.save_state())
         ledger = p.ledger
-        carried = Carried(
+        return Carried(
             counted=self.counted,
             history_len=self.history_len,
             stored=p.messages.count,
@@ -384,6 +381,14 @@ class RunExecution:
             by_model={model: [pt, ct] for model, (pt, ct) in ledger.by_model.items()},
             result=p.messages.result,
         )
+
+    async def _park(self, team: BaseGroupChat) -> Outcome | _Parked:
+        """Commit the team's state, the request and what the run used, with ``input.requested``."""
+        p = self.parts
+        pending = p.humans.parked
+        assert pending is not None
+        state = dict(await team.save_state())
+        carried = self._carried()
         data = {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt}
         env = p.journal.envelope("input.requested", data)
         row = {

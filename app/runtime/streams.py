@@ -227,11 +227,9 @@ async def _follow_batches(
         if cursor.done:
             return
     while True:
-        idle = bus.idle(run_id) if remote is None else None
         sub, unstored = bus.subscribe(run_id)
-        if idle is not None and sub is not None:
-            bus.forget_idle(run_id, idle)
-            idle = None
+        # not live here (embedded): woken when it is, or when its log changes, from before any read
+        idle = bus.idle(run_id) if sub is None and remote is None else None
         try:
             below = unstored[0].seq if unstored else None
             # a run this request just created, live here, with nothing stored past what the watcher
@@ -257,22 +255,12 @@ async def _follow_batches(
                     return
                 continue
             if sub is None:
-                # not live in this process: finished (all of it is stored), or parked (this process
-                # resumes or settles it, and wakes its watchers then; they look again now and then too)
-                run = await _read_run(sessionmaker, run_id, retry_for_s)
-                if run is None or run.status in TERMINAL_STATUSES:
-                    # a terminal run whose terminal event was written after our read
-                    async for out in _stored(sessionmaker, run_id, cursor, retry_for_s=retry_for_s):
-                        yield out
-                    return
-                within = max(poll_s, IDLE_RECHECK_S) if run.status == "awaiting_input" else poll_s
-                if idle is None:
-                    await asyncio.sleep(within)
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(within):
-                        await idle.wait()
-                continue
+                rest = await _not_live_here(sessionmaker, run_id, cursor, idle, poll_s, retry_for_s)
+                if rest is None:
+                    continue  # it goes on: look again
+                for out in rest:
+                    yield out
+                return
             async for news in _follow_local(sub, cursor):
                 yield news
             if cursor.done or not (sub.lagged or sub.moved):
@@ -283,6 +271,31 @@ async def _follow_batches(
                 sub.close()
             if idle is not None:
                 bus.forget_idle(run_id, idle)
+
+
+async def _not_live_here(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    run_id: str,
+    cursor: _Cursor,
+    idle: asyncio.Event | None,
+    poll_s: float,
+    retry_for_s: float,
+) -> list[list[Envelope]] | None:
+    """A run not live in this process (embedded): finished, and the rest of its stored log is returned;
+    or parked (this process resumes or settles it, and wakes its watchers through ``idle``; they look
+    again now and then too), and None once it may have changed."""
+    run = await _read_run(sessionmaker, run_id, retry_for_s)
+    if run is None or run.status in TERMINAL_STATUSES:
+        # a terminal run whose terminal event was written after our read
+        return [out async for out in _stored(sessionmaker, run_id, cursor, retry_for_s=retry_for_s)]
+    within = max(poll_s, IDLE_RECHECK_S) if run.status == "awaiting_input" else poll_s
+    if idle is None:
+        await asyncio.sleep(within)
+        return None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            await idle.wait()
+    return None
 
 
 async def _follow_remote(

@@ -162,9 +162,16 @@ async def answer_each(
         if parks:
             request = await park(server, client, run_id)
         else:
+            # a run waiting live stays `awaiting_input` until it has taken the last answer: wait for
+            # its next request itself
+            async with asyncio.timeout(30):
+                while len(
+                    asked := [e for e in await stored_events(client, run_id) if e["type"] == "input.requested"]
+                ) <= len(requests):
+                    await asyncio.sleep(0.02)
             await wait_for_status(client, run_id, {"awaiting_input"})
             assert server.services.launcher.manager.is_live(run_id)  # waiting live, not parked
-            request = [e for e in await stored_events(client, run_id) if e["type"] == "input.requested"][-1]["data"]
+            request = asked[-1]["data"]
         assert request["agent"] == "desk"
         assert request["request_id"] not in {r["request_id"] for r in requests}
         requests.append(request)

@@ -57,8 +57,11 @@ async def readiness(http: httpx.AsyncClient, proc: Proc) -> tuple[int, dict[str,
 
 
 async def waiting_for_input(http: httpx.AsyncClient, api: Proc) -> tuple[str, str]:
-    """A new run that waits for a person: its id and the request id it waits on."""
-    asking = team(members=[agent("helper", "fake/t3"), {"name": "human", "kind": "user_proxy"}], max_messages=4)
+    """A new run that waits for a person in its worker (a graph waits live: a parked run needs no signal
+    to be answered, tests/scaleout/test_parked.py): its id and the request id it waits on."""
+    members = [agent("helper", "fake/t3"), {"name": "human", "kind": "user_proxy"}]
+    edges = [{"source": "helper", "target": "human"}]
+    asking = team(kind="graph", members=members, edges=edges, max_messages=4)
     run = (await http.post(f"{api.url}/v1/runs", json=run_body(team=asking))).json()
     await wait_for_status(http, run["id"], {"awaiting_input"}, url=api.url)
     page = await http.get(f"{api.url}/v1/runs/{run['id']}/events", headers={"accept": "application/json"})
