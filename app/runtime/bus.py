@@ -56,13 +56,14 @@ class Subscription:
 
 
 class RunChannel:
-    __slots__ = ("done", "flushed_seq", "on_flushed", "pending", "run_id", "subscribers", "terminal")
+    __slots__ = ("done", "exact", "flushed_seq", "on_flushed", "pending", "run_id", "subscribers", "terminal")
 
-    def __init__(self, run_id: str, flushed_seq: int) -> None:
+    def __init__(self, run_id: str, flushed_seq: int, exact: bool = False) -> None:
         self.run_id = run_id
         self.pending: deque[Envelope] = deque()
         self.subscribers: set[Subscription] = set()
         self.flushed_seq = flushed_seq
+        self.exact = exact  # flushed_seq is where the stored log ends, not a lower bound of it
         self.terminal: Envelope | None = None
         self.done = asyncio.Event()
         self.on_flushed: Callable[[], None] | None = None  # the run's journal, holding events back
@@ -87,10 +88,12 @@ class EventBus:
             for sub in tuple(channel.subscribers):
                 sub.close()
 
-    def open(self, run_id: str, flushed_seq: int) -> RunChannel:
+    def open(self, run_id: str, flushed_seq: int, *, exact: bool = False) -> RunChannel:
+        """The channel of a run that starts executing here. ``exact``: ``flushed_seq`` is the end of the
+        run's stored log (this process wrote or read it), not only a lower bound of it."""
         channel = self._channels.get(run_id)
         if channel is None:
-            channel = self._channels[run_id] = RunChannel(run_id, flushed_seq)
+            channel = self._channels[run_id] = RunChannel(run_id, flushed_seq, exact)
             self.notify(run_id)
         return channel
 
@@ -129,6 +132,11 @@ class EventBus:
         """The last seq the recorder has stored of a run live here (-1 when none is: ask the database)."""
         channel = self._channels.get(run_id)
         return channel.flushed_seq if channel is not None else -1
+
+    def stored_end(self, run_id: str) -> int | None:
+        """The end of the stored log of a run live here, when the channel knows it exactly (else None)."""
+        channel = self._channels.get(run_id)
+        return channel.flushed_seq if channel is not None and channel.exact else None
 
     def publish(self, env: Envelope) -> None:
         if self.mirror is not None:

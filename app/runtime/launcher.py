@@ -240,7 +240,7 @@ class EmbeddedLauncher(RunLauncher):
 
     async def _resume(self, run: Run, last_seq: int) -> None:
         await self.manager.wait(run.id)  # the task that parked it may be winding down still
-        self.manager.submit(run, flushed_seq=last_seq, known_seq=last_seq)
+        self.manager.submit(run, flushed_seq=last_seq, known_seq=last_seq, exact=True)
 
     async def bus_ready(self) -> bool:
         return True  # the bus is in this process
@@ -287,7 +287,7 @@ class EmbeddedLauncher(RunLauncher):
             if new_conversation:
                 self.manager.release_pending(run.principal_id)
         # no await since the slot was released: the run is live at once
-        self.manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=new_conversation)
+        self.manager.submit(run, flushed_seq=1, known_seq=1, new_conversation=new_conversation, exact=True)
 
     async def _write(self, rows: list[Execution]) -> None:
         # without the request's session: the rows of runs started together are written in the

@@ -68,14 +68,20 @@ class RunManager:
         return [rid for rid, ex in self._executions.items() if ex.conversation_id == conversation_id]
 
     def submit(
-        self, run: Run, flushed_seq: int, *, known_seq: int | None = None, new_conversation: bool = False
+        self,
+        run: Run,
+        flushed_seq: int,
+        *,
+        known_seq: int | None = None,
+        new_conversation: bool = False,
+        exact: bool = False,
     ) -> None:
-        """Start ``run``'s task. ``flushed_seq``: what the channel may take as stored. ``known_seq``: the
-        run's last event, when the caller knows it. ``new_conversation``: the run's request created its
-        conversation (no history, no saved state)."""
+        """Start ``run``'s task. ``flushed_seq``: what the channel may take as stored (``exact``: where the
+        stored log ends). ``known_seq``: the run's last event, when the caller knows it.
+        ``new_conversation``: the run's request created its conversation (no history, no saved state)."""
         if self._closing:
             raise RuntimeError("the run manager is shutting down")
-        self.deps.bus.open(run.id, flushed_seq)
+        self.deps.bus.open(run.id, flushed_seq, exact=exact)
         execution = RunExecution(self.deps, run, known_seq=known_seq, new_conversation=new_conversation)
         if run.cancel_requested is not None:
             execution.request_cancel(run.cancel_requested)  # asked for while it waited in the queue

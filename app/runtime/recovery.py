@@ -46,5 +46,5 @@ async def recover_runs(sessionmaker: async_sessionmaker[AsyncSession], manager: 
             log.warning("run_settled_after_restart", run_id=run.id)
         await session.commit()
     for run, last in requeue:
-        manager.submit(run, flushed_seq=last)
+        manager.submit(run, flushed_seq=last, exact=True)
         log.info("run_requeued_after_restart", run_id=run.id)

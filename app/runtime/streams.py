@@ -212,6 +212,10 @@ async def follow_batches(
         yield StreamClosing(cursor.last, "storage_unavailable")
 
 
+# A run live here whose stored log ends at or before the watcher's cursor is not read from storage: a run
+# the request just created (``known``), or one that resumed here while its watchers waited (its channel
+# knows exactly where its stored log ends). A channel opened with a lower bound only (a claimed retry,
+# whose earlier attempts' events are stored) is read from storage past the first pass.
 async def _follow_batches(
     sessionmaker: async_sessionmaker[AsyncSession],
     bus: EventBus,
@@ -232,11 +236,9 @@ async def _follow_batches(
         idle = bus.idle(run_id) if sub is None and remote is None else None
         try:
             below = unstored[0].seq if unstored else None
-            # a run this request just created, live here, with nothing stored past what the watcher
-            # has: storage holds only the known events, the rest is in `unstored` or still to come
-            # (a channel's flushed seq alone is only a lower bound: a claimed retry's earlier events
-            # are stored, so this holds only on the first pass, with `known`)
-            if not (known and sub is not None and bus.flushed_seq(run_id) <= cursor.last):
+            # nothing stored past the watcher's cursor (``stored_end``): the rest is in `unstored` or to come
+            end = bus.stored_end(run_id) if not known else bus.flushed_seq(run_id)
+            if not (sub is not None and end is not None and end <= cursor.last):
                 async for out in _stored(sessionmaker, run_id, cursor, below=below, retry_for_s=retry_for_s):
                     yield out
             if cursor.done:
