@@ -147,6 +147,11 @@ class RunRepository(Repository[Run]):
             stmt = stmt.where(Run.team_id == team_id)
         return await self.page(stmt, limit=limit, cursor=cursor)
 
+    async def in_conversation(self, conversation_id: str) -> bool:
+        """Whether any run was ever started in the conversation."""
+        found = await self.session.scalar(select(Run.id).where(Run.conversation_id == conversation_id).limit(1))
+        return found is not None
+
     async def active_in_conversation(self, conversation_id: str) -> list[Run]:
         rows = await self.session.scalars(
             select(Run).where(Run.conversation_id == conversation_id, Run.status.in_(ACTIVE_STATUSES)).order_by(Run.id)

@@ -33,7 +33,7 @@ from app.conversations.models import Conversation
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.envelope import DELTA, Envelope
-from app.core.errors import Conflict, NotFound, problem_responses
+from app.core.errors import AppError, Conflict, NotFound, problem_responses
 from app.protocols.agui.schemas import IDEMPOTENCY_PREFIX, AguiRunAgentInput, capabilities, check_ids, task_of
 from app.protocols.agui.translator import CUSTOM_PREFIX, Translator, frame, frames, interrupt_id
 from app.runs.models import Run
@@ -75,13 +75,13 @@ async def _team(session: SessionDep, principal: Principal, ref: str) -> Team:
     return await TeamRepository(session).get_by_id_or_name(principal.id, ref)
 
 
-async def _open_thread(session: AsyncSession, principal: Principal, thread_id: str, team: Team, title: str) -> None:
-    """The thread's conversation, made (and committed) now if this is its first run; another principal's
-    is a 404. In the request's own session: SQLite has one writer, and the request holds it."""
+async def _open_thread(session: AsyncSession, principal: Principal, thread_id: str, team: Team, title: str) -> bool:
+    """The thread's conversation, made (and committed) now if this is its first run (True then); another
+    principal's is a 404. In the request's own session: SQLite has one writer, and the request holds it."""
     conversations = ConversationRepository(session)
     try:
         await conversations.get(principal.id, thread_id)
-        return
+        return False
     except NotFound:
         pass
     try:
@@ -91,10 +91,23 @@ async def _open_thread(session: AsyncSession, principal: Principal, thread_id: s
             )
         )
         await session.commit()
+        return True
     except (Conflict, IntegrityError):
         await session.rollback()
         # made meanwhile by this principal's other request, or the id is another principal's
         await conversations.get(principal.id, thread_id)
+        return False
+
+
+async def _close_empty_thread(session: AsyncSession, principal: Principal, thread_id: str) -> None:
+    """A thread this request made for a run that was refused (a limit): it goes, unless a run has come
+    into it meanwhile (another request on the same thread)."""
+    await session.rollback()
+    if await RunRepository(session).in_conversation(thread_id):
+        return
+    conversations = ConversationRepository(session)
+    await conversations.delete(await conversations.get(principal.id, thread_id))
+    await session.commit()
 
 
 async def _agui_frames(
@@ -136,7 +149,7 @@ async def agui_run(
     if body.resume:
         return await _resume(body, session, principal, services)
     task = task_of(body, services.settings.max_task_chars)  # before the thread is made: a refusal makes nothing
-    await _open_thread(session, principal, body.thread_id, team, task)
+    made = await _open_thread(session, principal, body.thread_id, team, task)
     key = IDEMPOTENCY_PREFIX + body.run_id
     paused = [
         r for r in await RunRepository(session).active_in_conversation(body.thread_id) if r.status == "awaiting_input"
@@ -146,7 +159,13 @@ async def agui_run(
         message = f"The thread's run is waiting for an answer: resume interrupt(s) of run '{paused[0].id}' first."
         return _refused(services, body, "interrupt_pending", message)
     runs = RunService(session, principal, services)
-    run = await runs.create(RunCreate(team_id=team.id, task=task, conversation_id=body.thread_id), idempotency_key=key)
+    try:
+        create = RunCreate(team_id=team.id, task=task, conversation_id=body.thread_id)
+        run = await runs.create(create, idempotency_key=key)
+    except AppError:
+        if made:  # refused (a limit): the request leaves no empty thread behind
+            await _close_empty_thread(session, principal, body.thread_id)
+        raise
     # a repeated runId is a reconnect: what the thread said before this run, then the run from its start
     history = (await _history(session, run, 0))[0] if runs.replayed else None
     await session.close()  # never hold a request's session across a stream

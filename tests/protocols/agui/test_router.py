@@ -371,6 +371,7 @@ async def test_every_limit_is_refused_before_a_stream_with_its_status_and_makes_
         await wait_status(client, run_url, "running")
         r = await refused(run_input("thread-l4"), 429, "too_many_live_runs")
         assert int(r.headers["retry-after"]) > 0
+        assert (await client.get("/v1/conversations/thread-l4")).status_code == 404  # no empty thread left
         assert (await client.post(f"/agui/teams/stuck/runs/{body['runId']}/cancel")).json()["status"] == "cancelled"
 
         # the start rate: three a minute (the refused start did not count); `tools: []` asks for nothing
@@ -379,4 +380,7 @@ async def test_every_limit_is_refused_before_a_stream_with_its_status_and_makes_
             assert parse((await client.post("/agui/teams/pair", json=ok)).text)[-1]["type"] == "RUN_FINISHED"
         r = await refused(run_input("thread-l5"), 429, "rate_limited")
         assert int(r.headers["retry-after"]) > 0
+        r = await refused(run_input("thread-l6"), 429, "rate_limited")
+        assert (await client.get("/v1/conversations/thread-l6")).status_code == 404  # a new thread: gone
+        assert (await client.get("/v1/conversations/thread-l5")).status_code == 200  # one with runs: kept
         assert len((await client.get("/v1/runs")).json()["data"]) == 3
