@@ -55,6 +55,7 @@ from ag_ui.core import (
 )
 
 from app.core.envelope import DELTA, REASONING_DELTA, Envelope
+from app.protocols.usage import UsageShare
 
 PROTOCOL_VERSION = "1.0"
 CUSTOM_PREFIX = "swarmdirector."
@@ -77,6 +78,11 @@ def interrupt_id(run_id: str, request_id: str) -> str:
     return f"{run_id}/{request_id}"
 
 
+def _tokens(part: tuple[int, int]) -> list[TokenUsage]:
+    prompt, completion = part
+    return [TokenUsage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)]
+
+
 def token_usage(usage: dict[str, Any] | None) -> list[TokenUsage] | None:
     """A run's ``usage`` as AG-UI's: an entry per provider and model (``by_model``), which add up to the
     run's total; one entry, the total, where the event has no breakdown (a lost run's settling event)."""
@@ -94,8 +100,7 @@ def token_usage(usage: dict[str, Any] | None) -> list[TokenUsage] | None:
             )
             for model in models
         ]
-    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-    return [TokenUsage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)]
+    return _tokens((int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))))
 
 
 def snapshot(history: list[tuple[str, str, str]], at: int) -> MessagesSnapshotEvent:
@@ -132,8 +137,7 @@ class Translator:
         self.thread_id = thread_id
         self.run_id = run_id
         self.history = history
-        self.spent_before = spent if resumed else (0, 0)
-        self.spent = list(spent)  # prompt and completion tokens of the run's messages so far
+        self.share = UsageShare(spent, starts_here=resumed)  # this stream's part of the run's usage
         self.started = False
         self.finished = False
         self.turns = 0  # subagent invocations so far: each gets an id of its own
@@ -184,9 +188,7 @@ class Translator:
                         )
                     )
             case "message.completed":
-                usage = data.get("usage") or {}
-                self.spent[0] += int(usage.get("prompt_tokens", 0))
-                self.spent[1] += int(usage.get("completion_tokens", 0))
+                self.share.count(data)
                 self._message(out, data, at)
             case "tool.call":
                 owner = self._subagent(out, data, at)
@@ -225,13 +227,12 @@ class Translator:
                     message=data.get("prompt") or None,
                     metadata={"agent": data["agent"]},
                 )
-                spent = {"prompt_tokens": self.spent[0], "completion_tokens": self.spent[1]}
                 out.append(
                     RunFinishedEvent(
                         thread_id=self.thread_id,
                         run_id=self.run_id,
                         outcome=RunFinishedInterruptOutcome(interrupts=[request]),
-                        usage=self._usage(spent),
+                        usage=_tokens(self.share.so_far()),
                         timestamp=at,
                     )
                 )
@@ -308,14 +309,11 @@ class Translator:
         return b"data: " + orjson.dumps(content) + b"\n\n"
 
     def _usage(self, usage: dict[str, Any] | None) -> list[TokenUsage] | None:
-        """The usage of this stream's AG-UI run: the run's, less what came before a resume (as one entry,
-        since what came before is not known per model)."""
-        before_prompt, before_completion = self.spent_before
-        if not usage or (before_prompt == 0 and before_completion == 0):
+        """The usage of this stream's AG-UI run: the run's per model; a resumed run's part of it as one
+        entry (what came before is not known per model)."""
+        if not usage or not self.share.resumed:
             return token_usage(usage)
-        prompt = max(int(usage.get("prompt_tokens", 0)) - before_prompt, 0)
-        completion = max(int(usage.get("completion_tokens", 0)) - before_completion, 0)
-        return [TokenUsage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion)]
+        return _tokens(self.share.part(usage))
 
     def reasoning_frame(self, env: Envelope) -> bytes | None:
         """``delta_frame`` for a ``reasoning.delta`` of reasoning already open."""

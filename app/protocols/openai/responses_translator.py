@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from app.core.envelope import Envelope
+from app.protocols.usage import UsageShare
 
 # the most events one envelope may become (run.completed closing every open item is the most)
 STRIDE = 1000
@@ -111,10 +112,7 @@ class ResponsesTranslator:
         self.usage: dict[str, Any] | None = None
         self.waiting_on: str | None = None  # the call_id of the `human_input` call the response ended with
         self.waiting_seq: int | None = None  # and the seq of its input request
-        # prompt and completion tokens of the run's messages so far, and of those before this response:
-        # a response's usage is its part of the run's (the responses of one run add up to its usage)
-        self._spent = [0, 0]
-        self._before = (0, 0)
+        self._share = UsageShare()  # this response's part of the run's usage
         self.error: dict[str, Any] | None = None
         self.completed_at: int | None = None
         self._static = {
@@ -181,9 +179,7 @@ class ResponsesTranslator:
         if self.ended:  # a response ends at an input request or with the run; the log goes on without it
             return []
         if kind == "message.completed":
-            usage = data.get("usage") or {}
-            self._spent[0] += int(usage.get("prompt_tokens", 0))
-            self._spent[1] += int(usage.get("completion_tokens", 0))
+            self._share.count(data)
         if self.resumes_at is not None and env.seq <= self.resumes_at:
             return self._before_resume(env)
         if kind == "message.delta" or kind == "reasoning.delta":
@@ -239,7 +235,7 @@ class ResponsesTranslator:
         if self._static["previous_response_id"] is None:
             self._static["previous_response_id"] = first
         self.status = "in_progress"
-        self._before = (self._spent[0], self._spent[1])
+        self._share.start()
         return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
 
     def _asks(self, env: Envelope) -> list[dict[str, Any]]:
@@ -274,16 +270,13 @@ class ResponsesTranslator:
         ]
         self._items.append(_Item(index, final))
         self.status = "completed"
-        self.usage = self._part({"prompt_tokens": self._spent[0], "completion_tokens": self._spent[1]})
+        self.usage = self._usage(self._share.so_far())
         self.completed_at = int(env.at.timestamp())
         return [*events, self._lifecycle("response.completed")]
 
-    def _part(self, usage: dict[str, Any] | None) -> dict[str, Any]:
-        """This response's part of the run's ``usage`` so far: what came before it taken off."""
-        usage = usage or {}
-        prompt = int(usage.get("prompt_tokens", 0)) - self._before[0]
-        completion = int(usage.get("completion_tokens", 0)) - self._before[1]
-        return response_usage({"prompt_tokens": max(prompt, 0), "completion_tokens": max(completion, 0)})
+    @staticmethod
+    def _usage(part: tuple[int, int]) -> dict[str, Any]:
+        return response_usage({"prompt_tokens": part[0], "completion_tokens": part[1]})
 
     def _open_item(self, item_id: str, key: str | None) -> tuple[list[dict[str, Any]], _Item]:
         reasoning = {"id": item_id, "type": "reasoning", "summary": [], "content": [], "status": "in_progress"}
@@ -357,13 +350,13 @@ class ResponsesTranslator:
         whole = _Item(index, final)
         self._items.append(whole)
         self.status = "completed"
-        self.usage = self._part(env.data.get("usage"))
+        self.usage = self._usage(self._share.part(env.data.get("usage")))
         self.completed_at = int(env.at.timestamp())
         return [*events, self._lifecycle("response.completed")]
 
     def _ended(self, env: Envelope) -> list[dict[str, Any]]:
         events = self._close_all("incomplete")
-        self.usage = self._part(env.data.get("usage"))
+        self.usage = self._usage(self._share.part(env.data.get("usage")))
         if env.type == "run.cancelled":
             self.status = "cancelled"  # as OpenAI's cancelled responses: no error
         else:

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from app.core.envelope import Envelope
+from app.protocols.usage import UsageShare
 
 CHUNK = "chat.completion.chunk"
 DONE = b"data: [DONE]\n\n"
@@ -32,6 +33,11 @@ NO_RESULT = frozenset({"run.failed", "run.cancelled"})
 def frame(chunk: dict[str, Any]) -> bytes:
     """One chunk as one SSE frame, as OpenAI sends them (no ``event:`` line)."""
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def tokens(part: tuple[int, int]) -> dict[str, int]:
+    """Prompt and completion tokens as OpenAI's ``usage``."""
+    return openai_usage({"prompt_tokens": part[0], "completion_tokens": part[1]})
 
 
 def openai_usage(usage: dict[str, Any] | None) -> dict[str, int]:
@@ -60,10 +66,9 @@ class ChatTranslator:
 
     __slots__ = (
         "_base",
-        "_before",
         "_current",
         "_said",
-        "_spent",
+        "_share",
         "_started",
         "asked",
         "include_reasoning",
@@ -92,9 +97,7 @@ class ChatTranslator:
         self.asked: str | None = None  # the request id of the question the completion ended with
         # a completion that answers a question: the run's log from the question's seq on
         self.resumes_at = resumes_at
-        # prompt and completion tokens of the run's messages so far, and of those before this completion
-        self._spent = [0, 0]
-        self._before = (0, 0)
+        self._share = UsageShare()  # this completion's part of the run's usage
 
     @property
     def ended(self) -> bool:
@@ -138,12 +141,10 @@ class ChatTranslator:
         if self.usage is not None:  # ended: at a question, or with the run
             return []
         if kind == "message.completed":
-            spent = data.get("usage") or {}
-            self._spent[0] += int(spent.get("prompt_tokens", 0))
-            self._spent[1] += int(spent.get("completion_tokens", 0))
+            self._share.count(data)
         if self.resumes_at is not None and env.seq <= self.resumes_at:
             if env.seq == self.resumes_at:
-                self._before = (self._spent[0], self._spent[1])
+                self._share.start()
             return []
         if kind == "message.delta" or kind == "reasoning.delta":
             if not self.include_reasoning:
@@ -172,22 +173,19 @@ class ChatTranslator:
             return self._note(f"Branch {data['branch']} of step {data['step']} failed: {error.get('message', '')}")
         if kind == "input.requested":
             self.asked = data["request_id"]
-            spent = {"prompt_tokens": self._spent[0], "completion_tokens": self._spent[1]}
-            return self._ends(data.get("prompt") or f"{data['agent']} waits for your answer.", spent)
+            return self._ends(data.get("prompt") or f"{data['agent']} waits for your answer.", self._share.so_far())
         if kind == "run.completed":
-            return self._ends((env.data.get("result") or {}).get("text") or "", env.data.get("usage"))
+            result = (env.data.get("result") or {}).get("text") or ""
+            return self._ends(result, self._share.part(env.data.get("usage")))
         return []
 
     def part(self, usage: dict[str, Any] | None) -> dict[str, int]:
-        """This completion's part of the run's ``usage`` so far: what came before it taken off."""
-        usage = usage or {}
-        prompt = max(int(usage.get("prompt_tokens", 0)) - self._before[0], 0)
-        completion = max(int(usage.get("completion_tokens", 0)) - self._before[1], 0)
-        return openai_usage({"prompt_tokens": prompt, "completion_tokens": completion})
+        """This completion's part of the run's ``usage``, in OpenAI's shape."""
+        return tokens(self._share.part(usage))
 
-    def _ends(self, text: str, usage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def _ends(self, text: str, part: tuple[int, int]) -> list[dict[str, Any]]:
         """The completion's end: ``text`` as its content (the team's result, or a person's question)."""
-        self.usage = self.part(usage)
+        self.usage = tokens(part)
         chunks = [self._chunk({"content": text})] if text else []
         chunks.append(self._chunk({}, "stop"))
         if self.include_usage:
