@@ -138,6 +138,10 @@ async def open_services(settings: Settings, *, worker: bool) -> Services:
     models = ModelRegistry(settings)
     tools = ToolRegistry.with_builtins(settings.tool_timeout_s)
     tools.load_entry_points(settings.tools)
+    try:
+        tools.mark(requires_approval=settings.tools_require_approval, idempotent=settings.tools_idempotent)
+    except ValueError as exc:
+        raise ValueError(f"SWARM_TOOLS_REQUIRE_APPROVAL / SWARM_TOOLS_IDEMPOTENT: {exc}") from None
     bus = EventBus(settings.watcher_buffer)
     recorder = EventRecorder(database.engine, bus, retry_for_s=settings.storage_retry_s)
     recorder.start()

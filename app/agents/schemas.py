@@ -93,6 +93,15 @@ class AgentSpec(StrictModel):
     tools: list[str] = Field(
         default_factory=list, max_length=32, description="Names of tools from the server's tool registry."
     )
+    approve_tools: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Tools of this agent (named in `tools`) whose every call waits for a person's approval, besides "
+            "those the operator marks (`SWARM_TOOLS_REQUIRE_APPROVAL`): the run asks with an `input.requested` "
+            "of kind `approval` (docs/human-in-the-loop.md)."
+        ),
+    )
     handoffs: list[str] = Field(
         default_factory=list, max_length=32, description="Swarm teams only: agents this one may hand off to."
     )

@@ -9,6 +9,7 @@ printed as ``Text``, never as markup.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -205,6 +206,10 @@ class RunView:
         prompt = (data.get("prompt") or "").strip()
         if prompt == AUTOGEN_PROMPT:
             prompt = ""
+        tool = data.get("tool")
+        if data.get("kind") == "approval" and isinstance(tool, dict):
+            arguments = json.dumps(tool.get("arguments"), ensure_ascii=False)
+            prompt = f"may it call {tool.get('name')}({arguments})? y to approve; n, or a reason, to decline"
         self.line(
             Text.assemble(
                 ("? ", "bold yellow"),

@@ -195,11 +195,23 @@ class RunSession:
             return
         self.answered.add(request["request_id"])
         try:
-            await self.api.call(
-                "POST", f"/v1/runs/{run_id}/input", json={"request_id": request["request_id"], "content": content}
-            )
+            await self.api.call("POST", f"/v1/runs/{run_id}/input", json=answer_body(request, content))
         except (ApiError, ServerUnreachable, httpx.TransportError) as exc:
             self.view.notice(f"the answer was not taken: {exc or type(exc).__name__}")
+
+
+def answer_body(request: dict[str, Any], line: str) -> dict[str, Any]:
+    """The answer to ``request`` a typed line makes: for a tool's approval, `y`/`yes` approves and
+    anything else declines (its text, other than `n`/`no`, the reason); an edit needs the API."""
+    body: dict[str, Any] = {"request_id": request["request_id"]}
+    if request.get("kind") != "approval":
+        return {**body, "content": line}
+    said = line.strip()
+    if said.lower() in ("y", "yes"):
+        return {**body, "decision": "approve"}
+    if said.lower() in ("", "n", "no"):
+        return {**body, "decision": "reject"}
+    return {**body, "decision": "reject", "content": said}
 
 
 def _team_body(team: str) -> dict[str, Any]:

@@ -68,6 +68,11 @@ class MessageRepository:
         )
         return list(rows)
 
+    async def of_run(self, run_id: str) -> list[Message]:
+        """The messages a run stored, in order."""
+        rows = await self.session.scalars(select(Message).where(Message.run_id == run_id).order_by(Message.position))
+        return list(rows)
+
     async def search(self, conversation_id: str, query: str, limit: int) -> list[Message]:
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = await self.session.scalars(

@@ -74,6 +74,22 @@ class Settings(BaseSettings):
         description='Extra tools as `module:function` entry points, e.g. `["mytools:lookup_order"]` (JSON).',
     )
     tool_timeout_s: float = Field(default=30.0, gt=0, description="Longest a tool call may take.")
+    tools_require_approval: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Registered tools (built-in or from `SWARM_TOOLS`) whose every call waits for a person's approval, "
+            'e.g. `["send_email"]` (JSON); agents may ask it of more (`approve_tools`). An unknown name stops '
+            "the server at start."
+        ),
+    )
+    tools_idempotent: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Tools from `SWARM_TOOLS` that may run again when a crash interrupted a call (they change nothing, "
+            'or the same twice), e.g. `["lookup_order"]` (JSON); the built-in tools are. A resumed run gives '
+            "any other interrupted call an error result instead. An unknown name stops the server at start."
+        ),
+    )
     fast_tokens: bool = Field(
         default=True,
         description="Stream tokens from the model client straight to watchers, around AutoGen's runtime.",
@@ -118,6 +134,16 @@ class Settings(BaseSettings):
         description=(
             "A testing aid: the `fake` model appends each call's prompt and reply to this file, a JSON line "
             "apiece (what a model was sent, visible across processes and restarts). Unset: nothing is written."
+        ),
+    )
+    run_retries: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "The `retries` of a run whose request gives none: how many times a run whose process died while it "
+            "was executing (an embedded restart, a lost worker) resumes from its last whole turn. 0: such a run "
+            "ends `failed` (`server_restarted`, `worker_lost`)."
         ),
     )
     max_parked_runs_per_principal: int = Field(

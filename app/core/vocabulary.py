@@ -18,6 +18,7 @@ RunStatus = Literal["queued", "running", "awaiting_input", "succeeded", "failed"
 EventType = Literal[
     "run.queued",
     "run.requeued",
+    "run.resumed",
     "run.started",
     "message.delta",
     "reasoning.delta",

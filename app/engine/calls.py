@@ -47,6 +47,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from app.core.secrets import scrub_credentials
 from app.engine.chunks import ErrorCode, EstimatedUsage, ModelStreamError, Reasoning, provider_error, readable
 from app.engine.interrupts import StallWatch
+from app.engine.pins import ReplyPins
 
 # a call's record: how it failed, or that it was cancelled
 CallEnd = ErrorCode | Literal["cancelled"]
@@ -223,8 +224,10 @@ class GuardedModelClient(ChatCompletionClient):
         model: str,
         observer: Observer | None,
         sink: TextSink | None = None,
+        pins: ReplyPins | None = None,
     ) -> None:
         self._inner = inner
+        self._pins = pins  # a resumed turn's replies, given back without a call (``app/engine/pins.py``)
         self._policy = policy
         self._agent = agent
         self._model = model
@@ -292,6 +295,8 @@ class GuardedModelClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
+        if self._pins is not None and (pinned := self._pins.take(self._agent)) is not None:
+            return pinned
         args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         if self._sink is not None:
             # The fast token path: the agent asked for one finished answer, but the answer is streamed
@@ -337,6 +342,9 @@ class GuardedModelClient(ChatCompletionClient):
     ) -> AsyncGenerator[str | CreateResult, None]:
         """What an agent that streams itself gets (AutoGen's path): the answer's text, then the result;
         reasoning is left out (it arrives whole, as the result's thought)."""
+        if self._pins is not None and (pinned := self._pins.take(self._agent)) is not None:
+            yield pinned
+            return
         args = _call_args(tools, tool_choice, json_output, extra_create_args, cancellation_token)
         async for item in self._stream(messages, args):
             if type(item) is not Reasoning:

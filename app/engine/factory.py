@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
 from autogen_agentchat.base import ChatAgent, Team, TerminatedException, TerminationCondition
@@ -24,9 +25,11 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMess
 from autogen_agentchat.teams import BaseGroupChat, GraphFlow, RoundRobinGroupChat, SelectorGroupChat, Swarm
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
+from autogen_core.tools import BaseTool
 
 from app.engine.calls import CallPolicy, GuardedModelClient, ModelCall, Observer, TextSink
 from app.engine.graphs import build_graph
+from app.engine.pins import ReplyPins
 from app.engine.providers import ModelRegistry
 from app.engine.specs import MemberSpec, ModelOptionsSpec, TeamBuildSpec
 from app.engine.tools import ToolContext, ToolRegistry
@@ -193,6 +196,55 @@ class RunTimeout(TimeoutTermination):
             self._running = False
 
 
+STEP_SOURCE = "Step"
+
+
+class Stepped(TerminationCondition):
+    """The run's termination (``real``), and a stop after every agent turn besides: step mode.
+
+    A team that stops after each turn can be saved between two turns, when its state is consistent
+    (AutoGen warns that a running team's is not), and go on with ``run_stream()`` and no task. The run
+    keeps that state as its checkpoint, so a crash costs the turn it interrupted (``RunExecution``).
+    A step stops only when ``real`` does not: a stop that ``real`` made is the run's own. The check of
+    a task's messages is not a turn: the caller says one is coming with ``expect_task``.
+    """
+
+    def __init__(self, real: TerminationCondition) -> None:
+        self.real = real
+        self.stepped = False  # the last stop was a step (not the run's end)
+        self._task_next = False
+
+    def expect_task(self, task: bool) -> None:
+        """Before each ``run_stream``: whether it is given a task (whose check is not a turn)."""
+        self._task_next = task
+        self.stepped = False
+
+    @property
+    def terminated(self) -> bool:
+        return self.real.terminated
+
+    async def __call__(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> StopMessage | None:
+        stop = await self.real(messages)
+        if stop is not None:
+            return stop
+        if self._task_next:
+            self._task_next = False
+            return None
+        if any(isinstance(m, BaseChatMessage) for m in messages):
+            self.stepped = True
+            return StopMessage(content="A turn ended.", source=STEP_SOURCE)
+        return None
+
+    async def reset(self) -> None:
+        await self.real.reset()
+
+
+def stepped(team: BaseGroupChat) -> Stepped | None:
+    """The team's step condition, when it was built to step."""
+    condition = getattr(team, "_termination_condition", None)  # where AutoGen 0.7.5 keeps it
+    return condition if isinstance(condition, Stepped) else None
+
+
 def limit_reached(team: BaseGroupChat) -> bool:
     """After a stop: whether it met a limit of the run, and not only a hand-off to ``user``.
 
@@ -240,11 +292,14 @@ class TeamFactory:
         streaming: bool,
         observer: Observer | None,
         sink: TextSink | None = None,
+        pins: ReplyPins | None = None,
     ) -> ChatCompletionClient:
         ref = self.models.parse(model)
         # the lean stream reads the provider's events itself; with fast_tokens off everything is AutoGen's stock path
         inner = self.models.build(ref, options, streaming=streaming, lean=self.fast_tokens)
-        return GuardedModelClient(inner, self.policy, agent=agent, model=str(ref), observer=observer, sink=sink)
+        return GuardedModelClient(
+            inner, self.policy, agent=agent, model=str(ref), observer=observer, sink=sink, pins=pins
+        )
 
     def build_agent(
         self,
@@ -255,6 +310,7 @@ class TeamFactory:
         observer: Observer | None = None,
         tools: ToolContext | None = None,
         sinks: SinkProvider | None = None,
+        pins: ReplyPins | None = None,
     ) -> ChatAgent:
         if spec.kind == "user_proxy":
             if inputs is None:
@@ -267,7 +323,13 @@ class TeamFactory:
         # on the fast path the agent does not stream: its client streams for it, into the sink
         sink = sinks(spec.name) if spec.streaming and self.fast_tokens and sinks is not None else None
         client = self.client(
-            spec.model, spec.model_options, agent=spec.name, streaming=spec.streaming, observer=observer, sink=sink
+            spec.model,
+            spec.model_options,
+            agent=spec.name,
+            streaming=spec.streaming,
+            observer=observer,
+            sink=sink,
+            pins=pins,
         )
         kwargs: dict[str, object] = {}
         if spec.system_message is not None:
@@ -276,13 +338,20 @@ class TeamFactory:
             name=spec.name,
             model_client=client,
             description=spec.description or default_agent_description(spec.name),
-            tools=[self.tools.build(name, tools) for name in spec.tools] if spec.tools and tools else None,
+            tools=self._tools_of(spec, tools) if spec.tools and tools else None,
             handoffs=list(spec.handoffs) if swarm and spec.handoffs else None,
             model_client_stream=spec.streaming and sink is None,
             reflect_on_tool_use=spec.reflect_on_tool_use,
             max_tool_iterations=spec.max_tool_iterations,
             **kwargs,  # type: ignore[arg-type]
         )
+
+    def _tools_of(
+        self, spec: MemberSpec, ctx: ToolContext
+    ) -> list[BaseTool[Any, Any] | Callable[..., Any] | Callable[..., Awaitable[Any]]]:
+        """The agent's tools for the run of ``ctx``: those it names in ``approve_tools`` ask first."""
+        approve = set(spec.approve_tools)
+        return [self.tools.build(name, ctx, agent=spec.name, approve=name in approve) for name in spec.tools]
 
     def termination(
         self,
@@ -329,21 +398,29 @@ class TeamFactory:
         observer: Observer | None = None,
         tools: ToolContext | None = None,
         sinks: SinkProvider | None = None,
+        step: bool = False,
+        pins: ReplyPins | None = None,
     ) -> BaseGroupChat:
+        """A fresh team for ``spec``. ``step``: it stops after every turn (``Stepped``); ``pins``: replies
+        its agents' model clients give back instead of calling (a resumed turn's, ``app/engine/pins.py``)."""
         swarm = spec.kind == "swarm"
         meter: UsageMeter | None = None
         if spec.termination.token_budget is not None:
             meter = UsageMeter(carry.prompt_tokens, carry.completion_tokens) if carry else UsageMeter()
             observer = _metered(observer, meter)
         agents: list[ChatAgent | Team] = [
-            self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer, tools=tools, sinks=sinks)
+            self.build_agent(m, swarm=swarm, inputs=inputs, observer=observer, tools=tools, sinks=sinks, pins=pins)
             for m in spec.members
         ]
         termination = self.termination(spec, history_len, meter, carry=carry)
+        if step:
+            termination = Stepped(termination)
         if spec.kind == "selector":
             # the selector answers with a name: a cap keeps a chatty model from spending hundreds of tokens on it
             cap = SelectorCap(self.selector_max_tokens) if self.selector_max_tokens else None
-            selector = self.client(spec.selector_model, cap, agent="selector", streaming=False, observer=observer)
+            selector = self.client(
+                spec.selector_model, cap, agent="selector", streaming=False, observer=observer, pins=pins
+            )
             extra: dict[str, object] = {}
             if spec.selector_prompt:
                 extra["selector_prompt"] = spec.selector_prompt

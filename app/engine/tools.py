@@ -8,16 +8,21 @@ model an error result (``is_error``) and the run goes on. Some tools need to
 know whose run calls them (the history search reads the run's own
 conversation), so each run builds its tools from a ``ToolContext``; what a tool reads of the
 server, it reads through the context (``HistorySearch``), never a repository of its own.
+
+A tool may need a person's approval before each call (``requires_approval``, set by the operator, or an
+agent's ``approve_tools``): the run's ``ToolContext.approvals`` asks (``app/engine/approvals.py``). A tool
+marked ``idempotent`` may be run again after a crash interrupted it (read-only tools are).
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import copy
 import importlib
 import inspect
 import operator
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,6 +31,16 @@ from autogen_core import CancellationToken
 from autogen_core.tools import BaseTool, FunctionTool, ToolSchema
 from pydantic import BaseModel
 
+from app.engine.approvals import (
+    ApprovalGate,
+    ApprovalRequest,
+    ApprovalStopped,
+    EditedCall,
+    ToolDeclined,
+    check_arguments,
+    no_approver,
+)
+from app.engine.pins import Interrupted, ToolReplay
 from app.patches.autogen_function_tool import function_of, rebound
 
 
@@ -57,18 +72,29 @@ class ToolContext:
     conversation_id: str
     principal_id: str
     history: HistorySearch
+    approvals: ApprovalGate | None = None  # asks the run's person about a call that needs approval
+    replay: ToolReplay | None = None  # a resumed turn's calls: their stored results (``app/engine/pins.py``)
 
 
 ToolBuilder = Callable[[ToolContext], Callable[..., Any]]
 
 
+class ToolStopped(RuntimeError):
+    """A tool call cut short because its run was stopped: its (error) result lets the agent's turn end."""
+
+
 class TimedTool(FunctionTool):
-    """A function tool whose every call is bounded by a timeout."""
+    """A function tool whose every call is bounded by a timeout; one that needs approval (``asking``)
+    asks a person first, and that wait is not part of the call's time."""
 
     def __init__(self, func: Callable[..., Any], *, name: str, description: str, timeout_s: float) -> None:
         super().__init__(func, description=description, name=name)
         self._timeout_s = timeout_s
         self._schema: ToolSchema | None = None
+        self._approvals: ApprovalGate | None = None  # set on a copy (``asking``): whom to ask
+        self._agent = ""  # the agent whose calls they are
+        self._replay: ToolReplay | None = None  # set on a copy (``replaying``): a resumed turn's results
+        self._idempotent = False
 
     @property
     def schema(self) -> ToolSchema:
@@ -85,12 +111,71 @@ class TimedTool(FunctionTool):
         """
         return rebound(self, func)
 
+    def asking(self, approvals: ApprovalGate | None, agent: str) -> TimedTool:
+        """This tool, for ``agent``, asking ``approvals`` before every call (nobody to ask: every call fails)."""
+        twin = copy.copy(self)
+        twin._approvals = approvals or no_approver
+        twin._agent = agent
+        return twin
+
+    def replaying(self, replay: ToolReplay, idempotent: bool) -> TimedTool:
+        """This tool in a resumed turn: a call that finished before the crash gives back its stored
+        result, one the crash cut is not run again unless ``idempotent`` (``app/engine/pins.py``)."""
+        twin = copy.copy(self)
+        twin._replay = replay
+        twin._idempotent = idempotent
+        return twin
+
+    def check_arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """``arguments`` if the tool's argument model accepts them; ``InvalidToolArguments`` if not."""
+        return check_arguments(self._args_type, arguments, self.name)
+
+    async def run_json(
+        self, args: Mapping[str, Any], cancellation_token: CancellationToken, call_id: str | None = None
+    ) -> Any:
+        if self._replay is not None and (given := self._replay.outcome(call_id, self._idempotent)) is not None:
+            content, is_error = given
+            if is_error:
+                raise Interrupted(content)  # AutoGen gives the model its text as an error result
+            return content
+        if self._approvals is not None:
+            return await self._run_approved(self._approvals, args, cancellation_token, call_id)
+        return await super().run_json(args, cancellation_token, call_id=call_id)
+
+    async def _run_approved(
+        self, approvals: ApprovalGate, args: Mapping[str, Any], token: CancellationToken, call_id: str | None
+    ) -> Any:
+        """The approval gate: a person decides, then the call runs as asked, runs edited, or is declined
+        (``ToolDeclined``: AutoGen gives the model its text as an error result)."""
+        asked = self.check_arguments(args)  # a call the tool refuses anyway is refused without asking
+        request = ApprovalRequest(self._agent, self.name, call_id, asked, self.check_arguments)
+        try:
+            decision = await approvals(request)
+        except asyncio.CancelledError:
+            if not token.is_cancelled():
+                raise
+            # the run stopped (its token pulled) while the person decided: a call that ended cancelled would
+            # leave AutoGen's agent waiting forever for its tool calls to end, and the team with it
+            raise ApprovalStopped(self.name) from None
+        if decision.decision == "reject":
+            raise ToolDeclined(self.name, decision.reason)
+        if decision.decision == "approve" or decision.arguments is None:
+            return await super().run_json(args, token, call_id=call_id)
+        result = await super().run_json(decision.arguments, token, call_id=call_id)
+        return EditedCall(self.return_value_as_string(result), decision.arguments)
+
     async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await super().run(args, cancellation_token)
         except TimeoutError:
             raise TimeoutError(f"the tool '{self.name}' did not finish within {self._timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            if not cancellation_token.is_cancelled():
+                raise  # our own task is being cancelled: let it go
+            # the run was stopped: AutoGen's agent waits for every tool call to end with a result, and
+            # one that ends cancelled never does (the agent, and the run, would wait forever)
+            raise ToolStopped(f"the run was stopped while the tool '{self.name}' was running") from None
 
 
 # -- built-in tools ------------------------------------------------------------------------------
@@ -155,17 +240,65 @@ class ToolRegistry:
     def __init__(self, timeout_s: float = 30.0) -> None:
         self._builders: dict[str, tuple[ToolBuilder, str]] = {}
         self._built: dict[str, TimedTool] = {}  # per name, the first tool built: its argument model is reused
+        self._needs_approval: set[str] = set()
+        self._idempotent: set[str] = set()
         self.timeout_s = timeout_s
 
-    def register(self, func: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> None:
+    def register(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool = False,
+        idempotent: bool = False,
+    ) -> None:
         """A plain typed function (async or not) as a tool."""
-        self.register_builder(lambda _ctx: func, name=name or func.__name__, description=description or _doc(func))
+        self.register_builder(
+            lambda _ctx: func,
+            name=name or func.__name__,
+            description=description or _doc(func),
+            requires_approval=requires_approval,
+            idempotent=idempotent,
+        )
 
-    def register_builder(self, builder: ToolBuilder, *, name: str, description: str) -> None:
-        """A tool made per run from its context."""
+    def register_builder(
+        self,
+        builder: ToolBuilder,
+        *,
+        name: str,
+        description: str,
+        requires_approval: bool = False,
+        idempotent: bool = False,
+    ) -> None:
+        """A tool made per run from its context. ``requires_approval``: a person approves every call
+        first; ``idempotent``: a call a crash interrupted may run again (it changes nothing, or the
+        same twice)."""
         if name in self._builders:
             raise ValueError(f"a tool named '{name}' is registered already")
         self._builders[name] = (builder, description)
+        if requires_approval:
+            self._needs_approval.add(name)
+        if idempotent:
+            self._idempotent.add(name)
+
+    def mark(self, *, requires_approval: Iterable[str] = (), idempotent: Iterable[str] = ()) -> None:
+        """Mark registered tools by name (the operator's settings); an unknown name is a ``ValueError``."""
+        approval, repeatable = list(requires_approval), list(idempotent)
+        unknown = sorted({n for n in (*approval, *repeatable) if n not in self._builders})
+        if unknown:
+            known = ", ".join(self.names()) or "none"
+            raise ValueError(f"no tool named {', '.join(map(repr, unknown))} is registered (known: {known})")
+        self._needs_approval.update(approval)
+        self._idempotent.update(repeatable)
+
+    def requires_approval(self, name: str) -> bool:
+        """Whether every call of the tool waits for a person's approval (an agent may ask it of more)."""
+        return name in self._needs_approval
+
+    def idempotent(self, name: str) -> bool:
+        """Whether a call of the tool that a crash interrupted may simply run again."""
+        return name in self._idempotent
 
     def names(self) -> list[str]:
         return sorted(self._builders)
@@ -173,7 +306,17 @@ class ToolRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._builders
 
-    def build(self, name: str, ctx: ToolContext) -> BaseTool[Any, Any]:
+    def build(self, name: str, ctx: ToolContext, *, agent: str = "", approve: bool = False) -> BaseTool[Any, Any]:
+        """The tool ``name`` for a run (``ctx``), called by ``agent``; ``approve``: the agent's spec asks
+        approval for it (it is asked anyway when the tool ``requires_approval``)."""
+        tool = self._build(name, ctx)
+        if ctx.replay is not None:
+            tool = tool.replaying(ctx.replay, name in self._idempotent)
+        if approve or name in self._needs_approval:
+            return tool.asking(ctx.approvals, agent)
+        return tool
+
+    def _build(self, name: str, ctx: ToolContext) -> TimedTool:
         builder, description = self._builders[name]
         func = builder(ctx)
         first = self._built.get(name)
@@ -183,6 +326,13 @@ class ToolRegistry:
         tool = TimedTool(func, name=name, description=description, timeout_s=self.timeout_s)
         self._built[name] = tool
         return tool
+
+    def check_arguments(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """``arguments`` if the tool's argument model accepts them (``InvalidToolArguments`` if not), for an
+        answer checked away from the run that asked (the API, a parked run). A tool not built yet in this
+        process is built over a context of no run: a builder must not act when it is called."""
+        tool = self._built.get(name) or self._build(name, ToolContext("", "", "", _no_history))
+        return tool.check_arguments(arguments)
 
     def load_entry_points(self, specs: list[str]) -> None:
         """Register ``module:function`` callables named by the operator (settings, never requests)."""
@@ -198,12 +348,19 @@ class ToolRegistry:
     @classmethod
     def with_builtins(cls, timeout_s: float = 30.0) -> ToolRegistry:
         registry = cls(timeout_s)
-        registry.register(calculator, description="Evaluate an arithmetic expression.")
-        registry.register(current_time, description="Get the current UTC date and time.")
+        registry.register(calculator, description="Evaluate an arithmetic expression.", idempotent=True)
+        registry.register(current_time, description="Get the current UTC date and time.", idempotent=True)
         registry.register_builder(
-            history_search, name="search_history", description="Search this conversation's earlier messages."
+            history_search,
+            name="search_history",
+            description="Search this conversation's earlier messages.",
+            idempotent=True,
         )
         return registry
+
+
+async def _no_history(conversation_id: str, query: str, limit: int) -> Sequence[FoundMessage]:
+    return []
 
 
 def _doc(func: Callable[..., Any]) -> str:

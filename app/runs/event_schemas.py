@@ -133,10 +133,30 @@ class RunQueuedData(_Payload):
 
 
 class RunRequeuedData(_Payload):
-    reason: Literal["worker_lost"] = Field(description="Why the run goes back to the queue.")
+    reason: Literal["worker_lost", "server_restarted"] = Field(
+        description="Why the run goes back to the queue: its worker was lost, or the embedded server restarted."
+    )
     attempt: int = Field(description="The attempt that was lost (1 for the first).")
     max_attempts: int = Field(description="How many attempts the run may have (`retries` + 1).")
     lost_after_seq: int | None = _lost_after_seq()
+    abandoned_message_ids: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Messages the lost attempt had begun to stream and never completed: their deltas stay in the log, "
+            "and no `message.completed` will ever come for these ids. Drop the text shown for them; the "
+            "resumed run makes the interrupted turn again, as a new message."
+        ),
+    )
+
+
+class RunResumedData(_Payload):
+    attempt: int = Field(description="This attempt (2 for the first resume).")
+    checkpoint_seq: int | None = Field(
+        description=(
+            "The last event of the turn the run resumes after (its checkpoint); null: no turn had ended, "
+            "the run resumes from its task."
+        )
+    )
 
 
 class RunStartedData(_Payload):
@@ -213,10 +233,30 @@ class SpeakerSelectedData(_Payload):
     step: int | None = _step()
 
 
+class ApprovalToolCall(BaseModel):
+    name: str = Field(description="The tool's name in the server's registry.")
+    call_id: str | None = Field(description="The `call_id` of the `tool.call` waiting for the decision.")
+    arguments: dict[str, Any] = Field(description="The arguments the model asked for.")
+
+
 class InputRequestedData(_Payload):
     request_id: str = Field(description="Answer with this id (`POST /v1/runs/{id}/input`).")
-    agent: str
+    agent: str = Field(description="Who asks: the user proxy, the agent handing off to `user`, the tool's caller.")
     prompt: str
+    kind: Literal["input", "approval"] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_not_null(
+            "`input`: a person's answer is asked for (`content`); `approval`: a decision on a tool's call "
+            "(`decision`: approve, reject or edit). Absent (events stored before it existed, a parked run's "
+            "request): `input`."
+        ),
+    )
+    tool: ApprovalToolCall | None = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_not_null("With kind `approval`: the call waiting for the decision."),
+    )
     branch: str | None = _branch()
     step: int | None = _step()
 
@@ -224,7 +264,18 @@ class InputRequestedData(_Payload):
 class InputReceivedData(_Payload):
     request_id: str
     agent: str
-    content: str = Field(description="The person's answer.")
+    content: str = Field(
+        description="The person's answer; for an approval, the decision as the conversation's history tells it."
+    )
+    decision: Literal["approve", "reject", "edit"] | None = Field(
+        default=None, exclude_if=_absent, json_schema_extra=_not_null("Present for an approval: the decision.")
+    )
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_not_null("With the decision `edit`: the arguments the call ran with."),
+    )
+    reason: str | None = _optional("string", "With a decision: the person's note (on `reject`, the model is told).")
     branch: str | None = _branch()
     step: int | None = _step()
 
@@ -288,11 +339,19 @@ class RunQueuedEvent(_Envelope):
 
 
 class RunRequeuedEvent(_Envelope):
-    """Distributed mode: the run's worker was lost and the run asked for retries; another worker starts it
-    again (its committed messages stay, and it continues from them). A new `run.started` follows."""
+    """The process executing the run died (a lost worker, an embedded restart) and the run asked for
+    retries: it goes back to the queue, and `run.resumed` follows when a process takes it."""
 
     type: Literal["run.requeued"]
     data: RunRequeuedData
+
+
+class RunResumedEvent(_Envelope):
+    """A requeued run goes on, on whichever process took it: from its last whole turn (its committed
+    messages stay, and are not made again), the interrupted turn's model call made again."""
+
+    type: Literal["run.resumed"]
+    data: RunResumedData
 
 
 class RunStartedEvent(_Envelope):
@@ -380,6 +439,7 @@ class RunCancelledEvent(_Envelope):
 EVENT_MODELS: tuple[type[_Envelope], ...] = (
     RunQueuedEvent,
     RunRequeuedEvent,
+    RunResumedEvent,
     RunStartedEvent,
     MessageDeltaEvent,
     ReasoningDeltaEvent,
@@ -403,6 +463,7 @@ EVENT_TYPES: list[str] = [get_args(m.model_fields["type"].annotation)[0] for m i
 AnyRunEvent = Annotated[
     RunQueuedEvent
     | RunRequeuedEvent
+    | RunResumedEvent
     | RunStartedEvent
     | MessageDeltaEvent
     | ReasoningDeltaEvent

@@ -143,6 +143,21 @@ class ParkedRun(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+class RunCheckpoint(Base):
+    """A run's team state after its last whole turn, for a run that may be resumed after a crash (it
+    asked for ``retries``): written with that turn's message, in one transaction, and gone with the run's
+    end. ``seq``: the turn's last event; ``carry``: what the run had used and stored by then (as a parked
+    run's, ``app/runtime/parking.py``: ``Carried``)."""
+
+    __tablename__ = "run_checkpoints"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any]]
+    carry: Mapped[dict[str, Any]]
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class RunEvent(Base):
     __tablename__ = "run_events"
 

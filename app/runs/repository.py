@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ from app.conversations.models import Conversation, Message
 from app.core.envelope import STREAMED_TYPES, Envelope
 from app.core.repository import Execution, Page, Repository, table
 from app.core.vocabulary import ACTIVE_STATUSES, EventType
-from app.runs.models import ModelCallRecord, ParkedRun, Run, RunEvent
+from app.runs.models import ModelCallRecord, ParkedRun, Run, RunCheckpoint, RunEvent
 
 # prepared statements of the per-run write path, for the recorder's ``Rows`` (one executemany per batch)
 _runs = table(Run)
@@ -42,6 +43,16 @@ def run_started(run_id: str, started_at: datetime, attempts: int) -> Execution:
     return _RUN_STARTED, {"b_run_id": run_id, "b_started_at": started_at, "b_attempts": attempts}
 
 
+_RUN_RESUMED = (
+    update(_runs).where(_runs.c.id == bindparam("b_run_id")).values(status="running", attempts=bindparam("b_attempts"))
+)
+
+
+def run_resumed(run_id: str, attempts: int) -> Execution:
+    """The run, taken again after a crash, is running (its ``run.resumed``): an execution for the recorder."""
+    return _RUN_RESUMED, {"b_run_id": run_id, "b_attempts": attempts}
+
+
 def model_call(values: dict[str, Any]) -> Execution:
     """A model call's record: an execution for the recorder."""
     return _MODEL_CALL, values
@@ -69,14 +80,27 @@ def park_run(conn: Connection, run_id: str, parked: dict[str, Any], run_values: 
 
 
 def drop_parked(conn: Connection, run_id: str) -> None:
-    """A run's end: a parked row it may still have (answered, then cancelled before it resumed) goes."""
+    """A run's end: a parked row it may still have (answered, then cancelled before it resumed) goes,
+    and so does its checkpoint."""
     conn.execute(delete(_parked).where(_parked.c.run_id == run_id))
+    conn.execute(delete(_checkpoints).where(_checkpoints.c.run_id == run_id))
 
 
-def unpark_run(conn: Connection, run_id: str) -> None:
-    """The parked run is running again: its row goes, in its ``input.received``'s transaction."""
+_checkpoints = table(RunCheckpoint)
+
+
+def save_checkpoint(conn: Connection, run_id: str, values: dict[str, Any]) -> None:
+    """The run's checkpoint (``RunCheckpoint``'s columns), replacing the one before, in the
+    transaction of the message that ended its turn."""
+    conn.execute(delete(_checkpoints).where(_checkpoints.c.run_id == run_id))
+    conn.execute(insert(_checkpoints).values(run_id=run_id, **values))
+
+
+def unpark_run(conn: Connection, run_id: str, attempts: int) -> None:
+    """The parked run is running again (its attempt ``attempts``): its row goes, in its
+    ``input.received``'s transaction."""
     conn.execute(delete(_parked).where(_parked.c.run_id == run_id))
-    conn.execute(update(_runs).where(_runs.c.id == run_id).values(status="running"))
+    conn.execute(update(_runs).where(_runs.c.id == run_id).values(status="running", attempts=attempts))
 
 
 _LEASES = (
@@ -299,6 +323,52 @@ class RunEventRepository:
                 received.add(data["request_id"])
         return requested, received
 
+    async def input_request(self, run_id: str, request_id: str) -> dict[str, Any] | None:
+        """The data of the run's ``input.requested`` for ``request_id``; None when there is none."""
+        rows = await self.session.scalars(
+            select(RunEvent.data).where(RunEvent.run_id == run_id, RunEvent.type == "input.requested")
+        )
+        return next((data for data in rows if data.get("request_id") == request_id), None)
+
+    async def of_types(
+        self, run_id: str, types: Sequence[str], after: int = 0
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """The run's events of ``types`` (none of them deltas) after seq ``after``: (seq, type, data), in order."""
+        rows = await self.session.execute(
+            select(RunEvent.seq, RunEvent.type, RunEvent.data)
+            .where(RunEvent.run_id == run_id, RunEvent.type.in_(types), RunEvent.seq > after)
+            .order_by(RunEvent.seq)
+        )
+        return [(seq, type_, data) for seq, type_, data in rows]
+
+    async def abandoned(self, run_id: str) -> list[str]:
+        """The messages the run's last attempt began to stream and never completed (its process died):
+        every ``message.delta``'s message without a ``message.completed``, and the reasoning streamed
+        after the attempt's last durable event. Their ids, in the order they began."""
+        start = await self.session.scalar(
+            select(func.max(RunEvent.seq)).where(
+                RunEvent.run_id == run_id, RunEvent.type.in_(("run.started", "run.resumed"))
+            )
+        )
+        rows = await self.session.execute(
+            select(RunEvent.type, RunEvent.data)
+            .where(RunEvent.run_id == run_id, RunEvent.seq > (start or 0))
+            .order_by(RunEvent.seq)
+        )
+        text: dict[str, None] = {}  # message ids with deltas, in order
+        reasoning: dict[str, None] = {}  # reasoning streamed since the last durable event
+        completed: set[str] = set()
+        for type_, data in rows:
+            if type_ == "message.delta":
+                text[data["message_id"]] = None
+            elif type_ == "reasoning.delta":
+                reasoning[data["message_id"]] = None
+            else:
+                if type_ == "message.completed":
+                    completed.add(data["message_id"])
+                reasoning.clear()  # it led to this event (a tool call, a message): not abandoned
+        return [m for m in {**text, **reasoning} if m not in completed]
+
     async def max_seq(self, run_id: str) -> int:
         value = await self.session.scalar(
             select(func.max(func.coalesce(RunEvent.seq_end, RunEvent.seq))).where(RunEvent.run_id == run_id)
@@ -385,6 +455,19 @@ class RunQueueRepository:
                 .with_for_update(skip_locked=True)
             )
         )
+
+    async def usage_by_model(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """What a run's recorded model calls billed, per model: prompt and completion tokens."""
+        rows = await self.session.execute(
+            select(
+                ModelCallRecord.model,
+                func.coalesce(func.sum(ModelCallRecord.prompt_tokens), 0),
+                func.coalesce(func.sum(ModelCallRecord.completion_tokens), 0),
+            )
+            .where(ModelCallRecord.run_id == run_id)
+            .group_by(ModelCallRecord.model)
+        )
+        return {model: (int(prompt), int(completion)) for model, prompt, completion in rows}
 
     async def usage(self, run_id: str) -> tuple[int, int, int, bool]:
         """The messages a run has stored, and what its recorded model calls billed: prompt and

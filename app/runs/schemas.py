@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator, model_validator
 
@@ -67,13 +67,15 @@ class RunCreate(StrictModel):
         ),
     )
 
-    retries: int = Field(
-        default=0,
+    retries: int | None = Field(
+        default=None,
         ge=0,
         le=5,
         description=(
-            "Distributed mode: how many times the run is started again on another worker when its worker "
-            "is lost (its committed messages stay). 0: the run ends `failed` with `worker_lost`."
+            "How many times the run resumes when the process executing it dies (an embedded server restarted, "
+            "a distributed worker lost): from its last whole turn, the interrupted turn's model call made "
+            "again (see the human-in-the-loop guide, *Resume after a crash*). 0: the run ends `failed` with "
+            "`server_restarted` or `worker_lost`. Absent: the server's `SWARM_RUN_RETRIES` (0 unless set)."
         ),
     )
 
@@ -95,7 +97,26 @@ class InputCreate(StrictModel):
     request_id: str = Field(
         min_length=1, max_length=100, description="The `request_id` of the `input.requested` event."
     )
-    content: str = Field(description="The person's answer.", examples=["Yes, go ahead."])
+    content: str | None = Field(
+        default=None,
+        description=(
+            "The person's answer to a request of kind `input` (required there). With a `decision`, a note: on "
+            "`reject`, the reason the model is told."
+        ),
+        examples=["Yes, go ahead."],
+    )
+    decision: Literal["approve", "reject", "edit"] | None = Field(
+        default=None,
+        description=(
+            "The answer to a request of kind `approval` (required there, refused elsewhere): run the tool's "
+            "call as asked, decline it (the model gets an error result saying a person declined it), or run it "
+            "with `arguments` instead."
+        ),
+    )
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        description="With `edit` (and only then): the arguments the call runs with, checked against the tool's.",
+    )
 
 
 class RunRead(BaseModel):

@@ -27,8 +27,9 @@ from app.core.errors import AppError, Conflict, FieldError, InvalidSpec, Unavail
 from app.core.ids import new_id
 from app.core.repository import Execution, new_row
 from app.core.vocabulary import TERMINAL_STATUSES
+from app.runs.answers import answer_text
 from app.runs.models import Run
-from app.runs.repository import ParkedRepository, RunRepository, event_insert
+from app.runs.repository import ParkedRepository, RunEventRepository, RunRepository, event_insert
 from app.runs.schemas import InputCreate, RunCreate
 from app.teams.repository import TeamRepository
 from app.teams.schemas import ResolvedTeamSpec, TeamSpec
@@ -210,7 +211,7 @@ class RunService:
                 timeout_s=timeout,
                 input_timeout_s=body.input_timeout_s or settings.input_timeout_s,
                 meta=dict(body.metadata),
-                max_attempts=body.retries + 1,
+                max_attempts=(settings.run_retries if body.retries is None else body.retries) + 1,
                 at=now,
                 idempotency_key=key.key if key else None,
                 idempotency_hash=key.digest if key else None,
@@ -239,15 +240,20 @@ class RunService:
 
     async def provide_input(self, run_id: str, body: InputCreate) -> Run:
         run = await self.runs.get(self.principal.id, run_id)
+        # the answer fits the kind of request it answers (an approval takes a decision), or nothing is delivered
+        requested = await RunEventRepository(self.session).input_request(run_id, body.request_id)
+        content = answer_text(requested, body, self.services.tools)
         limit = self.services.settings.max_input_chars
-        if len(body.content) > limit:
+        if len(content) > limit:
             raise InvalidSpec.at(
-                ["body", "content"], f"The answer is longer than {limit} characters.", code="input_too_long"
+                ["body", "content" if body.decision is None else "arguments"],
+                f"The answer is longer than {limit} characters.",
+                code="input_too_long",
             )
         status = run.status
         # end the transaction first: the run writes `input.received` as soon as it has the answer
         await self.session.rollback()
-        await self.services.launcher.provide_input(run_id, body.request_id, body.content, status=status)
+        await self.services.launcher.provide_input(run_id, body.request_id, content, status=status)
         return await self.runs.get(self.principal.id, run_id)
 
     async def cancel(self, run_id: str, *, settle_within: float = 2.0) -> Run:

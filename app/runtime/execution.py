@@ -20,6 +20,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from typing import Any, Final
@@ -28,21 +29,30 @@ import structlog
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.teams import BaseGroupChat
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.envelope import Envelope
-from app.engine.factory import Carry, limit_reached, team_signature
+from app.engine.factory import Carry, limit_reached, stepped, team_signature
 from app.engine.providers import ModelConfigError
 from app.patches.autogen_team_id import team_id
-from app.runs.models import ParkedRun, Run
-from app.runs.repository import RunEventRepository, park_run, run_started, unpark_run
+from app.runs.models import ParkedRun, Run, RunCheckpoint
+from app.runs.repository import (
+    RunEventRepository,
+    RunQueueRepository,
+    park_run,
+    run_resumed,
+    run_started,
+    save_checkpoint,
+    unpark_run,
+)
 from app.runtime.chain import ChainRunner
 from app.runtime.inputs import PendingInput
 from app.runtime.outbox import TeamOutbox
 from app.runtime.parking import PARK_NOISE, Carried
-from app.runtime.recorder import Rows, StorageError
+from app.runtime.recorder import Apply, Rows, StorageError
 from app.runtime.run.consumer import Consumer, RunParts
 from app.runtime.run.deps import RuntimeDeps
 from app.runtime.run.humans import Humans
@@ -50,6 +60,7 @@ from app.runtime.run.journal import Journal
 from app.runtime.run.ledger import CallLedger
 from app.runtime.run.messages import MessageLog
 from app.runtime.run.outcome import Outcome, failed, public_error_text, stopped
+from app.runtime.run.replay import REPLAY_TYPES, TurnReplay, turn_replay
 from app.runtime.run.settle import settle
 from app.runtime.run.state import RunState, Stop
 from app.runtime.run.tokens import TokenStreams
@@ -65,6 +76,26 @@ class _Parked:
 
 
 PARKED: Final = _Parked()
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """Where a run taken again after a crash resumes (``RunExecution._crashed``)."""
+
+    checkpoint: RunCheckpoint | None  # the team's state after the run's last whole turn, if one ended
+    replay: TurnReplay  # the interrupted turn, from the log after the checkpoint
+    history: list[Message]  # without a checkpoint: the conversation's messages before the run
+    task_id: str | None  # without a checkpoint: the stored task message's id (not stored again)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What a run's team starts from (``RunExecution._load_context``): at most one of these is set."""
+
+    state: dict[str, Any] | None = None  # the conversation's saved team state
+    history: list[Message] = field(default_factory=list)  # or its stored messages
+    parked: ParkedRun | None = None  # a parked run, answered
+    crashed: Crashed | None = None  # a run taken again after a crash
 
 
 def parkable(spec: ResolvedTeamSpec) -> bool:
@@ -205,23 +236,28 @@ class RunExecution:
         return got
 
     async def _run(self) -> Outcome | _Parked:
-        """The run from ``run.started`` on (or from a park, answered), within its time limit."""
+        """The run from ``run.started`` on (or from a park, answered; or from a crash), within its time limit."""
         p = self.parts
-        state, history, resumed = await self._load_context()
+        context = await self._load_context()
         self.started_at = time.monotonic()
         left = p.state.timeout_s - self.active_before
         timer = asyncio.get_running_loop().call_later(max(left, 0.0), p.stop.request, "timed_out")
         try:
             if p.state.spec.kind == "chain":
                 return await self._run_chain()
-            if resumed is not None:
-                return await self._resume_team(resumed)
-            return await self._run_team(state, history)
+            if context.parked is not None:
+                return await self._resume_team(context.parked)
+            if context.crashed is not None:
+                return await self._resume_crashed(context.crashed)
+            return await self._run_team(context.state, context.history)
         finally:
             timer.cancel()
 
     def _started(self) -> tuple[Envelope, Rows]:
         p = self.parts
+        if p.state.started:  # a chain taken again after a crash starts over: it says it resumed
+            env = p.journal.envelope("run.resumed", {"attempt": p.state.attempt, "checkpoint_seq": None})
+            return env, Rows((run_resumed(self.run_id, p.state.attempt),))
         env = p.journal.envelope("run.started", {"team": p.state.spec.name, "agents": sorted(p.state.agents)})
         return env, Rows((run_started(self.run_id, utcnow(), p.state.attempt),))
 
@@ -252,7 +288,9 @@ class RunExecution:
         task: Task = [*prior, asked] if prior else asked
         outbox = TeamOutbox(p.state.agents)
         try:
-            team = self.consumer.build_team(p.state.spec, outbox, p.ledger.observe, history_len=len(prior))
+            team = self.consumer.build_team(
+                p.state.spec, outbox, p.ledger.observe, history_len=len(prior), step=self.steps
+            )
             if saved is not None:
                 await team.load_state(saved)
         except (ModelConfigError, ValueError) as exc:
@@ -268,7 +306,7 @@ class RunExecution:
         answer = row.answer or ""
         data = {"request_id": row.request_id, "agent": row.agent, "content": answer}
         received = p.journal.envelope("input.received", data)
-        await p.journal.commit(received, partial(unpark_run, run_id=self.run_id))
+        await p.journal.commit(received, partial(unpark_run, run_id=self.run_id, attempts=p.state.attempt))
         log.info("run_resumed", run_id=self.run_id, parked_s=round((received.at - row.parked_at).total_seconds(), 3))
         task: BaseChatMessage
         if row.kind == "handoff":
@@ -284,7 +322,7 @@ class RunExecution:
         )
         try:
             team = self.consumer.build_team(
-                p.state.spec, outbox, p.ledger.observe, history_len=carried.history_len, carry=carry
+                p.state.spec, outbox, p.ledger.observe, history_len=carried.history_len, carry=carry, step=self.steps
             )
             await team.load_state(row.state)
         except (ModelConfigError, ValueError) as exc:
@@ -292,7 +330,49 @@ class RunExecution:
         self.counted, self.history_len = carried.counted, carried.history_len
         return await self._drive(team, task, outbox, set())
 
-    async def _drive(self, team: BaseGroupChat, task: Task, outbox: TeamOutbox, echoes: set[str]) -> Outcome | _Parked:
+    async def _resume_crashed(self, crashed: Crashed) -> Outcome | _Parked:
+        """A run taken again after its process died: ``run.resumed``, then its team rebuilt from its
+        checkpoint (or from its task, when no turn had ended), the interrupted turn played again from the
+        log (``app/engine/pins.py``) and the model call the crash cut short made again."""
+        p = self.parts
+        checkpoint = crashed.checkpoint
+        data = {"attempt": p.state.attempt, "checkpoint_seq": checkpoint.seq if checkpoint else None}
+        resumed = p.journal.envelope("run.resumed", data)
+        await p.journal.commit(resumed, Rows((run_resumed(self.run_id, p.state.attempt),)))
+        log.info("run_resumed_after_crash", run_id=self.run_id, **data)
+        self.consumer.logged = crashed.replay.logged
+        task: Task | None = None
+        echoes: set[str] = set()
+        carry: Carry | None = None
+        if checkpoint is not None:
+            carried = Carried.from_json(checkpoint.carry)
+            self.counted, self.history_len = carried.counted, carried.history_len
+            carry = Carry(carried.counted, carried.active_s, p.ledger.prompt_tokens, p.ledger.completion_tokens)
+        else:
+            prior = [TextMessage(content=m.content, source=m.agent) for m in crashed.history if m.content]
+            asked = TextMessage(content=p.state.task, source="user", id=crashed.task_id or str(uuid.uuid4()))
+            task, echoes = ([*prior, asked] if prior else asked), {asked.id, *(m.id for m in prior)}
+            self.history_len = len(prior)
+        outbox = TeamOutbox(p.state.agents)
+        try:
+            team = self.consumer.build_team(
+                p.state.spec,
+                outbox,
+                p.ledger.observe,
+                history_len=self.history_len,
+                carry=carry,
+                step=self.steps,
+                replay=crashed.replay,
+            )
+            if checkpoint is not None:
+                await team.load_state(checkpoint.state)
+        except (ModelConfigError, ValueError) as exc:
+            return Outcome("failed", error_code="invalid_spec", error_message=public_error_text(exc))
+        return await self._drive(team, task, outbox, echoes)
+
+    async def _drive(
+        self, team: BaseGroupChat, task: Task | None, outbox: TeamOutbox, echoes: set[str]
+    ) -> Outcome | _Parked:
         """Consume the team to its end (or to a park), and say how the run ended."""
         p = self.parts
         try:
@@ -316,7 +396,7 @@ class RunExecution:
         return Outcome("succeeded", stop_reason=stop_reason, state=dict(await team.save_state()))
 
     async def _consume(
-        self, team: BaseGroupChat, task: Task, outbox: TeamOutbox, echoes: set[str]
+        self, team: BaseGroupChat, task: Task | None, outbox: TeamOutbox, echoes: set[str]
     ) -> str | _Parked | None:
         """Drive the team to its end, every item through the consumer; a swarm's hand-off to the user
         asks the person and hands their answer back. The team's stop reason, or ``PARKED``."""
@@ -328,36 +408,27 @@ class RunExecution:
             PARK_NOISE.teams.discard(team_ident)
 
     async def _consume_team(
-        self, team: BaseGroupChat, task: Task, outbox: TeamOutbox, echoes: set[str]
+        self, team: BaseGroupChat, task: Task | None, outbox: TeamOutbox, echoes: set[str]
     ) -> str | _Parked | None:
         p = self.parts
-        tokens, consumer, agents, token = p.tokens, self.consumer, p.state.agents, p.stop.token
-        humans = p.humans
-        stop_reason: str | None = None
+        humans, step = p.humans, stepped(team)
+        p.messages.defer = step is not None  # a turn's message is stored with the checkpoint after it
         while True:
-            to_user: HandoffMessage | None = None
+            if step is not None:
+                step.expect_task(task is not None)
             try:
-                async for item in team.run_stream(task=task, cancellation_token=token):
-                    if isinstance(item, TaskResult):
-                        stop_reason = item.stop_reason
-                        last = item.messages[-1] if item.messages else None
-                        if isinstance(last, HandoffMessage) and last.target == "user":
-                            to_user = last
-                        continue
-                    # every other item came off the team's output queue
-                    if isinstance(item, ModelClientStreamingChunkEvent):
-                        tokens.chunk(item, None, agents)  # the per-token path: no await
-                    else:
-                        if isinstance(item, BaseChatMessage):
-                            self.counted += 1
-                        await consumer.take(item, echoes=echoes)
-                    outbox.handled()
+                stop_reason, to_user = await self._stream(team, task, outbox, echoes)
             except Exception:
                 if humans.parked is None:
                     raise
                 # a user proxy's turn raised Park (AutoGen wraps it): the team stopped at the person's turn
                 return PARKED
             outbox.reset()
+            if step is not None and step.stepped:
+                # a turn ended: its message is stored with the team's state after it, and the team goes on
+                await p.messages.flush(await self._checkpoint(team))
+                task = None
+                continue
             if to_user is None or limit_reached(team):
                 return stop_reason  # a hand-off to the user that also reached a limit ends the run
             if humans.parkable:
@@ -365,6 +436,50 @@ class RunExecution:
                 return PARKED
             answer = await humans.ask_person(to_user.source, to_user.content)
             task = HandoffMessage(source="user", target=to_user.source, content=answer)
+
+    async def _stream(
+        self, team: BaseGroupChat, task: Task | None, outbox: TeamOutbox, echoes: set[str]
+    ) -> tuple[str | None, HandoffMessage | None]:
+        """One ``run_stream`` of the team, every item through the consumer: its stop reason, and the
+        hand-off to the user it ended with, if any."""
+        p = self.parts
+        tokens, consumer, agents = p.tokens, self.consumer, p.state.agents
+        stop_reason: str | None = None
+        to_user: HandoffMessage | None = None
+        async for item in team.run_stream(task=task, cancellation_token=p.stop.token):
+            if isinstance(item, TaskResult):
+                stop_reason = item.stop_reason
+                last = item.messages[-1] if item.messages else None
+                if isinstance(last, HandoffMessage) and last.target == "user":
+                    to_user = last
+                continue
+            # every other item came off the team's output queue
+            if isinstance(item, ModelClientStreamingChunkEvent):
+                tokens.chunk(item, None, agents)  # the per-token path: no await
+            else:
+                if isinstance(item, BaseChatMessage):
+                    self.counted += 1
+                await consumer.take(item, echoes=echoes)
+            outbox.handled()
+        return stop_reason, to_user
+
+    @property
+    def steps(self) -> bool:
+        """Whether the run's team stops after each turn to keep a checkpoint (``Stepped``): it may resume
+        after a crash (it has retries left) and its kind can go on from a saved state."""
+        state = self.parts.state
+        return state.attempt < state.max_attempts and parkable(state.spec)
+
+    async def _checkpoint(self, team: BaseGroupChat) -> Apply:
+        """The team's state after its turn, and what the run has used, as the run's checkpoint."""
+        p = self.parts
+        values = {
+            "seq": p.journal.seq,  # the turn's last event: its message (or its hand-off)
+            "state": dict(await team.save_state()),
+            "carry": self._carried().to_json(),
+            "at": utcnow(),
+        }
+        return partial(save_checkpoint, run_id=self.run_id, values=values)
 
     def _carried(self) -> Carried:
         """What the run has used and stored so far, for the process that resumes it."""
@@ -387,9 +502,10 @@ class RunExecution:
         p = self.parts
         pending = p.humans.parked
         assert pending is not None
+        await self._flush_held()  # the turn before the person's (step mode holds its message)
         state = dict(await team.save_state())
         carried = self._carried()
-        data = {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt}
+        data = {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt, "kind": "input"}
         env = p.journal.envelope("input.requested", data)
         row = {
             "principal_id": p.state.principal_id,
@@ -425,25 +541,54 @@ class RunExecution:
             self.on_parked()
         return PARKED
 
-    async def _load_context(self) -> tuple[dict[str, Any] | None, list[Message], ParkedRun | None]:
+    async def _load_context(self) -> _Context:
         """The conversation's saved team state, or (the team's shape changed) its stored messages; or,
-        for a parked run that was answered, its parked row."""
+        for a parked run that was answered, its parked row; or, for a run taken again after a crash,
+        where it resumes from."""
         p = self.parts
         p.humans.parkable = parkable(p.state.spec)
         if p.state.new_conversation:
-            return None, [], None  # no messages yet, no saved state (base_position stays 0)
+            return _Context()  # no messages yet, no saved state (base_position stays 0)
         async with p.deps.read_sessionmaker() as session:
             conversation = await ConversationRepository(session).for_update(self.conversation_id)
             assert conversation is not None
             p.messages.base_position = conversation.message_count
             if p.humans.parkable and (row := await session.get(ParkedRun, self.run_id)) is not None and row.answer:
                 self._carry_over(Carried.from_json(row.carry))
-                return None, [], row
+                return _Context(parked=row)
+            if p.state.started:
+                return _Context(crashed=await self._crashed(session, conversation.message_count))
             if conversation.state is not None and conversation.state_signature == team_signature(p.state.spec):
-                return conversation.state, [], None
+                return _Context(state=conversation.state)
             if conversation.message_count:
-                return None, await MessageRepository(session).history(self.conversation_id), None
-            return None, [], None
+                return _Context(history=await MessageRepository(session).history(self.conversation_id))
+            return _Context()
+
+    async def _crashed(self, session: AsyncSession, message_count: int) -> Crashed:
+        """Where a run whose process died resumes: its checkpoint (if a turn had ended), the turn the crash
+        interrupted (from the log after it), and what the run had stored and billed."""
+        p = self.parts
+        checkpoint = await session.get(RunCheckpoint, self.run_id)
+        events = await RunEventRepository(session).of_types(
+            self.run_id, REPLAY_TYPES, checkpoint.seq if checkpoint else 0
+        )
+        own = await MessageRepository(session).of_run(self.run_id)
+        usage = RunQueueRepository(session)
+        stored, prompt, completion, estimated = await usage.usage(self.run_id)
+        if checkpoint is not None:
+            self._carry_over(Carried.from_json(checkpoint.carry))
+        # the interrupted turn may have stored a thought after the checkpoint: count what is stored
+        p.messages.base_position = message_count - stored
+        p.messages.count = stored
+        ledger = p.ledger
+        ledger.prompt_tokens, ledger.completion_tokens, ledger.estimated = prompt, completion, estimated
+        ledger.by_model = await usage.usage_by_model(self.run_id)  # the calls recorded before the crash
+        history: list[Message] = []
+        if checkpoint is None:
+            history = [
+                m for m in await MessageRepository(session).history(self.conversation_id) if m.run_id != self.run_id
+            ]
+        return Crashed(checkpoint, turn_replay(events), history, own[0].id if own else None)
 
     def _carry_over(self, carried: Carried) -> None:
         """A resumed run goes on from what it had: its messages, its usage, its time."""
@@ -457,6 +602,13 @@ class RunExecution:
         ledger.by_model = {model: (pt, ct) for model, (pt, ct) in carried.by_model.items()}
         self.active_before = carried.active_s
 
+    async def _flush_held(self) -> None:
+        """A step's message still held when the run ends (cancelled, failed): stored before its end."""
+        try:
+            await self.parts.messages.flush()
+        except StorageError:
+            log.error("run_message_lost", run_id=self.run_id)
+
     def _parked(self) -> None:
         """The run parked: no process holds it now; its watchers read on from storage."""
         self.ended = True
@@ -468,6 +620,8 @@ class RunExecution:
     async def _finish(self, outcome: Outcome) -> None:
         self.settling = True
         try:
+            if self.parts.messages.held is not None:
+                await self._flush_held()
             await settle(self.parts, outcome, self.started_at)
         finally:
             self.ended = True

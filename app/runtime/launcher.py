@@ -240,6 +240,7 @@ class EmbeddedLauncher(RunLauncher):
 
     async def _resume(self, run: Run, last_seq: int) -> None:
         await self.manager.wait(run.id)  # the task that parked it may be winding down still
+        run.attempts = (run.attempts or 0) + 1  # taken again: one more attempt, as a claim counts one
         self.manager.submit(run, flushed_seq=last_seq, known_seq=last_seq, exact=True)
 
     async def bus_ready(self) -> bool:

@@ -18,13 +18,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Conversation
 from app.core.envelope import UNSTORED_MAX, Envelope, usage_data
 from app.core.vocabulary import EventType
-from app.runs.models import Run, RunEvent
-from app.runs.repository import RunQueueRepository
+from app.runs.models import Run, RunCheckpoint, RunEvent
+from app.runs.repository import RunEventRepository, RunQueueRepository
 
 
 def lost_seqs(stored: int, copied: int = 0) -> tuple[int, int]:
@@ -66,8 +67,37 @@ async def end_lost_run(
     run.message_count = messages
     run.prompt_tokens, run.completion_tokens, run.usage_estimated = prompt, completion, estimated
     await forget_state(session, run, now)
+    await drop_checkpoint(session, run.id)
     session.add(RunEvent(run_id=run.id, seq=seq, type=type_, at=now, data=data))
     return Envelope(run.id, seq, type_, now, data)
+
+
+async def requeue_lost(
+    session: AsyncSession, run: Run, stored: int, now: datetime, *, reason: str, copied: int = 0
+) -> Envelope:
+    """Put ``run`` (a row of ``session``) back in the queue to resume: its ``run.requeued``, numbered as
+    a lost run's end is (``lost_seqs``), naming the messages its attempt began and never completed. Its
+    checkpoint stays; the conversation's saved state (from before the run) goes, as for a lost run's end.
+    The commit is the caller's."""
+    lost_after, seq = lost_seqs(stored, copied)
+    data: dict[str, Any] = {
+        "reason": reason,
+        "attempt": run.attempts,
+        "max_attempts": run.max_attempts,
+        "lost_after_seq": lost_after,
+        "abandoned_message_ids": await RunEventRepository(session).abandoned(run.id),
+    }
+    run.status = "queued"
+    run.worker_id = None
+    run.lease_expires_at = None
+    await forget_state(session, run, now)
+    session.add(RunEvent(run_id=run.id, seq=seq, type="run.requeued", at=now, data=data))
+    return Envelope(run.id, seq, "run.requeued", now, data)
+
+
+async def drop_checkpoint(session: AsyncSession, run_id: str) -> None:
+    """An ended run's checkpoint (``RunCheckpoint``) goes: nothing will resume from it."""
+    await session.execute(delete(RunCheckpoint).where(RunCheckpoint.run_id == run_id))
 
 
 async def forget_state(session: AsyncSession, run: Run, now: datetime) -> None:

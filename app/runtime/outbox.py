@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from autogen_agentchat.messages import ModelClientStreamingChunkEvent
+from autogen_agentchat.messages import BaseAgentEvent, ModelClientStreamingChunkEvent
 from autogen_agentchat.teams import BaseGroupChat
 
 from app.patches.autogen_output_queue import attach_output_queue
@@ -54,6 +54,12 @@ class TeamOutbox:
 
     def put(self, item: ModelClientStreamingChunkEvent) -> None:
         assert self._queue is not None, "a model call before its team exists"
+        self._queue.put_nowait(item)
+
+    def put_event(self, item: BaseAgentEvent) -> None:
+        """An event of the run's own for its consumer loop, behind everything the team has put out so far
+        (a tool's call asking for approval, ``app/runtime/run/humans.py``)."""
+        assert self._queue is not None, "an event before its team exists"
         self._queue.put_nowait(item)
 
     def handled(self) -> None:

@@ -34,7 +34,7 @@ from app.core.vocabulary import EventType
 from app.runs.models import ParkedRun, Run, RunEvent
 from app.runs.repository import ParkedRepository, RunEventRepository
 from app.runtime.inputs import NotAwaitingInput, UnknownInputRequest
-from app.runtime.lost import forget_state
+from app.runtime.lost import drop_checkpoint, forget_state
 
 log = structlog.get_logger(__name__)
 
@@ -153,6 +153,7 @@ async def settle_parked(
     run.result = carried.result
     # the parked state is the middle of a turn, not a team to continue the conversation from
     await forget_state(session, run, now)
+    await drop_checkpoint(session, run.id)
     session.add(RunEvent(run_id=run.id, seq=seq, type=type_, at=now, data=data))
     return Envelope(run.id, seq, type_, now, data)
 

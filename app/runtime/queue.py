@@ -33,7 +33,7 @@ from app.core.db import utcnow
 from app.core.envelope import STREAMED_TYPES, Envelope, usage_data
 from app.runs.models import ParkedRun, Run, RunEvent
 from app.runs.repository import EVENT_INSERT, RunEventRepository, RunQueueRepository, log_rows
-from app.runtime.lost import end_lost_run, forget_state, lost_seqs
+from app.runtime.lost import drop_checkpoint, end_lost_run, requeue_lost
 from app.runtime.redis_bus import RedisStreams
 
 log = structlog.get_logger(__name__)
@@ -117,6 +117,7 @@ class RunQueue:
             session.add(RunEvent(run_id=run_id, seq=seq, type=env.type, at=now, data=data))
             # answered while parked, cancelled before an executor took it: its parked row goes with it
             await session.execute(delete(ParkedRun).where(ParkedRun.run_id == run_id))
+            await drop_checkpoint(session, run_id)
             run.status = "cancelled"
             run.stop_reason = reason
             run.finished_at = now
@@ -162,21 +163,8 @@ class RunQueue:
         stored, copied = await self._copy_unstored(session, run.id)
         lost = run.worker_id
         if run.attempts < run.max_attempts and run.cancel_requested is None:
-            lost_after, seq = lost_seqs(stored, copied)
-            data: dict[str, Any] = {
-                "reason": "worker_lost",
-                "attempt": run.attempts,
-                "max_attempts": run.max_attempts,
-                "lost_after_seq": lost_after,
-            }
-            run.status = "queued"
-            run.worker_id = None
-            run.lease_expires_at = None
-            # the lost attempt's saved state is not this run's: the retry continues from the messages
-            await forget_state(session, run, now)
             log.warning("run_requeued", run_id=run.id, lost_worker=lost, attempt=run.attempts)
-            session.add(RunEvent(run_id=run.id, seq=seq, type="run.requeued", at=now, data=data))
-            return Envelope(run.id, seq, "run.requeued", now, data)
+            return await requeue_lost(session, run, stored, now, reason="worker_lost", copied=copied)
         env = await end_lost_run(
             session,
             run,

@@ -20,6 +20,7 @@ from app.core.settings import Settings
 from app.engine.factory import default_agent_description, default_person_description
 from app.engine.providers import known_or_generic_model_info
 from app.teams.components import (
+    APPROVE_TOOLS_METADATA_KEY,
     ASSISTANT,
     ASSISTANT_DEFAULT_SYSTEM_MESSAGE,
     AZURE_OPENAI,
@@ -115,7 +116,7 @@ class ComponentExporter:
             reflect_on_tool_use=spec.reflect_on_tool_use,
             tool_call_summary_format=TOOL_CALL_SUMMARY_FORMAT,
             max_tool_iterations=spec.max_tool_iterations,
-            metadata={TOOLS_METADATA_KEY: ",".join(spec.tools)} if spec.tools else {},
+            metadata=_tools_metadata(spec),
         )
         return ASSISTANT.component(config)
 
@@ -199,3 +200,10 @@ def _handoff(target: str) -> Json:
         "name": f"transfer_to_{target}".lower(),
         "message": f"Transferred to {target}, adopting the role of {target} immediately.",
     }
+
+
+def _tools_metadata(spec: AgentSpec) -> dict[str, str]:
+    metadata = {TOOLS_METADATA_KEY: ",".join(spec.tools)} if spec.tools else {}
+    if spec.approve_tools:
+        metadata[APPROVE_TOOLS_METADATA_KEY] = ",".join(spec.approve_tools)
+    return metadata

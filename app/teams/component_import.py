@@ -133,6 +133,7 @@ class ComponentImporter:
         ):
             walk.origins[(*prefix, key)] = [*aloc, where]
         walk.origins[(*prefix, "tools")] = [*aloc, "metadata", c.TOOLS_METADATA_KEY]
+        walk.origins[(*prefix, "approve_tools")] = [*aloc, "metadata", c.APPROVE_TOOLS_METADATA_KEY]
         name = config.get("name")
         if not isinstance(name, str):
             walk.invalid([*aloc, "name"], "An agent needs a `name` (a string).")
@@ -153,6 +154,7 @@ class ComponentImporter:
             "model": model,
             "model_options": options,
             "tools": _tools(walk, config, aloc),
+            "approve_tools": _named(walk, config.get("metadata"), c.APPROVE_TOOLS_METADATA_KEY, aloc),
             "handoffs": _handoffs(walk, config.get("handoffs"), [*aloc, "handoffs"]),
             "streaming": config.get("model_client_stream", False),
             "reflect_on_tool_use": config.get("reflect_on_tool_use", False),
@@ -220,12 +222,16 @@ def _tools(walk: ComponentReader, config: Json, loc: Loc) -> list[str]:
         got = walk.component(bench, where, c.WORKBENCHES, "a workbench")
         if got is not None and got[1].get("tools"):
             walk.unsupported([*where, "config", "tools"], f"Tools are named in `metadata['{c.TOOLS_METADATA_KEY}']`.")
-    metadata = config.get("metadata")
-    names = metadata.get(c.TOOLS_METADATA_KEY) if isinstance(metadata, dict) else None
+    return _named(walk, config.get("metadata"), c.TOOLS_METADATA_KEY, loc)
+
+
+def _named(walk: ComponentReader, metadata: Any, key: str, loc: Loc) -> list[str]:
+    """The tool names an agent's ``metadata[key]`` lists, comma-separated."""
+    names = metadata.get(key) if isinstance(metadata, dict) else None
     if names is None:
         return []
     if not isinstance(names, str):
-        walk.invalid([*loc, "metadata", c.TOOLS_METADATA_KEY], "Expected tool names separated by commas.")
+        walk.invalid([*loc, "metadata", key], "Expected tool names separated by commas.")
         return []
     return [n.strip() for n in names.split(",") if n.strip()]
 

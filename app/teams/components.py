@@ -23,6 +23,8 @@ from typing import Any
 # Agent ``metadata`` (a ``dict[str, str]`` AutoGen keeps through load and dump) names the agent's
 # registry tools, comma-separated: tools travel by name, never as FunctionTool source code.
 TOOLS_METADATA_KEY = "swarmdirector.tools"
+# ... and those of them whose calls wait for a person's approval (``approve_tools``), the same way.
+APPROVE_TOOLS_METADATA_KEY = "swarmdirector.approve_tools"
 # A key in a model client's ``config`` that AutoGen's config models ignore: the ``fake`` model
 # reference (and its options) behind an exported ReplayChatCompletionClient.
 EXTENSION_KEY = "swarmdirector"

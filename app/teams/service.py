@@ -45,7 +45,7 @@ class SpecValidator:
             for field in ("model", "model_options", "system_message"):
                 if getattr(spec, field) is not None:
                     errors.add([*loc, field], f"A `user_proxy` agent (a person) has no {field}.", "invalid_spec")
-            for field in ("tools", "handoffs"):
+            for field in ("tools", "approve_tools", "handoffs"):
                 if getattr(spec, field):
                     errors.add([*loc, field], f"A `user_proxy` agent (a person) has no {field}.", "invalid_spec")
             return spec
@@ -70,6 +70,13 @@ class SpecValidator:
                     [*loc, "tools", j],
                     f"No tool named '{tool}' is registered (known: {known}).",
                     "unknown_tool",
+                )
+        for j, tool in enumerate(spec.approve_tools):
+            if tool not in spec.tools:
+                errors.add(
+                    [*loc, "approve_tools", j],
+                    f"'{tool}' is not one of this agent's tools (`tools`): only those can need approval.",
+                    "approval_for_unknown_tool",
                 )
         return resolved
 

@@ -25,6 +25,10 @@ PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas
 # free-form JSON on purpose: a scripted fake tool call's arguments, an AutoGen component's own config
 FREE_FORM = {
     ("ScriptToolCall", "arguments"),
+    # a tool's arguments: the tool's own model shapes them (an approval request shows them, an edit gives them)
+    ("ApprovalToolCall", "arguments"),
+    ("InputReceivedData", "arguments"),
+    ("InputCreate", "arguments"),
     ("TeamComponent", "config"),
     # AG-UI's own objects (its spec shapes them; the protocol's RunAgentInput reads them)
     *(("AguiRunAgentInput", field) for field in ("messages", "tools", "context", "resume")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,7 @@ from autogen_core import CancellationToken
 
 from app.engine.tools import ToolContext, ToolRegistry, calculator
 from tests.conftest import make_settings, serve_app
-from tests.fixtures.runs import stored_events, wait_run
+from tests.fixtures.runs import stored_events, wait_for_status, wait_run
 from tests.fixtures.specs import agent, run_body, team
 
 
@@ -129,3 +130,19 @@ async def test_a_builder_that_returns_another_function_gets_its_own_model() -> N
     first, second = registry.build("changing", ctx), registry.build("changing", ctx)
     assert first.args_type() is not second.args_type()
     assert set(second.args_type().model_fields) == {"a", "b"}
+
+
+async def test_a_run_cancelled_while_a_tool_runs_ends_cancelled_and_the_call_stops(tmp_path: Path) -> None:
+    # AutoGen waits for an agent's tool calls to finish: a call cancelled by the run's token must end
+    # as a result (an error), or the agent, and the run, would wait for it forever
+    settings = make_settings(tmp_path, tools=["tests.fixtures.tools:sleepy"], tool_timeout_s=60)
+    async with serve_app(settings) as (_, client):
+        body = run_body(team=tool_team("sleepy", {"seconds": 60}))
+        run = (await client.post("/v1/runs", json=body)).json()
+        async with asyncio.timeout(15):
+            while not any(e["type"] == "tool.call" for e in await stored_events(client, run["id"])):
+                await asyncio.sleep(0.02)
+        r = await client.post(f"/v1/runs/{run['id']}/cancel")
+        assert r.status_code in (200, 202), r.text
+        done = await wait_for_status(client, run["id"], {"succeeded", "failed", "cancelled", "timed_out"}, timeout=10)
+        assert done["status"] == "cancelled", done

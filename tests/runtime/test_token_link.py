@@ -52,7 +52,7 @@ def parts(*, fast_tokens: bool) -> tuple[Recorded, TokenStreams, MessageLog]:
     spec = ResolvedTeamSpec.model_validate(
         {"name": "t", "kind": "single", "members": [{"name": "a", "model": "fake/t1"}]}
     )
-    state = RunState("r1", "c1", "p1", "task", 1, 60.0, 60.0, spec, frozenset({"a"}), True, None)
+    state = RunState("r1", "c1", "p1", "task", 1, 1, False, 60.0, 60.0, spec, frozenset({"a"}), True, None)
     recorded = Recorded()
     journal = Journal("r1", EventBus(16), recorded, Metrics())  # type: ignore[arg-type]
     tokens = TokenStreams(journal, Stop(), fast_tokens=fast_tokens)

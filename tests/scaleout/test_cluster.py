@@ -131,14 +131,23 @@ async def test_a_killed_worker_s_run_fails_worker_lost_and_keeps_its_messages(
     assert len(committed) >= 2  # the task and at least one reply
 
 
-async def test_with_retries_a_killed_worker_s_run_finishes_on_another(
+async def test_with_retries_a_killed_worker_s_run_resumes_on_another_from_its_last_turn(
     cluster: Cluster, http: httpx.AsyncClient
 ) -> None:
     a = cluster.api("api-a")
     doomed = cluster.worker("doomed")
     await cluster.up(a, doomed)
-    run = (await http.post(f"{a.url}/v1/runs", json=run_body(team=slow_team(max_messages=6), retries=1))).json()
-    await first_message(http, a.url, run["id"])
+    body = run_body(team=team(model="fake/t30-d30", max_messages=5), retries=1)
+    run = (await http.post(f"{a.url}/v1/runs", json=body)).json()
+    seen = await first_message(http, a.url, run["id"])
+    # and into the next message: a few of its deltas out, then the worker dies mid-message
+    async with http.stream(
+        "GET", f"{a.url}/v1/runs/{run['id']}/events", headers={"Last-Event-ID": str(seen[-1]["seq"])}
+    ) as response:
+        async for event in read_events(response):
+            if event["type"] == "message.delta" and event["seq"] >= seen[-1]["seq"] + 5:
+                cut = event["data"]["message_id"]
+                break
     cluster.kill(doomed)
     spare = cluster.worker("spare")  # the run is requeued when the lease lapses, and the spare takes it
     await cluster.up(spare)
@@ -148,11 +157,19 @@ async def test_with_retries_a_killed_worker_s_run_finishes_on_another(
     assert finished["attempts"] == 2
     events = await collect(http, f"{a.url}/v1/runs/{run['id']}/events")
     types = [e["type"] for e in events]
-    assert types.count("run.requeued") == 1 and types.count("run.started") == 2, types
+    assert types.count("run.requeued") == 1 and types.count("run.resumed") == 1, types
+    assert types.count("run.started") == 1, "the run resumed; it did not start over"
     for raw in events:  # as documented: the OpenAPI event union describes them exactly
         assert TypedRunEvent.model_validate(raw).root.model_dump(mode="json") == raw
     assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
     assert types[-1] == "run.completed"
+    requeued = events[types.index("run.requeued")]["data"]
+    assert requeued["reason"] == "worker_lost" and cut in requeued["abandoned_message_ids"]
+    assert cut not in {e["data"]["message_id"] for e in events if e["type"] == "message.completed"}
+    # the stored messages hold each turn once: the task, then replies taking turns
+    messages = (await http.get(f"{a.url}/v1/conversations/{run['conversation_id']}/messages")).json()["data"]
+    assert [m["agent"] for m in messages] == ["user", "writer", "critic", "writer", "critic"]
+    assert [m["position"] for m in messages] == [1, 2, 3, 4, 5]
 
 
 async def test_a_client_resumes_on_the_other_replica_when_its_replica_restarts(

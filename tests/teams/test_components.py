@@ -49,6 +49,7 @@ DUMMY_KEY = "sk-dummy-key-pasted-into-a-component"
 AZURE_ENDPOINT = "https://swarm-test.openai.azure.com"
 COMPAT_URL = "http://127.0.0.1:11434/v1"
 TOOLS = "swarmdirector.tools"
+APPROVE = "swarmdirector.approve_tools"
 C: list[Any] = ["body", "component"]
 CONFIG: list[Any] = [*C, "config"]
 SERVER_FIELDS = ("id", "object", "created_at", "updated_at", "name")
@@ -493,6 +494,7 @@ async def test_import_of_a_real_round_robin_dump(client: httpx.AsyncClient) -> N
         "model": "openai/gpt-4o-mini",
         "model_options": None,
         "tools": [],
+        "approve_tools": [],
         "handoffs": [],
         "streaming": False,
         "reflect_on_tool_use": False,
@@ -946,6 +948,17 @@ async def test_an_unknown_tool_points_at_the_tools_metadata(client: httpx.AsyncC
 async def test_tools_named_in_metadata_are_imported(client: httpx.AsyncClient) -> None:
     created = await imported(client, rr_team(assistant("helper", metadata={TOOLS: "calculator, current_time"})))
     assert created["members"][0]["tools"] == ["calculator", "current_time"]
+
+
+async def test_tools_that_need_approval_travel_in_metadata_and_are_checked(client: httpx.AsyncClient) -> None:
+    metadata = {TOOLS: "calculator, current_time", APPROVE: "calculator"}
+    created = await imported(client, rr_team(assistant("helper", metadata=metadata)))
+    assert created["members"][0]["approve_tools"] == ["calculator"]
+    helper = (await export(client, created["id"]))["config"]["participants"][0]["config"]
+    assert helper["metadata"] == {TOOLS: "calculator,current_time", APPROVE: "calculator"}
+    r = await import_(client, rr_team(assistant("helper", metadata={TOOLS: "calculator", APPROVE: "shell"})))
+    loc = [*CONFIG, "participants", 0, "config", "metadata", APPROVE, 0]
+    assert_field_error(r, loc, "approval_for_unknown_tool")
 
 
 async def test_a_hand_off_to_a_stranger_points_at_the_hand_off(client: httpx.AsyncClient) -> None:

@@ -66,6 +66,7 @@ CUSTOM_NAMES = {
     "input.received": "input_received",
     "branch.failed": "branch_failed",
     "run.requeued": "run_requeued",
+    "run.resumed": "run_resumed",
 }
 
 
@@ -281,6 +282,11 @@ class Translator:
                 )
             case "run.queued" | "run.started":
                 pass  # RUN_STARTED is sent above
+            case "run.requeued":
+                # the lost attempt's open messages end here; the event names those it abandoned, and the
+                # resumed run (``run.resumed``) makes the interrupted turn again as a new message
+                self._end_all(out, at)
+                out.append(CustomEvent(name=CUSTOM_PREFIX + CUSTOM_NAMES[env.type], value=data, timestamp=at))
             case _:
                 custom = CUSTOM_NAMES.get(env.type)
                 if custom is not None:

@@ -212,9 +212,10 @@ class ResponsesTranslator:
             return self._asks(env)
         if kind == "run.queued" or kind == "run.requeued":
             self.status = "queued"
-            first = [self._lifecycle("response.created")] if kind == "run.queued" else []
+            # a crash: what the lost attempt was streaming is abandoned (it is made again as a new item)
+            first = [self._lifecycle("response.created")] if kind == "run.queued" else self._close_all("incomplete")
             return [*first, self._lifecycle("response.queued")]
-        if kind == "run.started":
+        if kind == "run.started" or kind == "run.resumed":
             self.status = "in_progress"
             return [self._lifecycle("response.in_progress")]
         if kind == "run.completed":

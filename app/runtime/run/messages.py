@@ -8,21 +8,23 @@ reasoning that led to it (its ``reasoning``), unless the call streamed its reaso
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMessage, ThoughtEvent, ToolCallRequestEvent
+from sqlalchemy import Connection
 
 from app.conversations.repository import message_stored
 from app.core.envelope import Envelope
 from app.engine.events import CompletedMessage, completed_message, handoff_data, message_completed_data
-from app.runtime.recorder import Rows
+from app.runtime.recorder import Apply, Change, Rows
 from app.runtime.run.journal import Journal
 from app.runtime.run.state import RunState
 from app.runtime.run.tokens import TokenStreams
 
 
 class MessageLog:
-    __slots__ = ("_journal", "_state", "_thoughts", "_tokens", "base_position", "count", "result")
+    __slots__ = ("_journal", "_state", "_thoughts", "_tokens", "base_position", "count", "defer", "held", "result")
 
     def __init__(self, state: RunState, journal: Journal, tokens: TokenStreams) -> None:
         self._state = state
@@ -32,6 +34,9 @@ class MessageLog:
         self.count = 0  # this run's messages so far
         self.result: dict[str, Any] | None = None  # the last agent message: the run's answer
         self._thoughts: dict[str, ThoughtEvent] = {}
+        # step mode: a turn's message waits for the turn's end, to be stored with the team's checkpoint
+        self.defer = False
+        self.held: tuple[Envelope, Rows, Envelope | None] | None = None
 
     def hold_thought(self, thought: ThoughtEvent) -> None:
         self._thoughts[thought.source] = thought  # what it is shows with the agent's next item
@@ -45,13 +50,32 @@ class MessageLog:
         else:
             self._tokens.forget(request)  # the call streamed no text (perhaps reasoning): nothing claims it
 
+    def drop_thought(self, source: str) -> None:
+        """A held thought that is stored already (a resumed turn's, given again): not stored twice."""
+        self._thoughts.pop(source, None)
+
     async def store(self, message: BaseChatMessage, tags: dict[str, Any] | None = None) -> None:
-        """Store a chat message (and announce a hand-off after it)."""
+        """Store a chat message (and announce a hand-off after it); in step mode, hold both (``flush``)."""
         thought = self._thoughts.pop(message.source, None)
         env, rows = self.numbered(message, tags, thought=thought)
-        await self._journal.commit(env, rows)
+        handoff = None
         if isinstance(message, HandoffMessage):
-            await self._journal.append("handoff", {**handoff_data(message), **(tags or {})})
+            handoff = self._journal.envelope("handoff", {**handoff_data(message), **(tags or {})})
+        if self.defer:
+            self.held = (env, rows, handoff)
+            return
+        await self._journal.commit(env, rows, then=handoff)
+
+    async def flush(self, checkpoint: Apply | None = None) -> None:
+        """Store the held message (with ``checkpoint``, the team's state after its turn, when given)."""
+        held, self.held = self.held, None
+        if held is None:
+            if checkpoint is not None:
+                self._journal.write(checkpoint)
+            return
+        env, rows, handoff = held
+        change: Change = rows if checkpoint is None else partial(_with, rows, checkpoint)
+        await self._journal.commit(env, change, then=handoff)
 
     def numbered(
         self,
@@ -107,3 +131,10 @@ class MessageLog:
                 }
             )
         )
+
+
+def _with(rows: Rows, then: Apply, conn: Connection) -> None:
+    """``rows``, then ``then``, in one transaction (``Apply``)."""
+    for stmt, params in rows.executions:
+        conn.execute(stmt, params)
+    then(conn)

@@ -20,6 +20,8 @@ class RunState:
     principal_id: str
     task: str
     attempt: int
+    max_attempts: int  # ``retries`` + 1 (and one more per park answered)
+    started: bool  # an earlier attempt started it: this one resumes it (after a crash, or a park answered)
     timeout_s: float
     input_timeout_s: float
     spec: ResolvedTeamSpec
@@ -37,6 +39,8 @@ class RunState:
             principal_id=run.principal_id,
             task=run.task,
             attempt=attempt,
+            max_attempts=run.max_attempts or 1,
+            started=run.started_at is not None,
             timeout_s=run.timeout_s,
             input_timeout_s=run.input_timeout_s,
             spec=spec,

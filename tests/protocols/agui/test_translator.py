@@ -336,3 +336,41 @@ def test_the_fast_frame_of_a_reasoning_delta_is_the_frame_the_packages_model_mak
     assert fast == frame(event) and b'"REASONING_MESSAGE_CONTENT"' in fast
     empty = Envelope(later.run_id, later.seq, "reasoning.delta", later.at, {**later.data, "text": ""})
     assert translator.reasoning_frame(empty) == b"" and translator(empty) == []
+
+
+def test_a_run_resumed_after_a_crash_ends_the_abandoned_message_and_goes_on_conformant() -> None:
+    _, envs = recorded("pair")
+    deltas = [i for i, e in enumerate(envs) if e.type == "message.delta"]
+    cut = deltas[len(deltas) // 2]  # the crash comes mid-message
+    abandoned = envs[cut].data["message_id"]
+    start = next(i for i, e in enumerate(envs) if e.data.get("message_id") == abandoned)  # its first delta
+    lost_after = envs[cut].seq
+    requeued = Envelope(
+        "run_1",
+        lost_after + 8193,
+        "run.requeued",
+        envs[cut].at,
+        {
+            "reason": "server_restarted",
+            "attempt": 1,
+            "max_attempts": 2,
+            "lost_after_seq": lost_after,
+            "abandoned_message_ids": [abandoned],
+        },
+    )
+    resumed = Envelope("run_1", requeued.seq + 1, "run.resumed", envs[cut].at, {"attempt": 2, "checkpoint_seq": 5})
+    remade = []
+    for offset, e in enumerate(envs[start:], start=2):
+        data = dict(e.data)
+        if data.get("message_id") == abandoned:
+            data["message_id"] = "remade"  # the turn made again is a new message
+        remade.append(Envelope("run_1", requeued.seq + offset, e.type, e.at, data))
+    events = translate([*envs[: cut + 1], requeued, resumed, *remade])
+    assert_conformant(events)
+    kinds = types(events)
+    custom = next(i for i, e in enumerate(events) if e.get("name") == "swarmdirector.run_requeued")
+    ends = [i for i, e in enumerate(events) if e["type"] == "TEXT_MESSAGE_END" and e["messageId"] == abandoned]
+    assert ends and ends[0] < custom, "the abandoned message is ended before the requeue is told"
+    assert events[custom]["value"]["abandoned_message_ids"] == [abandoned]
+    assert kinds.count("RUN_FINISHED") == 1 and kinds[-1] == "RUN_FINISHED"
+    assert any(e["type"] == "TEXT_MESSAGE_START" and e["messageId"] == "remade" for e in events)

@@ -1,0 +1,86 @@
+"""A crashed run's interrupted turn, read back from its log to be played again (``app/engine/pins.py``).
+
+The turn is what the log holds after the run's checkpoint (or after its start, when no turn had
+ended): the model's replies that called tools (consecutive ``tool.call`` events of one agent, with
+the thought stored just before them), the tools' results (``tool.result``) and the calls that have none
+(cut by the crash). ``TurnReplay`` gives the resumed team those replies and results, and tells the
+consumer which events are logged already (``LoggedCalls``), so the log holds each of them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autogen_core.models import CreateResult
+
+from app.engine.events import Translated
+from app.engine.pins import ReplyPins, ToolReplay, pinned_reply
+
+REPLAY_TYPES = ("message.completed", "tool.call", "tool.result")
+
+
+@dataclass(slots=True)
+class LoggedCalls:
+    """Tool calls and results of a resumed turn that the log holds already."""
+
+    calls: set[str] = field(default_factory=set)
+    results: set[str] = field(default_factory=set)
+
+    def unlogged(self, events: Translated) -> Translated:
+        """``events`` without the tool calls and results already logged."""
+        out: Translated = []
+        for type_, data in events:
+            call_id = data.get("call_id")
+            if (type_ == "tool.call" and call_id in self.calls) or (type_ == "tool.result" and call_id in self.results):
+                continue
+            out.append((type_, data))
+        return out
+
+
+@dataclass(slots=True)
+class TurnReplay:
+    pins: ReplyPins
+    tools: ToolReplay
+    logged: LoggedCalls
+
+    @property
+    def replies(self) -> int:
+        return len(self.logged.calls)
+
+
+def turn_replay(events: Sequence[tuple[int, str, dict[str, Any]]]) -> TurnReplay:
+    """The interrupted turn from its events (``REPLAY_TYPES``, in seq order, after the checkpoint)."""
+    replies: dict[str, list[CreateResult]] = {}
+    results: dict[str, tuple[str, bool]] = {}
+    group: list[tuple[str, str, str]] = []
+    agent: str | None = None
+    thought: str | None = None
+
+    def close() -> None:
+        nonlocal group, thought
+        if group and agent is not None:
+            replies.setdefault(agent, []).append(pinned_reply(group, thought))
+        group, thought = [], None
+
+    for _seq, type_, data in events:
+        if type_ == "tool.call":
+            if group and data["agent"] != agent:
+                close()
+            agent = data["agent"]
+            group.append((data["call_id"], data["name"], data["arguments"]))
+        elif type_ == "tool.result":
+            close()
+            results[data["call_id"]] = (data["content"], bool(data["is_error"]))
+        elif type_ == "message.completed" and data.get("type") == "ThoughtEvent":
+            close()
+            thought = data["text"]
+    close()
+    calls = {c.id for items in replies.values() for reply in items for c in _calls(reply)}
+    cut = calls - set(results)
+    return TurnReplay(ReplyPins(replies), ToolReplay(results, cut), LoggedCalls(calls, set(results)))
+
+
+def _calls(reply: CreateResult) -> list[Any]:
+    return list(reply.content) if isinstance(reply.content, list) else []
