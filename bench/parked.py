@@ -19,6 +19,10 @@ fake model, ``fake/t5``) speaks, then a ``user_proxy``'s turn parks the run.
 3. With all of them parked, ``LIVE_LIMIT`` runs of a team that does not ask started at once: the
    live-run limit is untouched when every one is accepted and completes.
 4. Every parked run cancelled: the clean-up, timed.
+5. Step mode's cost (the stop after each turn and the checkpoint written with its message, which runs
+   with ``retries`` and teams with tools that need approval pay): ``STEP_RUNS`` runs of
+   ``STEP_TURNS`` one-token turns without retries and as many with, in rounds that alternate the two;
+   the server's CPU per turn of each.
 
 Figures are printed, never judged here. The server is stopped by its pid at the end.
 """
@@ -47,11 +51,20 @@ SETTLE_MIN_S = 3.0  # past the server's idle collection (2 s without live runs)
 SETTLE_MAX_S = 60.0
 SETTLE_KB = 256  # readings within this much of each other agree
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+STEP_TURNS = 10  # turns of a run of the step-mode figure
+STEP_RUNS = 40  # runs per side of it, in rounds alternating the sides
 
 
 def asking_team() -> dict[str, Any]:
     members = [{"name": "helper", "model": "fake/t5"}, {"name": "human", "kind": "user_proxy"}]
     return {"name": "asking", "kind": "round_robin", "members": members, "termination": {"max_messages": 4}}
+
+
+def turning_team() -> dict[str, Any]:
+    """Two agents taking ``STEP_TURNS`` one-token turns: the run path with little else."""
+    members = [{"name": n, "model": "fake/t1"} for n in ("a1", "a2")]
+    termination = {"max_messages": STEP_TURNS + 1}
+    return {"name": "turning", "kind": "round_robin", "members": members, "termination": termination}
 
 
 def plain_team() -> dict[str, Any]:
@@ -135,6 +148,27 @@ class Server:
             return f"refused {code} {run.get('code')}"
         return self.until(run["id"], lambda s: s in TERMINAL)
 
+    def turn_one(self, retries: int) -> str:
+        body = {"task": "Count.", "team": turning_team(), "retries": retries, "timeout_s": 600}
+        code, run = self.http("POST", "/v1/runs", body)
+        if code != 202:
+            return f"refused {code} {run.get('code')}"
+        return self.until(run["id"], lambda s: s in TERMINAL)
+
+    def step_cost(self, pool: ThreadPoolExecutor) -> tuple[float, float, list[str]]:
+        """Server CPU per turn of runs without retries and with (step mode: a stop and a checkpoint per
+        turn), ``STEP_RUNS`` each, in rounds that alternate the two; and the runs that did not succeed."""
+        cpu = {0: 0.0, 1: 0.0}
+        bad: list[str] = []
+        rounds = 4
+        for _ in range(rounds):
+            for retries in (0, 1):
+                cpu0 = cpu_s(self.proc.pid)
+                bad += [s for s in pool.map(self.turn_one, [retries] * (STEP_RUNS // rounds)) if s != "succeeded"]
+                cpu[retries] += cpu_s(self.proc.pid) - cpu0
+        turns = STEP_RUNS * STEP_TURNS
+        return cpu[0] / turns * 1000, cpu[1] / turns * 1000, bad
+
     def cancel(self, run_id: str) -> str:
         code, run = self.http("POST", f"/v1/runs/{run_id}/cancel")
         return str(run.get("status")) if code in (200, 202) else f"{code} {run.get('code')}"
@@ -179,9 +213,11 @@ def parked(tmp: Path, runs: int, log_level: str, patches_off: str) -> dict[str, 
         cancelled = list(pool.map(server.cancel, ids))
         cancel_s = time.perf_counter() - started
         left_live = server.runs_live()
+        plain_turn_ms, step_turn_ms, step_errors = server.step_cost(pool)
     errors = [s for _, s in outcomes if s != "awaiting_input"]
     errors += [f"check run {s}" for s in after_runs if s != "succeeded"]
     errors += [f"cancel {s}" for s in cancelled if s != "cancelled"]
+    errors += [f"step-mode run {s}" for s in step_errors]
     return {
         "runs": runs,
         "parked": len(ids),
@@ -199,6 +235,9 @@ def parked(tmp: Path, runs: int, log_level: str, patches_off: str) -> dict[str, 
         "cancelled": sum(s == "cancelled" for s in cancelled),
         "cancel_s": cancel_s,
         "runs_live_at_end": left_live,
+        "turn_cpu_ms": plain_turn_ms,
+        "step_turn_cpu_ms": step_turn_ms,
+        "step_cpu_ms_per_turn": step_turn_ms - plain_turn_ms,
         "errors": len(errors),
         "error_samples": sorted(set(errors))[:5],
     }
@@ -224,6 +263,7 @@ def run_w7(
         "—" if second is None else f"{second:.1f} KB each of the second half",
         f"{fig['runs_live_while_parked']:.0f} live",
         f"{fig['after_started'] - fig['after_not_completed']}/{fig['after_started']} runs after them completed",
+        f"a turn {fig['turn_cpu_ms']:.2f} ms CPU, {fig['step_turn_cpu_ms']:.2f} ms in step mode",
     ]
     if fig["errors"]:
         bits.append(f"{fig['errors']} errors {fig['error_samples']}")

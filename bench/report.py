@@ -95,6 +95,9 @@ def rows_for(workload: str, n: int) -> list[Row]:
             Row("runs started after them (live-run limit 20)", "after_started", "n"),
             Row("of those, refused or not completed", "after_not_completed", "n", "0", lambda s, _f: s == 0),
             Row("time to cancel them all", "cancel_s", "s"),
+            Row("server CPU per turn, a run without retries", "turn_cpu_ms", "ms"),
+            Row("server CPU per turn, a run with retries (step mode)", "step_turn_cpu_ms", "ms"),
+            Row("step mode's CPU per turn", "step_cpu_ms_per_turn", "ms"),
             ERRORS,
         ]
     if workload == "W6":  # issue 22: each dialect beside our SSE route, which stands in the floor's column

@@ -131,11 +131,13 @@ class ParkedRun(Base):
     principal_id: Mapped[str] = mapped_column(String(64))
     conversation_id: Mapped[str] = mapped_column(String(40))
     request_id: Mapped[str] = mapped_column(String(100))
-    # input: a user proxy's turn; handoff: a swarm handed off to the user
+    # input: a user proxy's turn; handoff: a swarm handed off to the user; approval: a tool's call
     kind: Mapped[str] = mapped_column(String(20))
     agent: Mapped[str] = mapped_column(String(64))  # who asks (for a hand-off: the agent that handed off)
     prompt: Mapped[str] = mapped_column(Text)
-    state: Mapped[dict[str, Any]]  # the team's save_state()
+    # the team's save_state(); a run parked on a tool's approval: its checkpoint's, the state before the
+    # turn that called the tool (none when that was the run's first turn: it resumes from its task)
+    state: Mapped[dict[str, Any] | None]
     carry: Mapped[dict[str, Any]]  # what the run had used and stored (app/runtime/parking.py: Carried)
     parked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())

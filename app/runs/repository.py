@@ -89,11 +89,14 @@ def drop_parked(conn: Connection, run_id: str) -> None:
 _checkpoints = table(RunCheckpoint)
 
 
-def save_checkpoint(conn: Connection, run_id: str, values: dict[str, Any]) -> None:
-    """The run's checkpoint (``RunCheckpoint``'s columns), replacing the one before, in the
-    transaction of the message that ended its turn."""
-    conn.execute(delete(_checkpoints).where(_checkpoints.c.run_id == run_id))
-    conn.execute(insert(_checkpoints).values(run_id=run_id, **values))
+_CHECKPOINT_DROP = delete(_checkpoints).where(_checkpoints.c.run_id == bindparam("b_run_id"))
+_CHECKPOINT_SAVE = insert(_checkpoints)
+
+
+def checkpoint_saved(run_id: str, values: dict[str, Any]) -> tuple[Execution, ...]:
+    """The run's checkpoint (``RunCheckpoint``'s columns but its run), replacing the one before:
+    executions for the recorder, stored with the message that ended the turn (in its ``Rows``)."""
+    return (_CHECKPOINT_DROP, {"b_run_id": run_id}), (_CHECKPOINT_SAVE, {"run_id": run_id, **values})
 
 
 def unpark_run(conn: Connection, run_id: str, attempts: int) -> None:

@@ -20,7 +20,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
 from typing import Any, Final
@@ -29,30 +29,35 @@ import structlog
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.teams import BaseGroupChat
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.models import Message
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.envelope import Envelope
+from app.core.repository import Execution
+from app.engine.approvals import ToolApprovalMessage, ToolDecision
 from app.engine.factory import Carry, limit_reached, stepped, team_signature
 from app.engine.providers import ModelConfigError
+from app.engine.tools import ToolRegistry
 from app.patches.autogen_team_id import team_id
+from app.runs.answers import approval_received, approval_requested
 from app.runs.models import ParkedRun, Run, RunCheckpoint
 from app.runs.repository import (
     RunEventRepository,
     RunQueueRepository,
+    checkpoint_saved,
     park_run,
     run_resumed,
     run_started,
-    save_checkpoint,
     unpark_run,
 )
 from app.runtime.chain import ChainRunner
-from app.runtime.inputs import PendingInput
+from app.runtime.inputs import PendingApproval, PendingInput
 from app.runtime.outbox import TeamOutbox
 from app.runtime.parking import PARK_NOISE, Carried
-from app.runtime.recorder import Apply, Rows, StorageError
+from app.runtime.recorder import Rows, StorageError
 from app.runtime.run.consumer import Consumer, RunParts
 from app.runtime.run.deps import RuntimeDeps
 from app.runtime.run.humans import Humans
@@ -80,12 +85,15 @@ PARKED: Final = _Parked()
 
 @dataclass(frozen=True, slots=True)
 class Crashed:
-    """Where a run taken again after a crash resumes (``RunExecution._crashed``)."""
+    """Where a run resumes mid-way (``RunExecution._resume_point``): taken again after a crash, or parked on
+    a tool's approval and answered."""
 
-    checkpoint: RunCheckpoint | None  # the team's state after the run's last whole turn, if one ended
-    replay: TurnReplay  # the interrupted turn, from the log after the checkpoint
-    history: list[Message]  # without a checkpoint: the conversation's messages before the run
-    task_id: str | None  # without a checkpoint: the stored task message's id (not stored again)
+    state: dict[str, Any] | None  # the team's state after the run's last whole turn; None: from its task
+    seq: int | None  # that turn's last event
+    carried: Carried | None  # what the run had used by then
+    replay: TurnReplay  # the interrupted turn, from the log after it
+    history: list[Message]  # from its task: the conversation's messages before the run
+    task_id: str | None  # from its task: the stored task message's id (not stored again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,8 @@ class RunExecution:
         self.history_len = 0  # the conversation's messages replayed as the team's context (``history_len``)
         self.parked = False  # it parked: its task ends without a terminal event
         self.on_parked: Callable[[], None] | None = None  # told (by its manager) once it has parked
+        # step mode: the team's state after its last whole turn and that turn's last event (None: from its task)
+        self.checkpoint: tuple[dict[str, Any] | None, int | None] = (None, None)
         self.settling = False  # writing (or has written) its terminal event
         self.ended = False  # its terminal event is stored (or could not be)
         self._known_seq = known_seq
@@ -245,6 +255,8 @@ class RunExecution:
         try:
             if p.state.spec.kind == "chain":
                 return await self._run_chain()
+            if context.parked is not None and context.crashed is not None:
+                return await self._resume_approval(context.parked, context.crashed)
             if context.parked is not None:
                 return await self._resume_team(context.parked)
             if context.crashed is not None:
@@ -296,6 +308,7 @@ class RunExecution:
         except (ModelConfigError, ValueError) as exc:
             return Outcome("failed", error_code="invalid_spec", error_message=public_error_text(exc))
         self.history_len = len(prior)
+        p.humans.approvals_park = self.steps and p.humans.parkable  # from its task, should its first turn park
         return await self._drive(team, task, outbox, echoes)
 
     async def _resume_team(self, row: ParkedRun) -> Outcome | _Parked:
@@ -324,35 +337,66 @@ class RunExecution:
             team = self.consumer.build_team(
                 p.state.spec, outbox, p.ledger.observe, history_len=carried.history_len, carry=carry, step=self.steps
             )
-            await team.load_state(row.state)
+            await team.load_state(row.state or {})
         except (ModelConfigError, ValueError) as exc:
             return Outcome("failed", error_code="invalid_spec", error_message=public_error_text(exc))
         self.counted, self.history_len = carried.counted, carried.history_len
+        # the state loaded is before the answer: a tool's call before the next turn's end waits live
+        p.humans.approvals_park = False
         return await self._drive(team, task, outbox, set())
 
-    async def _resume_crashed(self, crashed: Crashed) -> Outcome | _Parked:
-        """A run taken again after its process died: ``run.resumed``, then its team rebuilt from its
-        checkpoint (or from its task, when no turn had ended), the interrupted turn played again from the
-        log (``app/engine/pins.py``) and the model call the crash cut short made again."""
+    async def _resume_crashed(self, point: Crashed) -> Outcome | _Parked:
+        """A run taken again after its process died: ``run.resumed``, then on from its checkpoint."""
         p = self.parts
-        checkpoint = crashed.checkpoint
-        data = {"attempt": p.state.attempt, "checkpoint_seq": checkpoint.seq if checkpoint else None}
+        data = {"attempt": p.state.attempt, "checkpoint_seq": point.seq}
         resumed = p.journal.envelope("run.resumed", data)
         await p.journal.commit(resumed, Rows((run_resumed(self.run_id, p.state.attempt),)))
         log.info("run_resumed_after_crash", run_id=self.run_id, **data)
-        self.consumer.logged = crashed.replay.logged
+        return await self._go_on(point)
+
+    async def _resume_approval(self, row: ParkedRun, point: Crashed) -> Outcome | _Parked:
+        """A run parked on a tool's approval, answered: ``input.received`` and the decision's message, then
+        on from the state before the turn that called the tool, the turn played again up to the call,
+        which runs as the person decided (``Humans.decided``)."""
+        p = self.parts
+        call = (point.carried.call if point.carried else None) or {}
+        decision = ToolDecision.from_wire(row.answer or "") or ToolDecision("reject", reason="no decision was given")
+        answer = approval_received(decision, call.get("name", ""), call.get("arguments") or {})
+        received = p.journal.envelope("input.received", {"request_id": row.request_id, "agent": row.agent, **answer})
+        message = ToolApprovalMessage(
+            source="user",
+            content=answer["content"],
+            tool=call.get("name", ""),
+            call_id=call.get("call_id"),
+            decision=decision.decision,
+            arguments=decision.arguments,
+        )
+        env, rows = p.messages.numbered(message)
+        await p.journal.commit(received, partial(_unparked, rows, self.run_id, p.state.attempt), then=env)
+        log.info("run_resumed", run_id=self.run_id, parked_s=round((received.at - row.parked_at).total_seconds(), 3))
+        if (call_id := call.get("call_id")) is not None:
+            p.humans.decided[call_id] = decision
+            point.replay.tools.cut.discard(call_id)  # it never ran: it runs now, as decided
+        return await self._go_on(point)
+
+    async def _go_on(self, point: Crashed) -> Outcome | _Parked:
+        """The team rebuilt where ``point`` says, the turn it interrupted played again (``app/engine/pins.py``)."""
+        p = self.parts
+        self.consumer.logged = point.replay.logged
+        self.checkpoint = point.state, point.seq
         task: Task | None = None
         echoes: set[str] = set()
         carry: Carry | None = None
-        if checkpoint is not None:
-            carried = Carried.from_json(checkpoint.carry)
+        if point.carried is not None and point.seq is not None:
+            carried = point.carried
             self.counted, self.history_len = carried.counted, carried.history_len
             carry = Carry(carried.counted, carried.active_s, p.ledger.prompt_tokens, p.ledger.completion_tokens)
         else:
-            prior = [TextMessage(content=m.content, source=m.agent) for m in crashed.history if m.content]
-            asked = TextMessage(content=p.state.task, source="user", id=crashed.task_id or str(uuid.uuid4()))
+            prior = [TextMessage(content=m.content, source=m.agent) for m in point.history if m.content]
+            asked = TextMessage(content=p.state.task, source="user", id=point.task_id or str(uuid.uuid4()))
             task, echoes = ([*prior, asked] if prior else asked), {asked.id, *(m.id for m in prior)}
             self.history_len = len(prior)
+        p.humans.approvals_park = self.steps and p.humans.parkable
         outbox = TeamOutbox(p.state.agents)
         try:
             team = self.consumer.build_team(
@@ -362,10 +406,10 @@ class RunExecution:
                 history_len=self.history_len,
                 carry=carry,
                 step=self.steps,
-                replay=crashed.replay,
+                replay=point.replay,
             )
-            if checkpoint is not None:
-                await team.load_state(checkpoint.state)
+            if point.state is not None:
+                await team.load_state(point.state)
         except (ModelConfigError, ValueError) as exc:
             return Outcome("failed", error_code="invalid_spec", error_message=public_error_text(exc))
         return await self._drive(team, task, outbox, echoes)
@@ -379,7 +423,11 @@ class RunExecution:
             stop_reason = await self._consume(team, task, outbox, echoes)
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if (current is not None and current.cancelling()) or self.cancel_reason is None:
+            if current is not None and current.cancelling():
+                raise
+            if self.cancel_reason is None and p.humans.parked is not None:
+                return await self._park(team)  # a tool's call parked the run: the team was stopped for it
+            if self.cancel_reason is None:
                 raise
             return stopped(p.state, self.cancel_reason)
         except Exception as exc:
@@ -423,6 +471,8 @@ class RunExecution:
                     raise
                 # a user proxy's turn raised Park (AutoGen wraps it): the team stopped at the person's turn
                 return PARKED
+            if humans.parked is not None:
+                return PARKED  # a tool's call parked the run, and the team ended without raising
             outbox.reset()
             if step is not None and step.stepped:
                 # a turn ended: its message is stored with the team's state after it, and the team goes on
@@ -456,6 +506,8 @@ class RunExecution:
             # every other item came off the team's output queue
             if isinstance(item, ModelClientStreamingChunkEvent):
                 tokens.chunk(item, None, agents)  # the per-token path: no await
+            elif p.humans.parked is not None:
+                pass  # the team is being stopped for a park: what it still puts out is made again on resume
             else:
                 if isinstance(item, BaseChatMessage):
                     self.counted += 1
@@ -465,21 +517,22 @@ class RunExecution:
 
     @property
     def steps(self) -> bool:
-        """Whether the run's team stops after each turn to keep a checkpoint (``Stepped``): it may resume
-        after a crash (it has retries left) and its kind can go on from a saved state."""
+        """Whether the run's team stops after each turn to keep a checkpoint (``Stepped``): its kind can go on
+        from a saved state, and it may resume after a crash (it has retries left) or park on a tool's
+        approval (from the state before the turn that called the tool)."""
         state = self.parts.state
-        return state.attempt < state.max_attempts and parkable(state.spec)
+        if not parkable(state.spec):
+            return False
+        return state.attempt < state.max_attempts or needs_approval(state.spec, self.parts.deps.factory.tools)
 
-    async def _checkpoint(self, team: BaseGroupChat) -> Apply:
+    async def _checkpoint(self, team: BaseGroupChat) -> tuple[Execution, ...]:
         """The team's state after its turn, and what the run has used, as the run's checkpoint."""
         p = self.parts
-        values = {
-            "seq": p.journal.seq,  # the turn's last event: its message (or its hand-off)
-            "state": dict(await team.save_state()),
-            "carry": self._carried().to_json(),
-            "at": utcnow(),
-        }
-        return partial(save_checkpoint, run_id=self.run_id, values=values)
+        state, seq = dict(await team.save_state()), p.journal.seq  # the turn's last event: its message
+        values = {"seq": seq, "state": state, "carry": self._carried().to_json(), "at": utcnow()}
+        self.checkpoint = state, seq
+        p.humans.approvals_park = p.humans.parkable  # the next turn's tool calls may park the run
+        return checkpoint_saved(self.run_id, values)
 
     def _carried(self) -> Carried:
         """What the run has used and stored so far, for the process that resumes it."""
@@ -503,9 +556,17 @@ class RunExecution:
         pending = p.humans.parked
         assert pending is not None
         await self._flush_held()  # the turn before the person's (step mode holds its message)
-        state = dict(await team.save_state())
-        carried = self._carried()
         data = {"request_id": pending.request_id, "agent": pending.agent, "prompt": pending.prompt, "kind": "input"}
+        state: dict[str, Any] | None
+        carried = self._carried()
+        if isinstance(pending, PendingApproval):
+            # the team was stopped mid-turn: it resumes from the state before the turn, played again
+            state, seq = self.checkpoint
+            call = approval_requested(pending.call)
+            data.update(call)
+            carried = replace(carried, checkpoint_seq=seq, call=call["tool"])
+        else:
+            state = dict(await team.save_state())
         env = p.journal.envelope("input.requested", data)
         row = {
             "principal_id": p.state.principal_id,
@@ -554,41 +615,54 @@ class RunExecution:
             assert conversation is not None
             p.messages.base_position = conversation.message_count
             if p.humans.parkable and (row := await session.get(ParkedRun, self.run_id)) is not None and row.answer:
-                self._carry_over(Carried.from_json(row.carry))
-                return _Context(parked=row)
+                carried = Carried.from_json(row.carry)
+                self._carry_over(carried)
+                if row.kind != "approval":
+                    return _Context(parked=row)
+                point = await self._resume_point(session, conversation.message_count, row.state, carried)
+                return _Context(parked=row, crashed=point)
             if p.state.started:
-                return _Context(crashed=await self._crashed(session, conversation.message_count))
+                return _Context(crashed=await self._crash_point(session, conversation.message_count))
             if conversation.state is not None and conversation.state_signature == team_signature(p.state.spec):
                 return _Context(state=conversation.state)
             if conversation.message_count:
                 return _Context(history=await MessageRepository(session).history(self.conversation_id))
             return _Context()
 
-    async def _crashed(self, session: AsyncSession, message_count: int) -> Crashed:
-        """Where a run whose process died resumes: its checkpoint (if a turn had ended), the turn the crash
-        interrupted (from the log after it), and what the run had stored and billed."""
-        p = self.parts
+    async def _crash_point(self, session: AsyncSession, message_count: int) -> Crashed:
+        """Where a run taken again after its process died resumes: its checkpoint, if a turn had ended."""
         checkpoint = await session.get(RunCheckpoint, self.run_id)
-        events = await RunEventRepository(session).of_types(
-            self.run_id, REPLAY_TYPES, checkpoint.seq if checkpoint else 0
-        )
+        if checkpoint is None:
+            return await self._resume_point(session, message_count, None, None)
+        since = replace(Carried.from_json(checkpoint.carry), checkpoint_seq=checkpoint.seq)
+        self._carry_over(since)
+        return await self._resume_point(session, message_count, checkpoint.state, since)
+
+    async def _resume_point(
+        self, session: AsyncSession, message_count: int, state: dict[str, Any] | None, carried: Carried | None
+    ) -> Crashed:
+        """Where a run resumes mid-way: the team's ``state`` after its last whole turn (``carried``: what the
+        run had used by then, and that turn's last event; no state: from its task), the turn interrupted
+        after it (from the log), and what the run has stored and billed."""
+        p = self.parts
+        seq = carried.checkpoint_seq if carried is not None and state is not None else None
+        events = await RunEventRepository(session).of_types(self.run_id, REPLAY_TYPES, seq or 0)
         own = await MessageRepository(session).of_run(self.run_id)
         usage = RunQueueRepository(session)
         stored, prompt, completion, estimated = await usage.usage(self.run_id)
-        if checkpoint is not None:
-            self._carry_over(Carried.from_json(checkpoint.carry))
         # the interrupted turn may have stored a thought after the checkpoint: count what is stored
         p.messages.base_position = message_count - stored
         p.messages.count = stored
         ledger = p.ledger
         ledger.prompt_tokens, ledger.completion_tokens, ledger.estimated = prompt, completion, estimated
-        ledger.by_model = await usage.usage_by_model(self.run_id)  # the calls recorded before the crash
+        ledger.by_model = await usage.usage_by_model(self.run_id)  # the calls recorded before
         history: list[Message] = []
-        if checkpoint is None:
-            history = [
-                m for m in await MessageRepository(session).history(self.conversation_id) if m.run_id != self.run_id
-            ]
-        return Crashed(checkpoint, turn_replay(events), history, own[0].id if own else None)
+        if seq is None:
+            earlier = await MessageRepository(session).history(self.conversation_id)
+            history = [m for m in earlier if m.run_id != self.run_id]
+        return Crashed(
+            state if seq is not None else None, seq, carried, turn_replay(events), history, own[0].id if own else None
+        )
 
     def _carry_over(self, carried: Carried) -> None:
         """A resumed run goes on from what it had: its messages, its usage, its time."""
@@ -626,3 +700,15 @@ class RunExecution:
         finally:
             self.ended = True
             self.parts.deps.recorder.release_lease(self.run_id)
+
+
+def needs_approval(spec: ResolvedTeamSpec, tools: ToolRegistry) -> bool:
+    """Whether a call of some tool of the team's agents waits for a person's approval."""
+    return any(m.approve_tools or any(tools.requires_approval(t) for t in m.tools) for m in spec.members)
+
+
+def _unparked(rows: Rows, run_id: str, attempts: int, conn: Connection) -> None:
+    """A parked run resumes: its row goes (``unpark_run``), with the rows of the message stored with it."""
+    unpark_run(conn, run_id, attempts)
+    for stmt, params in rows.executions:
+        conn.execute(stmt, params)

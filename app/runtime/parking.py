@@ -75,6 +75,10 @@ class Carried:
     estimated: bool
     by_model: dict[str, list[int]] = field(default_factory=dict)  # model -> [prompt, completion]
     result: dict[str, Any] | None = None  # the run's last agent message so far
+    # parked on a tool's approval: the last event of the turn its state is from (None: from its task), and
+    # the call waiting ({name, call_id, arguments})
+    checkpoint_seq: int | None = None
+    call: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""run checkpoints: a run with retries keeps its team's state after each turn, to resume from it
+"""run checkpoints: a run with retries keeps its team's state after each turn, to resume from it; a run
+parked on a tool's approval may have no team state yet (it resumes from its task)
 
 Revision ID: 8c4f2a9d1e63
 Revises: 5d1e8a2b7c94
@@ -29,7 +30,11 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("run_id"),
     )
+    with op.batch_alter_table("parked_runs") as batch:
+        batch.alter_column("state", existing_type=sa.JSON(), nullable=True)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("parked_runs") as batch:
+        batch.alter_column("state", existing_type=sa.JSON(), nullable=False)
     op.drop_table("run_checkpoints")

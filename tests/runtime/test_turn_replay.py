@@ -58,3 +58,13 @@ def test_logged_events_are_not_written_twice() -> None:
         ("tool.call", {"call_id": "z"}),
     ]
     assert replay.logged.unlogged(events) == [("tool.result", {"call_id": "b"}), ("tool.call", {"call_id": "z"})]  # type: ignore[arg-type]
+
+
+def test_a_selector_s_pick_of_the_turn_is_made_again_and_logged_once() -> None:
+    picked = (4, "speaker.selected", {"agents": ["clerk"]})
+    replay = turn_replay([picked, call(5, "clerk", "a")])
+    pick = replay.pins.take("selector")
+    assert pick is not None and pick.content == "clerk" and replay.pins.take("selector") is None
+    assert replay.pins.take("clerk") is not None
+    events = [("speaker.selected", {"agents": ["clerk"]}), ("speaker.selected", {"agents": ["critic"]})]
+    assert replay.logged.unlogged(events) == [("speaker.selected", {"agents": ["critic"]})]  # type: ignore[arg-type]

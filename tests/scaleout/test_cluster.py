@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -252,3 +253,34 @@ async def test_sigterm_stops_a_worker_gracefully(cluster: Cluster, http: httpx.A
     successor = cluster.worker("successor")
     await cluster.up(successor)
     assert (await wait_for_status(http, later["id"], {"succeeded"}, timeout=15, url=a.url))["attempts"] == 1
+
+
+async def test_a_tool_call_cut_by_a_lost_worker_is_not_run_again_on_the_next(
+    cluster: Cluster, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    cluster.env.update(SWARM_TOOLS='["tests.fixtures.tools:slow_note"]', SWARM_TEST_NOTES=str(notes))
+    a = cluster.api("api-a")
+    doomed = cluster.worker("doomed")
+    await cluster.up(a, doomed)
+    script = [{"tool_calls": [{"name": "slow_note", "arguments": {"note": "buy milk"}}]}]
+    members = [agent("clerk", tools=["slow_note"], model_options={"script": script}), agent("critic", "fake/t4")]
+    body = run_body(team=team(members=members, max_messages=3), retries=1)
+    run = (await http.post(f"{a.url}/v1/runs", json=body)).json()
+    async with asyncio.timeout(30):
+        while not (notes.exists() and notes.read_text() == "buy milk\n"):
+            await asyncio.sleep(0.02)
+    cluster.kill(doomed)  # the tool is running (it takes a minute)
+    spare = cluster.worker("spare")
+    await cluster.up(spare)
+
+    finished = await wait_for_status(http, run["id"], {"succeeded", "failed"}, timeout=LEASE_S + 20, url=a.url)
+    assert finished["status"] == "succeeded", finished
+    assert notes.read_text() == "buy milk\n", "the cut call was not run again"
+    events = await collect(http, f"{a.url}/v1/runs/{run['id']}/events")
+    calls = [e for e in events if e["type"] == "tool.call"]
+    results = [e for e in events if e["type"] == "tool.result"]
+    assert len(calls) == 1 and len(results) == 1, (calls, results)
+    assert results[0]["data"]["is_error"] is True and "without running it again" in results[0]["data"]["content"]
+    types = [e["type"] for e in events]
+    assert types.index("run.requeued") < types.index("run.resumed") < types.index("tool.result")

@@ -23,6 +23,7 @@ import orjson
 from ag_ui.core import CustomEvent, ResumeEntry, RunAgentInput, RunErrorEvent, RunStartedEvent
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +34,7 @@ from app.conversations.models import Conversation
 from app.conversations.repository import ConversationRepository, MessageRepository
 from app.core.db import utcnow
 from app.core.envelope import DELTA, Envelope
-from app.core.errors import AppError, Conflict, NotFound, problem_responses
+from app.core.errors import AppError, Conflict, InvalidSpec, NotFound, problem_responses
 from app.protocols.agui.schemas import IDEMPOTENCY_PREFIX, AguiRunAgentInput, capabilities, check_ids, task_of
 from app.protocols.agui.translator import CUSTOM_PREFIX, Translator, frame, frames, interrupt_id
 from app.runs.models import Run
@@ -231,14 +232,34 @@ async def _resume(body: RunAgentInput, session: AsyncSession, principal: Princip
             if entry.status == "cancelled":
                 await runs.cancel(run.id)
                 break
-            payload = entry.payload
-            content = payload if isinstance(payload, str) else "" if payload is None else orjson.dumps(payload).decode()
-            await runs.provide_input(run.id, InputCreate(request_id=rid, content=content))
+            await runs.provide_input(run.id, _answer(rid, entry.payload))
     after = min(requested[rid] for rid in answers)  # from the first interrupt answered, whatever came since
     history, spent = await _history(session, run, after)
     await session.close()
     translator = Translator(body.thread_id, body.run_id, history, spent, resumed=True)
     return _stream(services, run.id, translator, after=after)
+
+
+def _answer(request_id: str, payload: Any) -> InputCreate:
+    """A ``resume[]`` entry's payload as our answer: a decision (an object with ``decision``: a tool
+    approval's, ``DECISION_SCHEMA``), else text (a string as is, other JSON as its text)."""
+    if isinstance(payload, dict) and "decision" in payload:
+        try:
+            return InputCreate.model_validate(
+                {
+                    "request_id": request_id,
+                    "decision": payload["decision"],
+                    "arguments": payload.get("arguments"),
+                    "content": payload.get("reason"),
+                }
+            )
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors())
+            raise InvalidSpec.at(
+                ["body", "resume", "payload"], f"The decision does not fit: {problem}.", code="invalid_decision"
+            ) from None
+    content = payload if isinstance(payload, str) else "" if payload is None else orjson.dumps(payload).decode()
+    return InputCreate(request_id=request_id, content=content)
 
 
 async def _history(session: AsyncSession, run: Run, after: int) -> tuple[list[tuple[str, str, str]], tuple[int, int]]:

@@ -74,6 +74,37 @@ def _ms(env: Envelope) -> int:
     return int(env.at.timestamp() * 1000)
 
 
+# what a tool approval's `resume[].payload` is: our decision (``POST /v1/runs/{id}/input``'s fields)
+DECISION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "decision": {"enum": ["approve", "reject", "edit"]},
+        "arguments": {"type": "object", "description": "With `edit`: the arguments the call runs with."},
+        "reason": {"type": "string", "description": "A note; on `reject`, what the model is told."},
+    },
+    "required": ["decision"],
+    "additionalProperties": False,
+}
+
+
+def _interrupt(run_id: str, data: dict[str, Any]) -> Interrupt:
+    """An input request as an AG-UI interrupt: a person's answer (`input_required`, a text payload), or a
+    tool call's approval (`tool_approval`, bound to the call, a decision payload: ``DECISION_SCHEMA``)."""
+    ident = interrupt_id(run_id, data["request_id"])
+    prompt = data.get("prompt") or None
+    if data.get("kind") == "approval":
+        tool = data["tool"]
+        return Interrupt(
+            id=ident,
+            reason="tool_approval",
+            message=prompt,
+            tool_call_id=tool.get("call_id"),
+            response_schema=DECISION_SCHEMA,
+            metadata={"agent": data["agent"], "tool": tool},
+        )
+    return Interrupt(id=ident, reason="input_required", message=prompt, metadata={"agent": data["agent"]})
+
+
 def interrupt_id(run_id: str, request_id: str) -> str:
     """An input request as an AG-UI interrupt id: our run's id and the request's, so a ``resume`` names both."""
     return f"{run_id}/{request_id}"
@@ -222,12 +253,7 @@ class Translator:
             case "input.requested":
                 # AG-UI's human in the loop: this stream ends, paused; a new run's `resume` answers it
                 self._end_all(out, at)
-                request = Interrupt(
-                    id=interrupt_id(env.run_id, data["request_id"]),
-                    reason="input_required",
-                    message=data.get("prompt") or None,
-                    metadata={"agent": data["agent"]},
-                )
+                request = _interrupt(env.run_id, data)
                 out.append(
                     RunFinishedEvent(
                         thread_id=self.thread_id,

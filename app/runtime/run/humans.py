@@ -104,7 +104,9 @@ class Humans:
         "_journal",
         "_state",
         "_stop",
+        "approvals_park",
         "calls",
+        "decided",
         "on_park",
         "parkable",
         "parked",
@@ -120,12 +122,16 @@ class Humans:
         self.calls = SeenCalls()  # the consumer loop tells it each tool call it has written
         self._approving = asyncio.Lock()  # one approval request at a time
         self.parkable = False  # the run parks when a person is needed, instead of waiting
-        self.parked: PendingInput | None = None  # the request the run parks on
-        self.parked_kind = "input"  # input: a user proxy's turn; handoff: a swarm's hand-off to the user
+        self.parked: PendingInput | PendingApproval | None = None  # the request the run parks on
+        # input: a user proxy's turn; handoff: a swarm's hand-off to the user; approval: a tool's call
+        self.parked_kind = "input"
+        # a tool's call may park the run now: its team has the state from before the turn (``RunExecution``)
+        self.approvals_park = False
+        self.decided: dict[str, ToolDecision] = {}  # a parked approval's decision, by call id, for its resume
         self.on_park: Callable[[], None] | None = None  # told when the run starts to park
         stop.on_request(self._stopped)
 
-    def park(self, pending: PendingInput, kind: str) -> None:
+    def park(self, pending: PendingInput | PendingApproval, kind: str) -> None:
         """The run parks on ``pending`` (its ``input.requested`` goes out with the parked row)."""
         self.parked = pending
         self.parked_kind = kind
@@ -214,9 +220,17 @@ class Humans:
 
     async def approve(self, request: ApprovalRequest, outbox: TeamOutbox) -> ToolDecision:
         """Ask the person about a tool's call, from inside the call, and wait live for their decision."""
+        if request.call_id is not None and (decided := self.decided.pop(request.call_id, None)) is not None:
+            return decided  # the run parked on this call, and resumed with the decision
         async with self._approving:
             if request.call_id is not None:
                 await self.calls.written(request.call_id)  # its `tool.call` first
+            if self.approvals_park and self.parked is None:
+                # the run parks instead: the team is stopped, and rebuilt with the answer from the state
+                # before this turn, the turn played again from the log up to this call (``RunExecution``)
+                self.park(PendingApproval(str(uuid.uuid4()), request), "approval")
+                self._stop.token.cancel()
+                await asyncio.get_running_loop().create_future()  # cancelled with the team
             pending = self.pending = PendingApproval(str(uuid.uuid4()), request)
             outbox.put_event(ApprovalAsked(source=request.agent, pending=pending))
             decision = await self._answer(pending.answer)

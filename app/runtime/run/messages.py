@@ -8,16 +8,15 @@ reasoning that led to it (its ``reasoning``), unless the call streamed its reaso
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMessage, ThoughtEvent, ToolCallRequestEvent
-from sqlalchemy import Connection
 
 from app.conversations.repository import message_stored
 from app.core.envelope import Envelope
+from app.core.repository import Execution
 from app.engine.events import CompletedMessage, completed_message, handoff_data, message_completed_data
-from app.runtime.recorder import Apply, Change, Rows
+from app.runtime.recorder import Rows
 from app.runtime.run.journal import Journal
 from app.runtime.run.state import RunState
 from app.runtime.run.tokens import TokenStreams
@@ -66,16 +65,15 @@ class MessageLog:
             return
         await self._journal.commit(env, rows, then=handoff)
 
-    async def flush(self, checkpoint: Apply | None = None) -> None:
+    async def flush(self, checkpoint: tuple[Execution, ...] = ()) -> None:
         """Store the held message (with ``checkpoint``, the team's state after its turn, when given)."""
         held, self.held = self.held, None
         if held is None:
-            if checkpoint is not None:
-                self._journal.write(checkpoint)
+            if checkpoint:
+                self._journal.write(Rows(checkpoint))
             return
         env, rows, handoff = held
-        change: Change = rows if checkpoint is None else partial(_with, rows, checkpoint)
-        await self._journal.commit(env, change, then=handoff)
+        await self._journal.commit(env, Rows((*rows.executions, *checkpoint)), then=handoff)
 
     def numbered(
         self,
@@ -131,10 +129,3 @@ class MessageLog:
                 }
             )
         )
-
-
-def _with(rows: Rows, then: Apply, conn: Connection) -> None:
-    """``rows``, then ``then``, in one transaction (``Apply``)."""
-    for stmt, params in rows.executions:
-        conn.execute(stmt, params)
-    then(conn)

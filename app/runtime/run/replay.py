@@ -1,9 +1,11 @@
-"""A crashed run's interrupted turn, read back from its log to be played again (``app/engine/pins.py``).
+"""A run's interrupted turn, read back from its log to be played again (``app/engine/pins.py``): the
+turn a crash cut, or the one a tool's approval parked.
 
 The turn is what the log holds after the run's checkpoint (or after its start, when no turn had
-ended): the model's replies that called tools (consecutive ``tool.call`` events of one agent, with
-the thought stored just before them), the tools' results (``tool.result``) and the calls that have none
-(cut by the crash). ``TurnReplay`` gives the resumed team those replies and results, and tells the
+ended): a selector team's pick of its speaker (``speaker.selected``), the model's replies that called
+tools (consecutive ``tool.call`` events of one agent, with the thought stored just before them), the
+tools' results (``tool.result``) and the calls that have none (cut by the crash, or waiting for the
+approval). ``TurnReplay`` gives the resumed team those picks, replies and results, and tells the
 consumer which events are logged already (``LoggedCalls``), so the log holds each of them once.
 """
 
@@ -13,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autogen_core.models import CreateResult
+from autogen_core.models import CreateResult, RequestUsage
 
 from app.engine.events import Translated
 from app.engine.pins import ReplyPins, ToolReplay, pinned_reply
 
-REPLAY_TYPES = ("message.completed", "tool.call", "tool.result")
+REPLAY_TYPES = ("message.completed", "tool.call", "tool.result", "speaker.selected")
+SELECTOR = "selector"  # the model client a selector team picks its speakers with (``TeamFactory``)
 
 
 @dataclass(slots=True)
@@ -27,13 +30,17 @@ class LoggedCalls:
 
     calls: set[str] = field(default_factory=set)
     results: set[str] = field(default_factory=set)
+    selections: int = 0  # a selector's picks of the turn, logged already: the first ones made again
 
     def unlogged(self, events: Translated) -> Translated:
-        """``events`` without the tool calls and results already logged."""
+        """``events`` without the tool calls, results and speaker picks already logged."""
         out: Translated = []
         for type_, data in events:
             call_id = data.get("call_id")
             if (type_ == "tool.call" and call_id in self.calls) or (type_ == "tool.result" and call_id in self.results):
+                continue
+            if type_ == "speaker.selected" and self.selections:
+                self.selections -= 1
                 continue
             out.append((type_, data))
         return out
@@ -64,8 +71,12 @@ def turn_replay(events: Sequence[tuple[int, str, dict[str, Any]]]) -> TurnReplay
             replies.setdefault(agent, []).append(pinned_reply(group, thought))
         group, thought = [], None
 
+    picks: list[CreateResult] = []
     for _seq, type_, data in events:
-        if type_ == "tool.call":
+        if type_ == "speaker.selected":
+            # a selector's pick: made again the same (a model could pick another, whose turn this is not)
+            picks.append(picked(data["agents"][0]))
+        elif type_ == "tool.call":
             if group and data["agent"] != agent:
                 close()
             agent = data["agent"]
@@ -79,7 +90,17 @@ def turn_replay(events: Sequence[tuple[int, str, dict[str, Any]]]) -> TurnReplay
     close()
     calls = {c.id for items in replies.values() for reply in items for c in _calls(reply)}
     cut = calls - set(results)
-    return TurnReplay(ReplyPins(replies), ToolReplay(results, cut), LoggedCalls(calls, set(results)))
+    if picks:
+        replies[SELECTOR] = picks
+    logged = LoggedCalls(calls, set(results), len(picks))
+    return TurnReplay(ReplyPins(replies), ToolReplay(results, cut), logged)
+
+
+def picked(agent: str) -> CreateResult:
+    """A selector's reply that picked ``agent``, given again."""
+    return CreateResult(
+        finish_reason="stop", content=agent, usage=RequestUsage(prompt_tokens=0, completion_tokens=0), cached=True
+    )
 
 
 def _calls(reply: CreateResult) -> list[Any]:

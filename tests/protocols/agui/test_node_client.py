@@ -127,3 +127,31 @@ async def test_the_official_client_rejects_a_run_refused_by_a_limit_with_its_sta
     assert seen["refused"]["message"].startswith("HTTP 429: ")
     assert seen["failed"] == [429]
     assert len(runs) == 1
+
+
+async def test_the_official_client_answers_a_tool_approval_with_an_edit(tmp_path: Path) -> None:
+    node, folder = _require_client()
+    settings = make_settings(tmp_path)
+    script = [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]}]
+    clerk = agent("clerk", tools=["calculator"], approve_tools=["calculator"], model_options={"script": script})
+    spec = team("approving", members=[clerk, agent("critic", "fake/t3")], max_messages=3)
+    async with serve_app(settings) as (_, client):
+        assert (await client.post("/v1/teams", json=spec)).status_code == 201
+    with LiveServer(settings) as server:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [node, str(folder / "approve.mjs"), f"{server.url}/agui/teams/approving", "thread-approve"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+    (interrupt,) = seen["interrupts"]
+    assert interrupt["reason"] == "tool_approval" and seen["firstEnd"] == "interrupt"
+    assert [interrupt["toolCallId"]] == seen["calls"], "the interrupt is bound to the call the client saw"
+    assert interrupt["responseSchema"]["required"] == ["decision"]
+    assert interrupt["metadata"]["tool"]["arguments"] == {"expression": "6*7"}
+    (result,) = seen["results"]
+    assert result[0] == interrupt["toolCallId"] and "Result: 48" in result[1]
+    assert seen["secondEnd"] == "success"
