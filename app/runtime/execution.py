@@ -506,8 +506,11 @@ class RunExecution:
             # every other item came off the team's output queue
             if isinstance(item, ModelClientStreamingChunkEvent):
                 tokens.chunk(item, None, agents)  # the per-token path: no await
-            elif p.humans.parked is not None:
-                pass  # the team is being stopped for a park: what it still puts out is made again on resume
+            elif p.humans.parked is not None and p.humans.parked_kind == "approval":
+                # the team is being stopped for a tool's approval (asked once the call's `tool.call` was
+                # written): what the turn still puts out is made again on resume. A user proxy's park
+                # comes with the turns before it still queued: those are the run's, and stored.
+                pass
             else:
                 if isinstance(item, BaseChatMessage):
                     self.counted += 1
@@ -646,7 +649,9 @@ class RunExecution:
         after it (from the log), and what the run has stored and billed."""
         p = self.parts
         seq = carried.checkpoint_seq if carried is not None and state is not None else None
-        events = await RunEventRepository(session).of_types(self.run_id, REPLAY_TYPES, seq or 0)
+        # a team that keeps no checkpoint (a graph) starts over: no turn of it is played again
+        replayed = parkable(p.state.spec)
+        events = await RunEventRepository(session).of_types(self.run_id, REPLAY_TYPES, seq or 0) if replayed else []
         own = await MessageRepository(session).of_run(self.run_id)
         usage = RunQueueRepository(session)
         stored, prompt, completion, estimated = await usage.usage(self.run_id)

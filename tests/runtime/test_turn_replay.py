@@ -68,3 +68,21 @@ def test_a_selector_s_pick_of_the_turn_is_made_again_and_logged_once() -> None:
     assert replay.pins.take("clerk") is not None
     events = [("speaker.selected", {"agents": ["clerk"]}), ("speaker.selected", {"agents": ["critic"]})]
     assert replay.logged.unlogged(events) == [("speaker.selected", {"agents": ["critic"]})]  # type: ignore[arg-type]
+
+
+def test_a_call_that_was_waiting_for_its_approval_is_asked_again_not_cut() -> None:
+    asked = (6, "input.requested", {"request_id": "q1", "kind": "approval", "tool": {"call_id": "a"}})
+    answered = (7, "input.received", {"request_id": "q1"})
+    waiting = turn_replay([call(5, "clerk", "a"), asked])
+    assert waiting.tools.cut == set() and waiting.tools.outcome("a", idempotent=False) is None
+    approved = turn_replay([call(5, "clerk", "a"), asked, answered])  # approved: it may have run
+    assert approved.tools.cut == {"a"}
+
+
+def test_a_call_a_person_declined_gives_the_refusal_again_and_is_not_cut() -> None:
+    asked = (6, "input.requested", {"request_id": "q1", "kind": "approval", "tool": {"call_id": "a"}})
+    declined = (7, "input.received", {"request_id": "q1", "decision": "reject", "reason": "too dear"})
+    replay = turn_replay([call(5, "clerk", "a"), asked, declined])
+    content, is_error = replay.tools.outcome("a", idempotent=False) or ("", False)
+    assert is_error and "declined" in content and "too dear" in content and "slow_note" in content
+    assert replay.tools.cut == set() and replay.logged.results == set(), "its result is written on the replay"

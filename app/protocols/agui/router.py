@@ -291,10 +291,14 @@ async def _interrupted_run(
 
 
 async def _input_requests(session: AsyncSession, run_id: str) -> tuple[dict[str, int], set[str]]:
-    """The run's input requests (their seqs) and those answered, from its stored log."""
+    """The run's input requests (their seqs) and those answered, from its stored log. A request left open
+    by an attempt that was lost (before the run's last ``run.requeued``) counts as answered: the resumed
+    run asks again if it still needs to."""
     events, _ = await RunEventRepository(session).after(run_id, 0, limit=1_000_000)
+    requeued = max((e.seq for e in events if e.type == "run.requeued"), default=0)
     requested = {e.data["request_id"]: e.seq for e in events if e.type == "input.requested"}
     received = {e.data["request_id"] for e in events if e.type == "input.received"}
+    received |= {request_id for request_id, seq in requested.items() if seq < requeued}
     return requested, received
 
 

@@ -4,9 +4,10 @@ turn a crash cut, or the one a tool's approval parked.
 The turn is what the log holds after the run's checkpoint (or after its start, when no turn had
 ended): a selector team's pick of its speaker (``speaker.selected``), the model's replies that called
 tools (consecutive ``tool.call`` events of one agent, with the thought stored just before them), the
-tools' results (``tool.result``) and the calls that have none (cut by the crash, or waiting for the
-approval). ``TurnReplay`` gives the resumed team those picks, replies and results, and tells the
-consumer which events are logged already (``LoggedCalls``), so the log holds each of them once.
+tools' results (``tool.result``) and the calls that have none: cut by the crash, or waiting for an
+approval (``input.requested`` without ``input.received``: those never ran, and ask again).
+``TurnReplay`` gives the resumed team those picks, replies and results, and tells the consumer which
+events are logged already (``LoggedCalls``), so the log holds each of them once.
 """
 
 from __future__ import annotations
@@ -17,10 +18,18 @@ from typing import Any
 
 from autogen_core.models import CreateResult, RequestUsage
 
+from app.engine.approvals import ToolDeclined
 from app.engine.events import Translated
 from app.engine.pins import ReplyPins, ToolReplay, pinned_reply
 
-REPLAY_TYPES = ("message.completed", "tool.call", "tool.result", "speaker.selected")
+REPLAY_TYPES = (
+    "message.completed",
+    "tool.call",
+    "tool.result",
+    "speaker.selected",
+    "input.requested",
+    "input.received",
+)
 SELECTOR = "selector"  # the model client a selector team picks its speakers with (``TeamFactory``)
 
 
@@ -72,8 +81,15 @@ def turn_replay(events: Sequence[tuple[int, str, dict[str, Any]]]) -> TurnReplay
         group, thought = [], None
 
     picks: list[CreateResult] = []
+    asked: dict[str, str] = {}  # approval requests not answered: request id -> the call waiting
+    declined: dict[str, str | None] = {}  # calls a person declined: call id -> their reason
     for _seq, type_, data in events:
-        if type_ == "speaker.selected":
+        if type_ == "input.requested" and data.get("kind") == "approval":
+            asked[data["request_id"]] = data["tool"]["call_id"]
+        elif type_ == "input.received" and (call_id := asked.pop(data["request_id"], None)) is not None:
+            if data.get("decision") == "reject":
+                declined[call_id] = data.get("reason")  # it never ran: the model gets the refusal again
+        elif type_ == "speaker.selected":
             # a selector's pick: made again the same (a model could pick another, whose turn this is not)
             picks.append(picked(data["agents"][0]))
         elif type_ == "tool.call":
@@ -89,10 +105,15 @@ def turn_replay(events: Sequence[tuple[int, str, dict[str, Any]]]) -> TurnReplay
             thought = data["text"]
     close()
     calls = {c.id for items in replies.values() for reply in items for c in _calls(reply)}
-    cut = calls - set(results)
+    logged = LoggedCalls(calls, set(results), len(picks))
+    names = {c.id: c.name for items in replies.values() for reply in items for c in _calls(reply)}
+    for call_id, reason in declined.items():
+        if call_id not in results:
+            results[call_id] = (str(ToolDeclined(names.get(call_id, ""), reason)), True)
+    # a call still waiting for its approval never ran: it asks again, it is not cut
+    cut = calls - set(results) - set(asked.values())
     if picks:
         replies[SELECTOR] = picks
-    logged = LoggedCalls(calls, set(results), len(picks))
     return TurnReplay(ReplyPins(replies), ToolReplay(results, cut), logged)
 
 
