@@ -531,6 +531,17 @@ class ParkedRepository:
         )
         return list(rows)
 
+    async def cancel_asked(self, limit: int) -> list[tuple[str, str]]:
+        """Parked runs, unanswered, whose row has a cancel asked for (it reached their executor as they
+        parked): (run id, the cancel's reason)."""
+        rows = await self.session.execute(
+            select(ParkedRun.run_id, Run.cancel_requested)
+            .join(Run, Run.id == ParkedRun.run_id)
+            .where(ParkedRun.answer.is_(None), Run.cancel_requested.is_not(None))
+            .limit(limit)
+        )
+        return [(run_id, str(reason)) for run_id, reason in rows]
+
     async def next_deadline(self) -> datetime | None:
         """The nearest deadline of an unanswered parked run."""
         value: datetime | None = await self.session.scalar(

@@ -156,6 +156,9 @@ class RunLauncher(ABC):
         if await self.parked.cancel(run_id, reason) is not None:
             return  # parked: settled here
         await self._cancel_elsewhere(run_id, reason, settle_within)
+        # it may have parked as the cancel went out, its executor no longer holding it: settled here (and
+        # should it park after this look, the parked-run sweeper ends it: its row says it was cancelled)
+        await self.parked.cancel(run_id, reason)
 
     async def provide_input(self, run_id: str, request_id: str, content: str, *, status: str) -> None:
         """Hand a run the answer to its input request; raises ``NotAwaitingInput`` or

@@ -199,10 +199,18 @@ class ParkedRuns:
         return await self._settle(run_id, "cancelled", reason)
 
     async def expire(self, limit: int = EXPIRE_BATCH) -> list[Envelope]:
-        """End the parked runs whose input's deadline has passed (``timed_out``, ``input_timeout``)."""
+        """End the parked runs whose input's deadline has passed (``timed_out``, ``input_timeout``), and
+        those with a cancel asked for that their executor got as they parked (``cancelled``: in the
+        distributed mode a cancel is written on the run's row, then signalled, and a signal that comes
+        just after the park finds no live run to stop)."""
         async with self._sessionmaker() as session:
             due = await ParkedRepository(session).expired(utcnow(), limit)
+            asked = await ParkedRepository(session).cancel_asked(limit)
         ended: list[Envelope] = []
+        for run_id, reason in asked:
+            if (env := await self._settle(run_id, "cancelled", reason)) is not None:
+                ended.append(env)
+                log.info("parked_run_cancelled_late", run_id=run_id)
         for run_id in due:
             env = await self._settle(run_id, "timed_out", "input_timeout")
             if env is not None:
