@@ -224,6 +224,35 @@ async def test_input_request_is_answered_in_place(chat: ChatPage, live_client: h
     assert [m["agent"] for m in stored] == ["user", "helper", "human", "helper"]
 
 
+async def test_a_tool_approval_shows_the_call_and_takes_a_decision(
+    chat: ChatPage, live_client: httpx.AsyncClient
+) -> None:
+    script = [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]}]
+    clerk = agent("clerk", tools=["calculator"], approve_tools=["calculator"], model_options={"script": script})
+    await create_team(live_client, team("approving", members=[clerk, agent("critic", "fake/t3")], max_messages=3))
+    await chat.open()
+    await chat.pick_team("approving")
+    await chat.send_task("What is six times seven?")
+
+    form = chat.page.get_by_role("form", name="Approval requested by clerk")
+    await expect(form).to_be_visible()
+    await chat.expect_status("awaiting_input")
+    await expect(form.get_by_test_id("approval-args")).to_contain_text('"expression": "6*7"')
+    await form.get_by_label("Note (a rejection's reason, told to the model)").fill("not today")
+    await chat.shot("1-approval")
+    await form.get_by_role("button", name="Reject").click()
+
+    await expect(form).to_have_count(0)
+    await chat.expect_status("succeeded")
+    card = chat.page.locator("[data-testid=tool-call]")
+    await expect(card).to_have_attribute("data-state", "error")
+    await expect(card).to_contain_text("A person declined this call of the tool 'calculator'")
+    await expect(card).to_contain_text("not today")
+    await chat.shot("2-declined")
+    stored = await chat.assert_bubbles_match(live_client)
+    assert [m["type"] for m in stored if m["agent"] == "user"] == ["TextMessage", "ToolApprovalMessage"]
+
+
 async def test_cancel_stops_a_streaming_run(chat: ChatPage, live_client: httpx.AsyncClient) -> None:
     await create_team(live_client, team("long", model="fake/t2000-d10", max_messages=3))
     await chat.open()
@@ -558,6 +587,48 @@ async def test_a_server_killed_mid_answer_takes_back_the_text_it_never_stored(br
             assert writer[0]["text"] == stored, "the bubble shows what was stored, not what was lost"
             assert stored, "the answer had begun"
             await chat.shot("1-settled")
+    finally:
+        await context.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+
+async def test_a_run_that_resumes_after_kill_9_shows_its_abandoned_text_as_interrupted(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """`kill -9` mid-answer, the server set to give runs a retry: the restarted server resumes the run,
+    the page marks the bubble it was streaming interrupted (``run.requeued`` names it abandoned), and
+    the answer made again arrives as a bubble of its own."""
+    port = free_port()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'resume.db'}"
+    base = f"http://127.0.0.1:{port}"
+    procs = [spawn_serve(port, database_url, SWARM_RUN_RETRIES="1")]
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            await wait_until_up(client, procs[0])
+            await create_team(client, team("talker", model="fake/t1500-d2", max_messages=2))
+            chat = ChatPage(await context.new_page(), cast(LiveServer, SimpleNamespace(url=base)), "resume")
+            await chat.open()
+            await chat.pick_team("talker")
+            await chat.send_task("Talk until the power goes.")
+            await chat.wait_streaming_growth("writer")
+            run_id = (await chat.page.evaluate("window.__swarm.runs"))[0]["id"]
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(timeout=10)
+            await expect(chat.page.get_by_test_id("connection")).not_to_have_attribute("data-state", "open")
+            procs.append(spawn_serve(port, database_url, SWARM_RUN_RETRIES="1"))
+            await wait_until_up(client, procs[1])
+
+            await chat.expect_status("succeeded")
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            assert run["attempts"] == 2, run
+            writer = [b for b in await chat.bubbles() if b["agent"] == "writer"]
+            assert [b["state"] for b in writer] == ["interrupted", "final"], writer
+            assert writer[1]["text"] == run["result"]["text"], "the answer made again, whole"
+            await chat.shot("1-resumed")
     finally:
         await context.close()
         for proc in procs:

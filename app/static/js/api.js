@@ -39,8 +39,12 @@ export const getConversation = (id) => request(`v1/conversations/${q(id)}`);
 export const listRuns = ({ conversationId, limit = 50 } = {}) =>
   request(`v1/runs?limit=${limit}${conversationId ? `&conversation_id=${q(conversationId)}` : ""}`);
 export const cancelRun = (runId) => request(`v1/runs/${q(runId)}/cancel`, { method: "POST" });
-export const sendInput = (runId, requestId, content) =>
-  request(`v1/runs/${q(runId)}/input`, { method: "POST", body: { request_id: requestId, content } });
+/** `answer`: the text of a person's answer, or a tool approval's decision (`{decision, content?}`). */
+export const sendInput = (runId, requestId, answer) =>
+  request(`v1/runs/${q(runId)}/input`, { method: "POST", body: { request_id: requestId, ...asAnswer(answer) } });
+
+/** An answer's fields: `{content}` for text, the decision's own for an approval. */
+export const asAnswer = (answer) => (typeof answer === "string" ? { content: answer } : answer);
 
 /** Every message of a conversation, in order (follows `next_after` across pages). */
 export async function conversationMessages(id) {

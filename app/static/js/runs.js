@@ -107,16 +107,17 @@ export class RunTracker {
     }
   }
 
-  async answer(runId, requestId, content) {
+  /** `answer`: the text of a person's answer, or a tool approval's decision (`{decision, content?}`). */
+  async answer(runId, requestId, answer) {
     if (this.#socket.isOpen) {
       try {
-        await this.#socket.request({ type: "input", run_id: runId, request_id: requestId, content });
+        await this.#socket.request({ type: "input", run_id: runId, request_id: requestId, ...api.asAnswer(answer) });
         return;
       } catch (exc) {
         if (!(exc instanceof Disconnected)) throw exc;
       }
     }
-    await api.sendInput(runId, requestId, content);
+    await api.sendInput(runId, requestId, answer);
   }
 
   // ---- starting --------------------------------------------------------------------------------
@@ -205,7 +206,13 @@ export class RunTracker {
       case "run.queued":
         return this.#setStatus(run, "queued");
       case "run.started":
+      case "run.resumed":
         return this.#setStatus(run, "running");
+      case "run.requeued":
+        // its process died; the run resumes elsewhere: what it was streaming is abandoned (and what
+        // was streamed past `lost_after_seq` never stored), and its turn comes again as a new message
+        this.#setStatus(run, "queued");
+        return view.settle(run.id, data.lost_after_seq);
       case "message.delta":
         return view.delta(data, run.id, seq);
       case "message.completed": {
@@ -223,7 +230,7 @@ export class RunTracker {
         return view.handoff(data, run.id);
       case "input.requested":
         this.#setStatus(run, "awaiting_input");
-        return view.inputRequested(data, run.id, (content) => this.answer(run.id, data.request_id, content));
+        return view.inputRequested(data, run.id, (answer) => this.answer(run.id, data.request_id, answer));
       case "input.received":
         this.#setStatus(run, "running");
         return view.inputReceived(data);

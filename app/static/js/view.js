@@ -175,8 +175,9 @@ export class ConversationView {
   }
 
   /** The in-place answer form of an input.requested event; onSubmit(content) returns a promise. */
-  inputRequested({ request_id: requestId, agent, prompt }, runId, onSubmit) {
+  inputRequested({ request_id: requestId, agent, prompt, kind, tool }, runId, onSubmit) {
     if (this.#inputs.has(requestId)) return;
+    if (kind === "approval") return this.#approvalRequested(requestId, agent, prompt, tool, runId, onSubmit);
     const fieldId = `input-answer-${++inputCounter}`;
     const field = h("input", { id: fieldId, type: "text", autocomplete: "off", required: true });
     const button = h("button", { type: "submit", class: "button button--primary", text: "Send answer" });
@@ -225,6 +226,54 @@ export class ConversationView {
     this.#inputs.set(requestId, form);
     this.#append(form);
     field.focus({ preventScroll: true });
+  }
+
+  /** A tool call waiting for the person's decision: its arguments, an optional note, approve or reject. */
+  #approvalRequested(requestId, agent, prompt, tool, runId, onSubmit) {
+    const fieldId = `input-answer-${++inputCounter}`;
+    const note = h("input", { id: fieldId, type: "text", autocomplete: "off" });
+    const approve = h("button", { type: "submit", class: "button button--primary", value: "approve", text: "Approve" });
+    const reject = h("button", { type: "submit", class: "button", value: "reject", text: "Reject" });
+    const error = h("p", { class: "input-request__error", role: "alert", "data-testid": "input-error" });
+    const form = h(
+      "form",
+      {
+        class: "input-request",
+        "data-testid": "input-form",
+        "data-kind": "approval",
+        "data-request-id": requestId,
+        "data-run-id": runId,
+        "aria-label": `Approval requested by ${agent}`,
+      },
+      h(
+        "p",
+        { class: "input-request__head" },
+        h("span", { class: "input-request__badge", text: "Approval needed" }),
+        h("span", { class: "input-request__agent", text: agent }),
+      ),
+      h("p", { class: "input-request__prompt", "data-testid": "input-prompt", text: prompt || "" }),
+      h("pre", { class: "tool__pre", "data-testid": "approval-args", text: prettyJson(JSON.stringify(tool?.arguments ?? {})) }),
+      h("label", { for: fieldId, text: "Note (a rejection's reason, told to the model)" }),
+      h("div", { class: "input-request__row" }, note, approve, reject),
+      error,
+    );
+    form.style.setProperty("--agent-hue", agentHue(agent));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const decision = event.submitter?.value === "reject" ? "reject" : "approve";
+      const content = note.value.trim();
+      error.textContent = "";
+      approve.disabled = reject.disabled = true;
+      try {
+        await onSubmit(content ? { decision, content } : { decision });
+      } catch (exc) {
+        error.textContent = exc.message;
+        approve.disabled = reject.disabled = false;
+      }
+    });
+    this.#inputs.set(requestId, form);
+    this.#append(form);
+    approve.focus({ preventScroll: true });
   }
 
   inputReceived({ request_id: requestId }) {
