@@ -50,6 +50,8 @@ from app.runtime.streams import StreamClosing, follow_batches
 
 log = structlog.get_logger(__name__)
 
+SWEEP_STOP_S = 5.0  # at shutdown, how long the parked-run sweeper may take to finish its sweep
+
 # what is left of a launch once the admission lock is released
 AfterAdmission = Callable[[], Awaitable[None]]
 
@@ -65,6 +67,7 @@ class RunLauncher(ABC):
         self.parked = parked
         self._parked_sweeper: asyncio.Task[None] | None = None
         self._parked_poke = asyncio.Event()
+        self._parked_stopping = False
         manager.on_parked = self._on_parked
 
     def _on_parked(self, principal_id: str) -> None:
@@ -80,7 +83,7 @@ class RunLauncher(ABC):
         interval = self.manager.deps.settings.parked_sweep_s
 
         async def loop() -> None:
-            while True:
+            while not self._parked_stopping:
                 wait = interval
                 try:
                     await self.parked.expire()
@@ -88,6 +91,8 @@ class RunLauncher(ABC):
                         wait = min(wait, max((deadline - utcnow()).total_seconds(), 0.0))
                 except Exception as exc:
                     log.warning("parked_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+                if self._parked_stopping:
+                    return  # checked and cleared with no await between: a stop's poke is not missed
                 self._parked_poke.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
@@ -96,8 +101,17 @@ class RunLauncher(ABC):
         self._parked_sweeper = asyncio.create_task(loop(), name="parked-sweeper")
 
     async def _stop_sweeping_parked(self) -> None:
+        """Let the sweeper finish what it is doing, then stop. A sweep cancelled mid-query would leave
+        the database driver's thread finishing it after the event loop has gone (aiosqlite then raises
+        in that thread)."""
         task, self._parked_sweeper = self._parked_sweeper, None
-        if task is not None:
+        if task is None:
+            return
+        self._parked_stopping = True
+        self._parked_poke.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SWEEP_STOP_S)
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

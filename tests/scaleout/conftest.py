@@ -35,6 +35,8 @@ class Proc:
     port: int
     popen: subprocess.Popen[bytes]
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # its own settings, for a spawn again
+    chosen_port: bool = False  # the port was given (a restart on the same address), not picked free
 
     @property
     def url(self) -> str:
@@ -54,6 +56,7 @@ class Cluster:
     procs: list[Proc] = field(default_factory=list)
 
     def _spawn(self, kind: str, name: str, port: int | None = None, **env: str) -> Proc:
+        chosen = port is not None
         port = port or free_port()
         log = self.logs / f"{name}.log"
         command = [sys.executable, "-m", "app.cli", kind, "--port", str(port)]
@@ -77,9 +80,16 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),
         )
-        proc = Proc(name, kind, port, popen, log)
+        proc = Proc(name, kind, port, popen, log, dict(env), chosen)
         self.procs.append(proc)
         return proc
+
+    def _again(self, proc: Proc) -> None:
+        """Spawn ``proc`` again on another free port: the one picked was taken before it could bind (a
+        free port is only free until someone else binds it, and clients take ephemeral ports too)."""
+        fresh = self._spawn(proc.kind, proc.name, None, **proc.env)
+        self.procs.remove(fresh)
+        proc.port, proc.popen = fresh.port, fresh.popen
 
     def api(self, name: str, port: int | None = None) -> Proc:
         return self._spawn("serve", name, port, SWARM_EXECUTE_RUNS="false")
@@ -91,6 +101,8 @@ class Cluster:
         async with httpx.AsyncClient(timeout=2) as client:
             for proc in procs:
                 for _ in range(300):
+                    if not proc.alive() and not proc.chosen_port and "address already in use" in proc.log.read_text():
+                        self._again(proc)
                     if not proc.alive():
                         raise AssertionError(f"{proc.name} exited:\n{proc.log.read_text()[-3000:]}")
                     try:
