@@ -74,6 +74,9 @@ class ToolContext:
     history: HistorySearch
     approvals: ApprovalGate | None = None  # asks the run's person about a call that needs approval
     replay: ToolReplay | None = None  # a resumed turn's calls: their stored results (``app/engine/pins.py``)
+    # until the call's ``tool.call`` is in the run's log: a tool that is not idempotent waits for it before
+    # it acts, so a crash can never leave a side effect the log does not know was asked for
+    logged: Callable[[str], Awaitable[None]] | None = None
 
 
 ToolBuilder = Callable[[ToolContext], Callable[..., Any]]
@@ -94,6 +97,7 @@ class TimedTool(FunctionTool):
         self._approvals: ApprovalGate | None = None  # set on a copy (``asking``): whom to ask
         self._agent = ""  # the agent whose calls they are
         self._replay: ToolReplay | None = None  # set on a copy (``replaying``): a resumed turn's results
+        self._logged: Callable[[str], Awaitable[None]] | None = None  # set on a copy (``logging``)
         self._idempotent = False
 
     @property
@@ -126,6 +130,12 @@ class TimedTool(FunctionTool):
         twin._idempotent = idempotent
         return twin
 
+    def logging(self, logged: Callable[[str], Awaitable[None]]) -> TimedTool:
+        """This tool, acting only once its call's ``tool.call`` is in the run's log (``ToolContext.logged``)."""
+        twin = copy.copy(self)
+        twin._logged = logged
+        return twin
+
     def check_arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """``arguments`` if the tool's argument model accepts them; ``InvalidToolArguments`` if not."""
         return check_arguments(self._args_type, arguments, self.name)
@@ -138,9 +148,22 @@ class TimedTool(FunctionTool):
             if is_error:
                 raise Interrupted(content)  # AutoGen gives the model its text as an error result
             return content
+        if self._logged is not None and call_id is not None:
+            await self._until_logged(self._logged, call_id, cancellation_token)
         if self._approvals is not None:
             return await self._run_approved(self._approvals, args, cancellation_token, call_id)
         return await super().run_json(args, cancellation_token, call_id=call_id)
+
+    async def _until_logged(
+        self, logged: Callable[[str], Awaitable[None]], call_id: str, token: CancellationToken
+    ) -> None:
+        try:
+            await logged(call_id)
+        except asyncio.CancelledError:
+            if not token.is_cancelled():
+                raise
+            # the run stopped first: the call ends with a result (AutoGen's agent waits for one)
+            raise ToolStopped(f"the run was stopped before the tool '{self.name}' ran") from None
 
     async def _run_approved(
         self, approvals: ApprovalGate, args: Mapping[str, Any], token: CancellationToken, call_id: str | None
@@ -312,6 +335,8 @@ class ToolRegistry:
         tool = self._build(name, ctx)
         if ctx.replay is not None:
             tool = tool.replaying(ctx.replay, name in self._idempotent)
+        if ctx.logged is not None and name not in self._idempotent:
+            tool = tool.logging(ctx.logged)
         if approve or name in self._needs_approval:
             return tool.asking(ctx.approvals, agent)
         return tool

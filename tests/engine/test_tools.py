@@ -146,3 +146,32 @@ async def test_a_run_cancelled_while_a_tool_runs_ends_cancelled_and_the_call_sto
         assert r.status_code in (200, 202), r.text
         done = await wait_for_status(client, run["id"], {"succeeded", "failed", "cancelled", "timed_out"}, timeout=10)
         assert done["status"] == "cancelled", done
+
+
+async def test_a_tool_that_is_not_idempotent_acts_only_once_its_call_is_logged() -> None:
+    registry = ToolRegistry()
+    acted: list[str] = []
+
+    async def note(text: str) -> str:
+        acted.append(text)
+        return "noted"
+
+    registry.register(note)
+    registry.register(calculator, idempotent=True)
+    released = asyncio.Event()
+    waited: list[str] = []
+
+    async def logged(call_id: str) -> None:
+        waited.append(call_id)
+        await released.wait()
+
+    ctx = ToolContext("r", "c", "p", lambda *_: asyncio.sleep(0, []), logged=logged)
+    token = CancellationToken()
+    call = asyncio.ensure_future(registry.build("note", ctx).run_json({"text": "milk"}, token, call_id="call_1"))
+    await asyncio.sleep(0.01)
+    assert waited == ["call_1"] and acted == [], "it waits for its `tool.call` in the log before it acts"
+    released.set()
+    assert await call == "noted" and acted == ["milk"]
+    # an idempotent tool does not wait: running it again after a crash is harmless
+    assert await registry.build("calculator", ctx).run_json({"expression": "1+1"}, token, call_id="call_2") == "2"
+    assert waited == ["call_1"]

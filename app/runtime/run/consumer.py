@@ -92,6 +92,7 @@ class Consumer:
                 MessageSearch(deps.read_sessionmaker),
                 approvals=p.humans.approvals_for(outbox),
                 replay=replay.tools if replay is not None else None,
+                logged=p.humans.calls.written,
             ),
         )
         outbox.attach(team)
