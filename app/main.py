@@ -84,6 +84,7 @@ from app.runtime.redis_bus import RedisStreams
 from app.runtime.run.deps import RuntimeDeps
 from app.teams.router import router as teams_router
 from app.teams.seed import seed_demo_team
+from app.tools.router import router as tools_router
 from app.ws.router import router as ws_router
 
 log = structlog.get_logger(__name__)
@@ -293,6 +294,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False) -> Fas
     app.add_middleware(RequestContext)
     api_routers = (
         models_router,
+        tools_router,
         agents_router,
         teams_router,
         conversations_router,

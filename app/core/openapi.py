@@ -32,6 +32,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "agents", "description": "Named, validated agent specs, usable by name in teams."},
     {"name": "conversations", "description": "Durable threads: their messages, in order, across runs."},
     {"name": "models", "description": "The configured model providers, the default model and the tool registry."},
+    {"name": "tools", "description": "The tools agents may name: their argument schemas, and which need approval."},
     {"name": "analytics", "description": "Runs, messages, tokens, latency and failures per agent, team and time."},
     {"name": "ops", "description": "Liveness and readiness probes."},
 ]

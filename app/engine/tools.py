@@ -82,6 +82,18 @@ class ToolContext:
 ToolBuilder = Callable[[ToolContext], Callable[..., Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class ToolInfo:
+    """A registered tool as a client may see it (``GET /v1/tools``)."""
+
+    name: str
+    description: str
+    source: str  # builtin | entry_point | code
+    parameters: dict[str, Any]  # the JSON schema of its arguments, as the model gets it
+    requires_approval: bool
+    idempotent: bool
+
+
 class ToolStopped(RuntimeError):
     """A tool call cut short because its run was stopped: its (error) result lets the agent's turn end."""
 
@@ -265,6 +277,7 @@ class ToolRegistry:
         self._built: dict[str, TimedTool] = {}  # per name, the first tool built: its argument model is reused
         self._needs_approval: set[str] = set()
         self._idempotent: set[str] = set()
+        self._sources: dict[str, str] = {}  # builtin | entry_point | code (registered by the embedding program)
         self.timeout_s = timeout_s
 
     def register(
@@ -275,6 +288,7 @@ class ToolRegistry:
         description: str | None = None,
         requires_approval: bool = False,
         idempotent: bool = False,
+        source: str = "code",
     ) -> None:
         """A plain typed function (async or not) as a tool."""
         self.register_builder(
@@ -283,6 +297,7 @@ class ToolRegistry:
             description=description or _doc(func),
             requires_approval=requires_approval,
             idempotent=idempotent,
+            source=source,
         )
 
     def register_builder(
@@ -293,6 +308,7 @@ class ToolRegistry:
         description: str,
         requires_approval: bool = False,
         idempotent: bool = False,
+        source: str = "code",
     ) -> None:
         """A tool made per run from its context. ``requires_approval``: a person approves every call
         first; ``idempotent``: a call a crash interrupted may run again (it changes nothing, or the
@@ -300,6 +316,7 @@ class ToolRegistry:
         if name in self._builders:
             raise ValueError(f"a tool named '{name}' is registered already")
         self._builders[name] = (builder, description)
+        self._sources[name] = source
         if requires_approval:
             self._needs_approval.add(name)
         if idempotent:
@@ -368,18 +385,39 @@ class ToolRegistry:
             func = getattr(importlib.import_module(module_name), attr)
             if not callable(func):
                 raise ValueError(f"tool entry point {spec!r} is not callable")
-            self.register(func)
+            self.register(func, source="entry_point")
+
+    def describe(self) -> list[ToolInfo]:
+        """Every registered tool, by name, with the schema of its arguments."""
+        infos: list[ToolInfo] = []
+        for name in self.names():
+            tool = self._built.get(name) or self._build(name, ToolContext("", "", "", _no_history))
+            infos.append(
+                ToolInfo(
+                    name=name,
+                    description=tool.description,
+                    source=self._sources.get(name, "code"),
+                    parameters=dict(tool.schema.get("parameters") or {}),
+                    requires_approval=name in self._needs_approval,
+                    idempotent=name in self._idempotent,
+                )
+            )
+        return infos
 
     @classmethod
     def with_builtins(cls, timeout_s: float = 30.0) -> ToolRegistry:
         registry = cls(timeout_s)
-        registry.register(calculator, description="Evaluate an arithmetic expression.", idempotent=True)
-        registry.register(current_time, description="Get the current UTC date and time.", idempotent=True)
+        for func, description in (
+            (calculator, "Evaluate an arithmetic expression."),
+            (current_time, "Get the current UTC date and time."),
+        ):
+            registry.register(func, description=description, idempotent=True, source="builtin")
         registry.register_builder(
             history_search,
             name="search_history",
             description="Search this conversation's earlier messages.",
             idempotent=True,
+            source="builtin",
         )
         return registry
 

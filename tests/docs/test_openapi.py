@@ -29,6 +29,7 @@ FREE_FORM = {
     ("ApprovalToolCall", "arguments"),
     ("InputReceivedData", "arguments"),
     ("InputCreate", "arguments"),
+    ("ToolRead", "parameters"),  # a JSON schema: the tool's own
     ("TeamComponent", "config"),
     # AG-UI's own objects (its spec shapes them; the protocol's RunAgentInput reads them)
     *(("AguiRunAgentInput", field) for field in ("messages", "tools", "context", "resume")),

@@ -175,3 +175,31 @@ async def test_a_tool_that_is_not_idempotent_acts_only_once_its_call_is_logged()
     # an idempotent tool does not wait: running it again after a crash is harmless
     assert await registry.build("calculator", ctx).run_json({"expression": "1+1"}, token, call_id="call_2") == "2"
     assert waited == ["call_1"]
+
+
+async def test_the_tool_list_gives_each_tool_s_schema_source_and_marks(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        tools=["tests.fixtures.tools:shout", "tests.fixtures.tools:slow_note"],
+        tools_require_approval=["slow_note"],
+        tools_idempotent=["shout"],
+    )
+    async with serve_app(settings) as (_, client):
+        r = await client.get("/v1/tools")
+        assert r.status_code == 200, r.text
+        body = r.json()
+    tools = {t["name"]: t for t in body["data"]}
+    assert body["object"] == "list" and list(tools) == sorted(tools)
+    assert {"calculator", "current_time", "search_history", "shout", "slow_note"} == set(tools)
+    calculator_ = tools["calculator"]
+    assert calculator_["source"] == "builtin" and calculator_["idempotent"] is True
+    assert calculator_["parameters"]["properties"]["expression"]["type"] == "string"
+    assert calculator_["parameters"]["required"] == ["expression"]
+    assert tools["shout"] == {**tools["shout"], "source": "entry_point", "idempotent": True, "requires_approval": False}
+    assert tools["slow_note"] == {
+        **tools["slow_note"],
+        "source": "entry_point",
+        "idempotent": False,
+        "requires_approval": True,
+        "description": "Write a note to the file named by `SWARM_TEST_NOTES` (one line per call), then take a minute.",
+    }
