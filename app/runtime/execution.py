@@ -84,7 +84,7 @@ PARKED: Final = _Parked()
 
 
 @dataclass(frozen=True, slots=True)
-class Crashed:
+class ResumePoint:
     """Where a run resumes mid-way (``RunExecution._resume_point``): taken again after a crash, or parked on
     a tool's approval and answered."""
 
@@ -103,7 +103,7 @@ class _Context:
     state: dict[str, Any] | None = None  # the conversation's saved team state
     history: list[Message] = field(default_factory=list)  # or its stored messages
     parked: ParkedRun | None = None  # a parked run, answered
-    crashed: Crashed | None = None  # a run taken again after a crash
+    resume: ResumePoint | None = None  # a run taken again after a crash, or parked on an approval
 
 
 def parkable(spec: ResolvedTeamSpec) -> bool:
@@ -255,12 +255,12 @@ class RunExecution:
         try:
             if p.state.spec.kind == "chain":
                 return await self._run_chain()
-            if context.parked is not None and context.crashed is not None:
-                return await self._resume_approval(context.parked, context.crashed)
+            if context.parked is not None and context.resume is not None:
+                return await self._resume_approval(context.parked, context.resume)
             if context.parked is not None:
                 return await self._resume_team(context.parked)
-            if context.crashed is not None:
-                return await self._resume_crashed(context.crashed)
+            if context.resume is not None:
+                return await self._resume_crashed(context.resume)
             return await self._run_team(context.state, context.history)
         finally:
             timer.cancel()
@@ -345,7 +345,7 @@ class RunExecution:
         p.humans.approvals_park = False
         return await self._drive(team, task, outbox, set())
 
-    async def _resume_crashed(self, point: Crashed) -> Outcome | _Parked:
+    async def _resume_crashed(self, point: ResumePoint) -> Outcome | _Parked:
         """A run taken again after its process died: ``run.resumed``, then on from its checkpoint."""
         p = self.parts
         data = {"attempt": p.state.attempt, "checkpoint_seq": point.seq}
@@ -354,7 +354,7 @@ class RunExecution:
         log.info("run_resumed_after_crash", run_id=self.run_id, **data)
         return await self._go_on(point)
 
-    async def _resume_approval(self, row: ParkedRun, point: Crashed) -> Outcome | _Parked:
+    async def _resume_approval(self, row: ParkedRun, point: ResumePoint) -> Outcome | _Parked:
         """A run parked on a tool's approval, answered: ``input.received`` and the decision's message, then
         on from the state before the turn that called the tool, the turn played again up to the call,
         which runs as the person decided (``Humans.decided``)."""
@@ -379,7 +379,7 @@ class RunExecution:
             point.replay.tools.cut.discard(call_id)  # it never ran: it runs now, as decided
         return await self._go_on(point)
 
-    async def _go_on(self, point: Crashed) -> Outcome | _Parked:
+    async def _go_on(self, point: ResumePoint) -> Outcome | _Parked:
         """The team rebuilt where ``point`` says, the turn it interrupted played again (``app/engine/pins.py``)."""
         p = self.parts
         self.consumer.logged = point.replay.logged
@@ -623,16 +623,16 @@ class RunExecution:
                 if row.kind != "approval":
                     return _Context(parked=row)
                 point = await self._resume_point(session, conversation.message_count, row.state, carried)
-                return _Context(parked=row, crashed=point)
+                return _Context(parked=row, resume=point)
             if p.state.started:
-                return _Context(crashed=await self._crash_point(session, conversation.message_count))
+                return _Context(resume=await self._crash_point(session, conversation.message_count))
             if conversation.state is not None and conversation.state_signature == team_signature(p.state.spec):
                 return _Context(state=conversation.state)
             if conversation.message_count:
                 return _Context(history=await MessageRepository(session).history(self.conversation_id))
             return _Context()
 
-    async def _crash_point(self, session: AsyncSession, message_count: int) -> Crashed:
+    async def _crash_point(self, session: AsyncSession, message_count: int) -> ResumePoint:
         """Where a run taken again after its process died resumes: its checkpoint, if a turn had ended."""
         checkpoint = await session.get(RunCheckpoint, self.run_id)
         if checkpoint is None:
@@ -643,7 +643,7 @@ class RunExecution:
 
     async def _resume_point(
         self, session: AsyncSession, message_count: int, state: dict[str, Any] | None, carried: Carried | None
-    ) -> Crashed:
+    ) -> ResumePoint:
         """Where a run resumes mid-way: the team's ``state`` after its last whole turn (``carried``: what the
         run had used by then, and that turn's last event; no state: from its task), the turn interrupted
         after it (from the log), and what the run has stored and billed."""
@@ -665,7 +665,7 @@ class RunExecution:
         if seq is None:
             earlier = await MessageRepository(session).history(self.conversation_id)
             history = [m for m in earlier if m.run_id != self.run_id]
-        return Crashed(
+        return ResumePoint(
             state if seq is not None else None, seq, carried, turn_replay(events), history, own[0].id if own else None
         )
 

@@ -543,56 +543,74 @@ def shot_path(test: str, step: str) -> Path:
     return SHOTS / f"{test}-{step}.png"
 
 
-async def test_a_server_killed_mid_answer_takes_back_the_text_it_never_stored(browser: Browser, tmp_path: Path) -> None:
-    """`kill -9` while an answer streams: the restarted server settles the run (`lost_after_seq`), the
-    page reconnects by itself, and the bubble keeps exactly the text of the deltas that were stored."""
-    port = free_port()
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
-    base = f"http://127.0.0.1:{port}"
-    procs = [spawn_serve(port, database_url)]
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            await wait_until_up(client, procs[0])
-            await create_team(client, team("talker", model="fake/t4000-d2", max_messages=2))
-            chat = ChatPage(await context.new_page(), cast(LiveServer, SimpleNamespace(url=base)), "crash")
-            await chat.open()
-            await chat.pick_team("talker")
-            await chat.send_task("Talk until the power goes.")
-            await chat.wait_streaming_growth("writer")
-            run_id = (await chat.page.evaluate("window.__swarm.runs"))[0]["id"]
-            async with asyncio.timeout(20):  # some of the answer is stored, and more is streaming
-                while not (await client.get(f"/v1/runs/{run_id}/events/page", params={"after": 3})).json()["data"]:
-                    await asyncio.sleep(0.05)
-            await chat.wait_streaming_growth("writer")
-            procs[0].send_signal(signal.SIGKILL)
-            procs[0].wait(timeout=10)
-            await expect(chat.page.get_by_test_id("connection")).not_to_have_attribute("data-state", "open")
-            procs.append(spawn_serve(port, database_url))  # the same address: the page finds it again
-            await wait_until_up(client, procs[1])
+class RestartedServer:
+    """``swarmdirector serve`` on one port and one SQLite file, ``kill -9``ed and started again there (the
+    page finds it again by itself), with a browser page on it and an HTTP client."""
 
-            await chat.expect_status("failed")
-            page = (await client.get(f"/v1/runs/{run_id}/events/page", params={"limit": 1000})).json()
-            events = page["data"]
-            while page["has_more"]:
-                page = (await client.get(f"/v1/runs/{run_id}/events/page", params={"after": page["last_seq"]})).json()
-                events += page["data"]
-            end = events[-1]
-            assert end["data"]["error"]["code"] == "server_restarted" and "lost_after_seq" in end["data"], end
-            stored = "".join(
-                e["data"]["text"] for e in events if e["type"] == "message.delta" and e["data"]["agent"] == "writer"
-            )
-            writer = [b for b in await chat.bubbles() if b["agent"] == "writer"]
-            assert len(writer) == 1 and writer[0]["state"] == "interrupted", writer
-            assert writer[0]["text"] == stored, "the bubble shows what was stored, not what was lost"
-            assert stored, "the answer had begun"
-            await chat.shot("1-settled")
-    finally:
-        await context.close()
-        for proc in procs:
+    def __init__(self, browser: Browser, tmp_path: Path, name: str, **env: str) -> None:
+        self.browser, self.name, self.env = browser, name, env
+        self.port = free_port()
+        self.database_url = f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    async def __aenter__(self) -> RestartedServer:
+        self.procs.append(spawn_serve(self.port, self.database_url, **self.env))
+        self.context = await self.browser.new_context(viewport={"width": 1280, "height": 800})
+        self.client = httpx.AsyncClient(base_url=self.base, timeout=30)
+        await wait_until_up(self.client, self.procs[0])
+        self.chat = ChatPage(await self.context.new_page(), cast(LiveServer, SimpleNamespace(url=self.base)), self.name)
+        return self
+
+    async def kill_and_restart(self) -> None:
+        self.procs[-1].send_signal(signal.SIGKILL)
+        self.procs[-1].wait(timeout=10)
+        await expect(self.chat.page.get_by_test_id("connection")).not_to_have_attribute("data-state", "open")
+        self.procs.append(spawn_serve(self.port, self.database_url, **self.env))  # the same address
+        await wait_until_up(self.client, self.procs[-1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        await self.context.close()
+        for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=10)
+
+
+async def test_a_server_killed_mid_answer_takes_back_the_text_it_never_stored(browser: Browser, tmp_path: Path) -> None:
+    """`kill -9` while an answer streams: the restarted server settles the run (`lost_after_seq`), the
+    page reconnects by itself, and the bubble keeps exactly the text of the deltas that were stored."""
+    async with RestartedServer(browser, tmp_path, "crash") as server:
+        client, chat = server.client, server.chat
+        await create_team(client, team("talker", model="fake/t4000-d2", max_messages=2))
+        await chat.open()
+        await chat.pick_team("talker")
+        await chat.send_task("Talk until the power goes.")
+        await chat.wait_streaming_growth("writer")
+        run_id = (await chat.page.evaluate("window.__swarm.runs"))[0]["id"]
+        async with asyncio.timeout(20):  # some of the answer is stored, and more is streaming
+            while not (await client.get(f"/v1/runs/{run_id}/events/page", params={"after": 3})).json()["data"]:
+                await asyncio.sleep(0.05)
+        await chat.wait_streaming_growth("writer")
+        await server.kill_and_restart()
+
+        await chat.expect_status("failed")
+        page = (await client.get(f"/v1/runs/{run_id}/events/page", params={"limit": 1000})).json()
+        events = page["data"]
+        while page["has_more"]:
+            page = (await client.get(f"/v1/runs/{run_id}/events/page", params={"after": page["last_seq"]})).json()
+            events += page["data"]
+        end = events[-1]
+        assert end["data"]["error"]["code"] == "server_restarted" and "lost_after_seq" in end["data"], end
+        stored = "".join(
+            e["data"]["text"] for e in events if e["type"] == "message.delta" and e["data"]["agent"] == "writer"
+        )
+        writer = [b for b in await chat.bubbles() if b["agent"] == "writer"]
+        assert len(writer) == 1 and writer[0]["state"] == "interrupted", writer
+        assert writer[0]["text"] == stored, "the bubble shows what was stored, not what was lost"
+        assert stored, "the answer had begun"
+        await chat.shot("1-settled")
 
 
 async def test_a_run_that_resumes_after_kill_9_shows_its_abandoned_text_as_interrupted(
@@ -601,37 +619,20 @@ async def test_a_run_that_resumes_after_kill_9_shows_its_abandoned_text_as_inter
     """`kill -9` mid-answer, the server set to give runs a retry: the restarted server resumes the run,
     the page marks the bubble it was streaming interrupted (``run.requeued`` names it abandoned), and
     the answer made again arrives as a bubble of its own."""
-    port = free_port()
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'resume.db'}"
-    base = f"http://127.0.0.1:{port}"
-    procs = [spawn_serve(port, database_url, SWARM_RUN_RETRIES="1")]
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            await wait_until_up(client, procs[0])
-            await create_team(client, team("talker", model="fake/t1500-d2", max_messages=2))
-            chat = ChatPage(await context.new_page(), cast(LiveServer, SimpleNamespace(url=base)), "resume")
-            await chat.open()
-            await chat.pick_team("talker")
-            await chat.send_task("Talk until the power goes.")
-            await chat.wait_streaming_growth("writer")
-            run_id = (await chat.page.evaluate("window.__swarm.runs"))[0]["id"]
-            procs[0].send_signal(signal.SIGKILL)
-            procs[0].wait(timeout=10)
-            await expect(chat.page.get_by_test_id("connection")).not_to_have_attribute("data-state", "open")
-            procs.append(spawn_serve(port, database_url, SWARM_RUN_RETRIES="1"))
-            await wait_until_up(client, procs[1])
+    async with RestartedServer(browser, tmp_path, "resume", SWARM_RUN_RETRIES="1") as server:
+        client, chat = server.client, server.chat
+        await create_team(client, team("talker", model="fake/t1500-d2", max_messages=2))
+        await chat.open()
+        await chat.pick_team("talker")
+        await chat.send_task("Talk until the power goes.")
+        await chat.wait_streaming_growth("writer")
+        run_id = (await chat.page.evaluate("window.__swarm.runs"))[0]["id"]
+        await server.kill_and_restart()
 
-            await chat.expect_status("succeeded")
-            run = (await client.get(f"/v1/runs/{run_id}")).json()
-            assert run["attempts"] == 2, run
-            writer = [b for b in await chat.bubbles() if b["agent"] == "writer"]
-            assert [b["state"] for b in writer] == ["interrupted", "final"], writer
-            assert writer[1]["text"] == run["result"]["text"], "the answer made again, whole"
-            await chat.shot("1-resumed")
-    finally:
-        await context.close()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=10)
+        await chat.expect_status("succeeded")
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        assert run["attempts"] == 2, run
+        writer = [b for b in await chat.bubbles() if b["agent"] == "writer"]
+        assert [b["state"] for b in writer] == ["interrupted", "final"], writer
+        assert writer[1]["text"] == run["result"]["text"], "the answer made again, whole"
+        await chat.shot("1-resumed")
